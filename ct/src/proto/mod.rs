@@ -1,0 +1,2 @@
+//! Per-protocol trackers.
+pub mod tcp;
