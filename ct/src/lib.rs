@@ -1,11 +1,39 @@
 //! ferrovs connection tracker.
+//!
+//! A zone-scoped connection tracker with Open vSwitch `ct` action semantics
+//! and nf_conntrack protocol tracking, built for poll-mode threads: the
+//! per-packet path takes one shard lock per run of packets, allocates
+//! nothing and never reads a clock (the caller passes `now`).
+//!
+//! Map of the crate:
+//! - [`key`]: `ConnKey` (zone + 5-tuple), `Zone`, `Dir`
+//! - [`packet`]: L3/L4 parsing of a packet into `PacketInfo`
+//! - [`proto`]: per-protocol trackers (TCP state machine and windows, UDP,
+//!   ICMP, other)
+//! - [`conn`]: the connection record; [`table`]: shards, index and slab;
+//!   [`expiry`]: the timing wheel; [`tracker`]: the `ct` action (`execute`)
+//! - [`timeout`]: timeout policies; [`zone`]: per-zone limits and settings
+//! - [`flush`], [`dump`]: control-plane passes in bounded slices
+//! - [`events`]: lifecycle hooks; [`expect`]: expectations (related conns)
 #![forbid(unsafe_code)]
 
+pub mod conn;
+pub mod dump;
+pub mod events;
+pub mod expect;
+pub mod expiry;
+pub mod flush;
 pub mod key;
 pub mod packet;
 pub mod proto;
 pub mod state;
+pub mod table;
+pub mod timeout;
+pub mod tracker;
+pub mod zone;
 
 pub use key::{ConnKey, Dir, Family, Zone};
 pub use packet::{CtPacket, PacketInfo, PktFlags};
 pub use state::CtState;
+pub use timeout::{PolicyId, TimeoutAttr, TimeoutPolicy};
+pub use tracker::{CtParams, CtResult, Tracker, TrackerConfig};

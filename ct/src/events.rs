@@ -1,0 +1,76 @@
+//! Lifecycle events: NEW, UPDATE (state, mark or label change) and DESTROY.
+//!
+//! The tracker calls every registered [`EventSink`] with a [`ConnEvent`]
+//! after releasing the shard lock the change was made under. An event
+//! carries both tuples, zone, mark, label, per-direction counters and
+//! timestamps, so DESTROY events serve as flow accounting records.
+//! Reliable delivery (missed-event cache, dying list) builds on the sink's
+//! return value in a later stage; here a refused event is counted.
+
+use serde::Serialize;
+
+use crate::conn::{Conn, DirCounters};
+use crate::key::{ConnKey, Zone};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EventKind {
+    New,
+    Update,
+    Destroy,
+}
+
+/// Why a connection was destroyed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestroyCause {
+    Expired,
+    Flushed,
+    EarlyDrop,
+    /// Replaced by `force` or a TCP reopen.
+    Replaced,
+}
+
+/// One lifecycle event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnEvent {
+    pub kind: EventKind,
+    pub id: u32,
+    pub orig: ConnKey,
+    pub reply: ConnKey,
+    pub zone: Zone,
+    pub mark: u32,
+    pub label: u128,
+    /// TCP state name, if TCP.
+    pub tcp_state: Option<&'static str>,
+    pub counters: [DirCounters; 2],
+    pub start_ns: u64,
+    /// For DESTROY: when it happened.
+    pub end_ns: Option<u64>,
+    pub cause: Option<DestroyCause>,
+}
+
+impl ConnEvent {
+    pub fn of(kind: EventKind, c: &Conn) -> ConnEvent {
+        ConnEvent {
+            kind,
+            id: c.id,
+            orig: c.key,
+            reply: c.reply_key(),
+            zone: c.key.zone,
+            mark: c.mark,
+            label: c.label(),
+            tcp_state: c.proto.tcp_state_name(),
+            counters: c.counters,
+            start_ns: c.start_ns,
+            end_ns: None,
+            cause: None,
+        }
+    }
+}
+
+/// A subscriber to lifecycle events.
+pub trait EventSink: Send + Sync {
+    /// Deliver one event; return false if it could not be queued.
+    fn deliver(&self, ev: &ConnEvent) -> bool;
+}

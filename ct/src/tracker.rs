@@ -1,0 +1,715 @@
+//! The tracker: the `ct` action over a batch of packets.
+//!
+//! [`Tracker::execute`] is the per-packet path, read top to bottom:
+//! 1. parse every packet of the batch (`packet::parse`) and hash its key;
+//! 2. walk the batch, holding one shard lock across consecutive packets of
+//!    the same shard, and for each packet either update its connection,
+//!    relate an ICMP error to one, or handle a packet with no connection
+//!    (commit creates one, subject to limits and early drop);
+//! 3. after the lock is released, hand lifecycle events to subscribers and
+//!    fold the batch's counters into the tracker's.
+//!
+//! Semantics follow OVS's `ct` action (`man ovs-actions`): only `commit`
+//! creates entries; `force` ends a connection seen in the reply direction and
+//! starts a new one; mark/label are set on commit; an uncommitted first
+//! packet is `+trk+new` and leaves nothing behind.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
+use parking_lot::{Mutex, MutexGuard, RwLock};
+use serde::Serialize;
+
+use crate::conn::{Conn, ConnStatus, DirCounters};
+use crate::events::{ConnEvent, DestroyCause, EventKind, EventSink};
+use crate::expect::ExpectTable;
+use crate::key::{ConnKey, Dir, Zone};
+use crate::packet::{self, CtPacket, L4Info, PacketInfo, PktFlags};
+use crate::proto::{ProtoState, Update};
+use crate::state::CtState;
+use crate::table::{key_hash, KeyHash, Shard};
+use crate::timeout::{PolicyId, PolicyTable};
+use crate::zone::Zones;
+
+/// Packets processed per inner batch (OVS's NETDEV_MAX_BURST).
+pub const BATCH: usize = 32;
+
+const NS_PER_S: u64 = 1_000_000_000;
+
+/// Tracker configuration.
+#[derive(Clone, Debug)]
+pub struct TrackerConfig {
+    /// Global connection limit (live and dying entries count).
+    pub max_conns: u32,
+    /// Number of shards (rounded up to a power of two).
+    pub shards: usize,
+    /// Hash seed; None picks a random one.
+    pub seed: Option<u64>,
+    /// TCP window checks off everywhere.
+    pub liberal: bool,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            max_conns: 3_000_000,
+            shards: 1024,
+            seed: None,
+            liberal: false,
+        }
+    }
+}
+
+/// Parameters of one `ct` action.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CtParams {
+    pub zone: Zone,
+    pub commit: bool,
+    pub force: bool,
+    /// `(value, mask)` to set on `ct_mark` (commit only).
+    pub mark: Option<(u32, u32)>,
+    /// `(value, mask)` to set on `ct_label` (commit only).
+    pub label: Option<(u128, u128)>,
+    /// Timeout policy for connections this action commits (else the zone's).
+    pub policy: Option<PolicyId>,
+    /// ALG helper to attach on commit (e.g. "ftp"); used by the ALG stage.
+    pub helper: Option<&'static str>,
+}
+
+/// What the `ct` action reports for one packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtResult {
+    pub state: CtState,
+    pub zone: Zone,
+    pub mark: u32,
+    pub label: u128,
+    /// Original-direction tuple of the connection (`ct_nw_src` ...).
+    pub orig: Option<ConnKey>,
+    /// The L4 checksum was verified in software on this pass.
+    pub l4_csum_checked: bool,
+}
+
+/// Tracker-wide counters.
+#[derive(Default)]
+struct Counters {
+    invalid: AtomicU64,
+    untracked: AtomicU64,
+    events_refused: AtomicU64,
+}
+
+/// Snapshot of counters (`ct-stats-show`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CtCounters {
+    pub connections: u64,
+    pub max_connections: u64,
+    pub inserts: u64,
+    pub early_drops: u64,
+    pub refused: u64,
+    pub expired: u64,
+    pub deleted: u64,
+    pub invalid: u64,
+    pub untracked: u64,
+    pub events_refused: u64,
+}
+
+/// The connection tracker.
+pub struct Tracker {
+    pub(crate) shards: Box<[CachePadded<Mutex<Shard>>]>,
+    pub(crate) mask: usize,
+    pub(crate) seed: u64,
+    pub policies: PolicyTable,
+    pub zones: Zones,
+    pub expectations: ExpectTable,
+    count: AtomicU32,
+    max: AtomicU32,
+    liberal: AtomicBool,
+    counters: Counters,
+    sinks: RwLock<Vec<Arc<dyn EventSink>>>,
+    has_sinks: AtomicBool,
+}
+
+/// Per-batch tallies folded into the tracker once per batch.
+#[derive(Default)]
+struct Tally {
+    invalid: u64,
+    untracked: u64,
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x6665_7272_6f76_7321);
+    h.finish()
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker::new(TrackerConfig::default())
+    }
+}
+
+impl Tracker {
+    pub fn new(cfg: TrackerConfig) -> Tracker {
+        let n = cfg.shards.clamp(1, 1 << 16).next_power_of_two();
+        Tracker {
+            shards: (0..n)
+                .map(|i| CachePadded::new(Mutex::new(Shard::new(i as u32, 0))))
+                .collect(),
+            mask: n - 1,
+            seed: cfg.seed.unwrap_or_else(random_seed),
+            policies: PolicyTable::default(),
+            zones: Zones::default(),
+            expectations: ExpectTable::default(),
+            count: AtomicU32::new(0),
+            max: AtomicU32::new(cfg.max_conns),
+            liberal: AtomicBool::new(cfg.liberal),
+            counters: Counters::default(),
+            sinks: RwLock::new(Vec::new()),
+            has_sinks: AtomicBool::new(false),
+        }
+    }
+
+    /// Live connections (all zones).
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed) as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn max_conns(&self) -> u32 {
+        self.max.load(Ordering::Relaxed)
+    }
+    pub fn set_max_conns(&self, max: u32) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+    pub fn set_liberal(&self, on: bool) {
+        self.liberal.store(on, Ordering::Relaxed);
+    }
+
+    /// Subscribe to lifecycle events.
+    pub fn subscribe(&self, sink: Arc<dyn EventSink>) {
+        self.sinks.write().push(sink);
+        self.has_sinks.store(true, Ordering::Release);
+    }
+
+    /// Hash of a key in this table.
+    #[inline]
+    pub(crate) fn hash(&self, key: &ConnKey) -> KeyHash {
+        key_hash(key, self.seed, self.mask)
+    }
+
+    pub(crate) fn lock_shard(&self, i: usize) -> MutexGuard<'_, Shard> {
+        self.shards[i].lock()
+    }
+
+    /// Run the `ct` action on `pkts`, writing one result per packet into
+    /// `out` (which must be at least as long; extra packets are not
+    /// processed). `now_ns` is the caller's monotonic clock.
+    pub fn execute(
+        &self,
+        pkts: &[CtPacket<'_>],
+        params: &CtParams,
+        now_ns: u64,
+        out: &mut [CtResult],
+    ) {
+        let n = pkts.len().min(out.len());
+        for (p, o) in pkts[..n].chunks(BATCH).zip(out[..n].chunks_mut(BATCH)) {
+            self.execute_batch(p, params, now_ns, o);
+        }
+    }
+
+    fn execute_batch(
+        &self,
+        pkts: &[CtPacket<'_>],
+        params: &CtParams,
+        now_ns: u64,
+        out: &mut [CtResult],
+    ) {
+        let now_s = (now_ns / NS_PER_S) as u32;
+        let liberal = self.liberal.load(Ordering::Relaxed) || self.zones.liberal(params.zone);
+        let want_events = self.has_sinks.load(Ordering::Relaxed);
+        let mut tally = Tally::default();
+        let mut events: Vec<ConnEvent> = Vec::new();
+
+        // Stage 1: parse and hash.
+        let mut infos = [PacketInfo::default(); BATCH];
+        let mut hashes = [KeyHash::default(); BATCH];
+        let mut live = [false; BATCH];
+        for (i, pkt) in pkts.iter().enumerate() {
+            if pkt.flags.contains(PktFlags::NOTRACK) {
+                out[i] = CtResult {
+                    state: CtState::TRK | CtState::UNTRACKED,
+                    ..Default::default()
+                };
+                tally.untracked += 1;
+                continue;
+            }
+            let info = packet::parse(pkt, params.zone);
+            if info.invalid.is_some() {
+                out[i] = invalid(params.zone, info.l4_csum_checked);
+                tally.invalid += 1;
+                continue;
+            }
+            let lookup_key = match &info.l4 {
+                L4Info::IcmpError { inner } => inner,
+                _ => &info.key,
+            };
+            hashes[i] = self.hash(lookup_key);
+            infos[i] = info;
+            live[i] = true;
+        }
+
+        // Stage 2: conntrack proper, one shard lock per run of packets.
+        let mut held: Option<(usize, MutexGuard<'_, Shard>)> = None;
+        for i in 0..pkts.len() {
+            if !live[i] {
+                continue;
+            }
+            let kh = hashes[i];
+            let shard = match &mut held {
+                Some((s, g)) if *s == kh.shard => g,
+                _ => {
+                    held = None;
+                    &mut held.insert((kh.shard, self.lock_shard(kh.shard))).1
+                }
+            };
+            let ctx = Ctx {
+                params,
+                now_ns,
+                now_s,
+                liberal,
+                want_events,
+            };
+            let bytes = pkts[i].l3.len() as u64;
+            out[i] = self.process(shard, &infos[i], kh, bytes, &ctx, &mut events, &mut tally);
+        }
+        drop(held);
+
+        // Stage 3: events and counters.
+        if !events.is_empty() {
+            self.deliver(&events);
+        }
+        if tally.invalid != 0 {
+            self.counters
+                .invalid
+                .fetch_add(tally.invalid, Ordering::Relaxed);
+        }
+        if tally.untracked != 0 {
+            self.counters
+                .untracked
+                .fetch_add(tally.untracked, Ordering::Relaxed);
+        }
+    }
+
+    /// One packet under its shard's lock.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn process(
+        &self,
+        shard: &mut Shard,
+        info: &PacketInfo,
+        kh: KeyHash,
+        bytes: u64,
+        ctx: &Ctx<'_>,
+        events: &mut Vec<ConnEvent>,
+        tally: &mut Tally,
+    ) -> CtResult {
+        let params = ctx.params;
+        if let L4Info::IcmpError { inner } = &info.l4 {
+            return match shard
+                .lookup(inner, kh.hash)
+                .and_then(|(s, d)| shard.get(s).map(|c| (c, d)))
+            {
+                Some((c, dir)) if !c.expired(ctx.now_s) => {
+                    // The error travels opposite to the packet it quotes.
+                    let mut state = CtState::TRK | CtState::REL;
+                    if dir == Dir::Orig {
+                        state |= CtState::RPL;
+                    }
+                    conn_result(c, state, info.l4_csum_checked)
+                }
+                _ => {
+                    tally.invalid += 1;
+                    invalid(params.zone, info.l4_csum_checked)
+                }
+            };
+        }
+
+        if let Some((slot, dir)) = shard.lookup(&info.key, kh.hash) {
+            let Some(c) = shard.get_mut(slot) else {
+                return invalid(params.zone, info.l4_csum_checked);
+            };
+            if c.expired(ctx.now_s) {
+                self.destroy(shard, slot, DestroyCause::Expired, ctx, events);
+            } else if params.force && params.commit && dir == Dir::Reply {
+                self.destroy(shard, slot, DestroyCause::Replaced, ctx, events);
+            } else {
+                let before = (c.proto, c.status, c.mark, c.label());
+                match c.proto.update(dir, info, ctx.liberal) {
+                    Update::Invalid(_) => {
+                        tally.invalid += 1;
+                        return invalid(params.zone, info.l4_csum_checked);
+                    }
+                    Update::Reopen => {
+                        self.destroy(shard, slot, DestroyCause::Replaced, ctx, events);
+                    }
+                    Update::Accept => {
+                        let ctr = &mut c.counters[dir.index()];
+                        ctr.packets += 1;
+                        ctr.bytes += bytes;
+                        if dir == Dir::Reply {
+                            c.status |= ConnStatus::SEEN_REPLY;
+                        }
+                        if c.seen_reply() && !c.proto.is_embryonic() {
+                            c.status |= ConnStatus::ASSURED;
+                        }
+                        if params.commit {
+                            apply_mark_label(c, params);
+                        }
+                        let timeout = self.policies.secs(c.policy, c.proto.timeout_attr());
+                        let expire = ctx.now_s.saturating_add(timeout);
+                        let shrank = expire < c.expire && expire.wrapping_add(1) < c.sched;
+                        c.expire = expire;
+                        let result = conn_result(c, conn_state(c, dir), info.l4_csum_checked);
+                        if ctx.want_events && before != (c.proto, c.status, c.mark, c.label()) {
+                            events.push(ConnEvent::of(EventKind::Update, c));
+                        }
+                        if shrank {
+                            shard.refile(slot);
+                        }
+                        return result;
+                    }
+                }
+            }
+        }
+
+        // No connection (or it just ended).
+        if !ProtoState::valid_new(info) {
+            tally.invalid += 1;
+            return invalid(params.zone, info.l4_csum_checked);
+        }
+        let expected = self.expectations.take(&info.key, ctx.now_s, params.commit);
+        let mut state = CtState::TRK | CtState::NEW;
+        if expected.is_some() {
+            state |= CtState::REL;
+        }
+        if !params.commit {
+            return CtResult {
+                state,
+                zone: params.zone,
+                orig: Some(info.key),
+                l4_csum_checked: info.l4_csum_checked,
+                ..Default::default()
+            };
+        }
+        if !self.reserve(shard, params.zone, ctx, events) {
+            shard.stats.refused += 1;
+            tally.invalid += 1;
+            return invalid(params.zone, info.l4_csum_checked);
+        }
+        let proto = ProtoState::new(info);
+        let policy = params
+            .policy
+            .unwrap_or_else(|| self.zones.policy(params.zone));
+        let timeout = self.policies.secs(policy, proto.timeout_attr());
+        let mut conn = Conn {
+            key: info.key,
+            ext: None,
+            counters: [DirCounters { packets: 1, bytes }, DirCounters::default()],
+            start_ns: ctx.now_ns,
+            proto,
+            mark: 0,
+            id: 0,
+            expire: ctx.now_s.saturating_add(timeout),
+            sched: 0,
+            status: ConnStatus::empty(),
+            policy,
+        };
+        if let Some(e) = &expected {
+            conn.status |= ConnStatus::RELATED;
+            let ext = conn.ext_mut();
+            ext.master = Some(e.master);
+            ext.helper = Some(e.helper);
+        }
+        if let Some(h) = params.helper {
+            conn.ext_mut().helper = Some(h);
+        }
+        apply_mark_label(&mut conn, params);
+        let slot = shard.insert(conn, self.seed, self.mask);
+        match shard.get(slot) {
+            Some(c) => {
+                if ctx.want_events {
+                    events.push(ConnEvent::of(EventKind::New, c));
+                }
+                conn_result(c, state, info.l4_csum_checked)
+            }
+            None => invalid(params.zone, info.l4_csum_checked),
+        }
+    }
+
+    /// Count a new connection against the global and zone limits, early
+    /// dropping an unreplied connection of this shard if a limit is reached.
+    fn reserve(
+        &self,
+        shard: &mut Shard,
+        zone: Zone,
+        ctx: &Ctx<'_>,
+        events: &mut Vec<ConnEvent>,
+    ) -> bool {
+        let zslot = self.zones.slot(zone);
+        for attempt in 0..2 {
+            let global_full =
+                self.count.load(Ordering::Relaxed) >= self.max.load(Ordering::Relaxed);
+            let zlimit = zslot.limit.load(Ordering::Relaxed);
+            let zone_full = zlimit != 0 && zslot.count.load(Ordering::Relaxed) >= zlimit;
+            if !global_full && !zone_full {
+                self.count.fetch_add(1, Ordering::Relaxed);
+                zslot.count.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            if attempt == 1 || !self.early_drop(shard, zone_full.then_some(zone), ctx, events) {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// Evict one connection that never saw a reply, scanning a bounded
+    /// window of this shard from a rotating cursor. Assured connections are
+    /// never early-dropped.
+    fn early_drop(
+        &self,
+        shard: &mut Shard,
+        zone: Option<Zone>,
+        ctx: &Ctx<'_>,
+        events: &mut Vec<ConnEvent>,
+    ) -> bool {
+        const SCAN: u32 = 128;
+        let n = shard.capacity_slots();
+        if n == 0 {
+            return false;
+        }
+        let start = shard.evict_cursor % n;
+        for k in 0..SCAN.min(n) {
+            let slot = (start + k) % n;
+            let victim = shard.get(slot).is_some_and(|c| {
+                !c.status
+                    .intersects(ConnStatus::SEEN_REPLY | ConnStatus::ASSURED)
+                    && zone.is_none_or(|z| c.key.zone == z)
+            });
+            if victim {
+                shard.evict_cursor = slot + 1;
+                shard.stats.early_drops += 1;
+                self.destroy(shard, slot, DestroyCause::EarlyDrop, ctx, events);
+                return true;
+            }
+        }
+        shard.evict_cursor = start + SCAN;
+        false
+    }
+
+    /// Remove a connection from its shard, release its counts, queue DESTROY.
+    fn destroy(
+        &self,
+        shard: &mut Shard,
+        slot: u32,
+        cause: DestroyCause,
+        ctx: &Ctx<'_>,
+        events: &mut Vec<ConnEvent>,
+    ) {
+        if let Some(c) = shard.remove(slot, self.seed, self.mask) {
+            self.release(&c);
+            if ctx.want_events {
+                let mut ev = ConnEvent::of(EventKind::Destroy, &c);
+                ev.end_ns = Some(ctx.now_ns);
+                ev.cause = Some(cause);
+                events.push(ev);
+            }
+        }
+    }
+
+    /// Give back a removed connection's counts.
+    pub(crate) fn release(&self, c: &Conn) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        self.zones
+            .slot(c.key.zone)
+            .count
+            .fetch_sub(1, Ordering::Relaxed);
+        if !self.expectations.is_empty() {
+            self.expectations.remove_master(&c.key);
+        }
+    }
+
+    pub(crate) fn deliver(&self, events: &[ConnEvent]) {
+        let sinks = self.sinks.read();
+        let mut refused = 0;
+        for ev in events {
+            for s in sinks.iter() {
+                if !s.deliver(ev) {
+                    refused += 1;
+                }
+            }
+        }
+        if refused != 0 {
+            self.counters
+                .events_refused
+                .fetch_add(refused, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn events_wanted(&self) -> bool {
+        self.has_sinks.load(Ordering::Relaxed)
+    }
+
+    /// Expire idle connections: advance each shard's wheel to `now_ns`,
+    /// examining at most `budget` wheel entries in all (at least 16 per
+    /// shard). Locks one shard at a time. Returns connections expired.
+    pub fn sweep(&self, now_ns: u64, budget: usize) -> usize {
+        let now_s = (now_ns / NS_PER_S) as u32;
+        let per_shard = (budget / self.shards.len()).max(16);
+        let want_events = self.events_wanted();
+        let params = CtParams::default();
+        let ctx = Ctx {
+            params: &params,
+            now_ns,
+            now_s,
+            liberal: false,
+            want_events,
+        };
+        let mut due = Vec::new();
+        let mut events = Vec::new();
+        let mut expired = 0;
+        for i in 0..self.shards.len() {
+            let mut shard = self.lock_shard(i);
+            due.clear();
+            shard.wheel.take_due(now_s, per_shard, &mut due);
+            for e in &due {
+                let Some(c) = shard.get(e.slot) else { continue };
+                if c.sched != e.tick {
+                    continue; // stale: re-filed or slot reused
+                }
+                if c.expired(now_s) {
+                    shard.stats.expired += 1;
+                    self.destroy(&mut shard, e.slot, DestroyCause::Expired, &ctx, &mut events);
+                    expired += 1;
+                } else {
+                    shard.refile(e.slot);
+                }
+            }
+            drop(shard);
+            if !events.is_empty() {
+                self.deliver(&events);
+                events.clear();
+            }
+        }
+        self.expectations.expire(now_s);
+        expired
+    }
+
+    /// Counters summed over all shards.
+    pub fn counters(&self) -> CtCounters {
+        let mut c = CtCounters {
+            connections: self.len() as u64,
+            max_connections: self.max_conns() as u64,
+            invalid: self.counters.invalid.load(Ordering::Relaxed),
+            untracked: self.counters.untracked.load(Ordering::Relaxed),
+            events_refused: self.counters.events_refused.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        for s in self.shards.iter() {
+            let st = s.lock().stats;
+            c.inserts += st.inserts;
+            c.early_drops += st.early_drops;
+            c.refused += st.refused;
+            c.expired += st.expired;
+            c.deleted += st.deleted;
+        }
+        c
+    }
+
+    pub(crate) fn destroy_slot(
+        &self,
+        shard: &mut Shard,
+        slot: u32,
+        cause: DestroyCause,
+        now_ns: u64,
+        events: &mut Vec<ConnEvent>,
+    ) {
+        let params = CtParams::default();
+        let ctx = Ctx {
+            params: &params,
+            now_ns,
+            now_s: (now_ns / NS_PER_S) as u32,
+            liberal: false,
+            want_events: self.events_wanted(),
+        };
+        self.destroy(shard, slot, cause, &ctx, events);
+    }
+}
+
+/// Per-batch context of the `ct` action.
+struct Ctx<'a> {
+    params: &'a CtParams,
+    now_ns: u64,
+    now_s: u32,
+    liberal: bool,
+    want_events: bool,
+}
+
+#[inline]
+fn invalid(zone: Zone, l4_csum_checked: bool) -> CtResult {
+    CtResult {
+        state: CtState::TRK | CtState::INV,
+        zone,
+        l4_csum_checked,
+        ..Default::default()
+    }
+}
+
+/// State bits of a packet of an existing connection travelling in `dir`.
+#[inline]
+fn conn_state(c: &Conn, dir: Dir) -> CtState {
+    let mut s = CtState::TRK;
+    s |= if c.seen_reply() {
+        CtState::EST
+    } else {
+        CtState::NEW
+    };
+    if dir == Dir::Reply {
+        s |= CtState::RPL;
+    }
+    if c.status.contains(ConnStatus::RELATED) {
+        s |= CtState::REL;
+    }
+    if c.status.contains(ConnStatus::SRC_NAT) {
+        s |= CtState::SNAT;
+    }
+    if c.status.contains(ConnStatus::DST_NAT) {
+        s |= CtState::DNAT;
+    }
+    s
+}
+
+#[inline]
+fn conn_result(c: &Conn, state: CtState, l4_csum_checked: bool) -> CtResult {
+    CtResult {
+        state,
+        zone: c.key.zone,
+        mark: c.mark,
+        label: c.label(),
+        orig: Some(c.key),
+        l4_csum_checked,
+    }
+}
+
+#[inline]
+fn apply_mark_label(c: &mut Conn, params: &CtParams) {
+    if let Some((v, m)) = params.mark {
+        c.mark = (c.mark & !m) | (v & m);
+    }
+    if let Some((v, m)) = params.label {
+        let l = (c.label() & !m) | (v & m);
+        c.set_label(l);
+    }
+}
