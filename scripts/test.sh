@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The one test command: installs what a fresh machine lacks, then runs the
+# format check, clippy and every test of the workspace.
+#
+#   scripts/test.sh            # everything
+#   FERROVS_QUICK=1 scripts/test.sh   # skip installs (developer loop)
+#
+# Tests that need root or network namespaces check for them and run here
+# (CI runs as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# --- install what is missing ------------------------------------------------
+need_pkgs=()
+command -v ovs-ofctl >/dev/null 2>&1 || need_pkgs+=(openvswitch-common)
+if [ "${FERROVS_QUICK:-0}" != 1 ] && [ ${#need_pkgs[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing ${need_pkgs[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    else
+        echo "missing ${need_pkgs[*]} and cannot apt-get install (not root?)" >&2
+        exit 1
+    fi
+fi
+command -v ovs-ofctl >/dev/null 2>&1 && export FERROVS_REQUIRE_OVS=1
+
+if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
+if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
+
+# --- static checks -----------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# --- tool smoke runs (release build, small sizes) ----------------------------
+log "building release tools"
+cargo build --release --locked -p ct --bins
+log "ct-bench smoke run"
+./target/release/ct-bench --threads 1 --packets 200000 --batch 32 --conns 1000 | tail -n 1
+log "ct-replay over the golden traces"
+for f in ct/tests/golden/*.pcap; do
+    ./target/release/ct-replay "$f" | diff -u "${f%.pcap}.expected" - \
+        || { echo "ct-replay disagrees with ${f%.pcap}.expected" >&2; exit 1; }
+done
+
+# --- tests (last, so the runner's summary closes the log) --------------------
+log "cargo test"
+cargo test --workspace --locked 2>&1 | tee target/test.log
+if grep -qE '^test result: FAILED|^error' target/test.log; then exit 1; fi
+passed=$(grep -oE '^test result: ok\. [0-9]+ passed' target/test.log | awk '{s+=$4} END {print s+0}')
+echo
+echo "ferrovs: $passed passed, 0 failed"
