@@ -49,6 +49,15 @@ impl Wheel {
         }
     }
 
+    /// Move an empty wheel's clock to `now` (a clock far ahead of the
+    /// wheel's would otherwise be walked tick by tick).
+    pub fn restart(&mut self, now: u32) {
+        if self.len == 0 && (now.wrapping_sub(self.cur) as i32) > 0 {
+            self.cur = now;
+            self.cascaded = now;
+        }
+    }
+
     /// Entries filed (including stale ones not yet dropped).
     pub fn len(&self) -> usize {
         self.len
@@ -94,6 +103,11 @@ impl Wheel {
     /// The caller checks each entry against its connection (stale, expired,
     /// or to be filed again).
     pub fn take_due(&mut self, now: u32, budget: usize, out: &mut Vec<Entry>) -> bool {
+        if self.len == 0 {
+            // Nothing filed: jump instead of walking every empty tick.
+            self.restart(now);
+            return true;
+        }
         while self.cur != now && (now.wrapping_sub(self.cur) as i32) > 0 {
             let next = self.cur.wrapping_add(1);
             if self.cascaded != next {
@@ -154,6 +168,17 @@ mod tests {
         assert!(drain(&mut w, 5099).is_empty());
         assert_eq!(drain(&mut w, 5100)[0].slot, 3);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn empty_wheel_jumps_to_now() {
+        let mut w = Wheel::new(0);
+        let mut out = Vec::new();
+        assert!(w.take_due(3_000_000, 1, &mut out));
+        assert_eq!(w.current(), 3_000_000);
+        w.file(1, 3_000_010);
+        assert!(w.take_due(3_000_010, 1, &mut out));
+        assert_eq!(out.len(), 1);
     }
 
     #[test]

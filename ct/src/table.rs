@@ -169,7 +169,8 @@ impl Shard {
 
     /// Insert a connection whose keys hash into this shard; files it on the
     /// wheel at its expiry and gives it an id. Returns its slot.
-    pub fn insert(&mut self, mut conn: Conn, seed: u64, mask: usize) -> u32 {
+    pub fn insert(&mut self, mut conn: Conn, now_s: u32, seed: u64, mask: usize) -> u32 {
+        self.wheel.restart(now_s);
         self.next_id = self.next_id.wrapping_add(mask as u32 + 1);
         conn.id = self.next_id;
         let orig = conn.key;

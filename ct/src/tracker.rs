@@ -345,7 +345,9 @@ impl Tracker {
             } else if params.force && params.commit && dir == Dir::Reply {
                 self.destroy(shard, slot, DestroyCause::Replaced, ctx, events);
             } else {
-                let before = (c.proto, c.status, c.mark, c.label());
+                let before = ctx
+                    .want_events
+                    .then(|| (c.proto, c.status, c.mark, c.label()));
                 match c.proto.update(dir, info, ctx.liberal) {
                     Update::Invalid(_) => {
                         tally.invalid += 1;
@@ -372,7 +374,7 @@ impl Tracker {
                         let shrank = expire < c.expire && expire.wrapping_add(1) < c.sched;
                         c.expire = expire;
                         let result = conn_result(c, conn_state(c, dir), info.l4_csum_checked);
-                        if ctx.want_events && before != (c.proto, c.status, c.mark, c.label()) {
+                        if before.is_some_and(|b| b != (c.proto, c.status, c.mark, c.label())) {
                             events.push(ConnEvent::of(EventKind::Update, c));
                         }
                         if shrank {
@@ -436,7 +438,7 @@ impl Tracker {
             conn.ext_mut().helper = Some(h);
         }
         apply_mark_label(&mut conn, params);
-        let slot = shard.insert(conn, self.seed, self.mask);
+        let slot = shard.insert(conn, ctx.now_s, self.seed, self.mask);
         match shard.get(slot) {
             Some(c) => {
                 if ctx.want_events {
