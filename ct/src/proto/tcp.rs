@@ -668,3 +668,1043 @@ fn rst_acceptable(snd: &TcpPeer, rcv: &TcpPeer, seg: &TcpSeg) -> Result<(), &'st
     }
     in_window(snd, rcv, seg).map_err(|_| "RST out of window")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::tcp_flags::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG};
+    use proptest::prelude::*;
+
+    const O: Dir = Dir::Orig;
+    const R: Dir = Dir::Reply;
+    const ACCEPT: TcpVerdict = TcpVerdict::Accept;
+
+    fn is_invalid(v: TcpVerdict) -> bool {
+        matches!(v, TcpVerdict::Invalid(_))
+    }
+
+    /// Two well-behaved endpoints talking through the tracker.
+    #[derive(Clone, Copy)]
+    struct Pair {
+        c: TcpConn,
+        /// Next sequence number each side will send.
+        nxt: [u32; 2],
+        /// Raw window each side advertises.
+        win: [u16; 2],
+        liberal: bool,
+    }
+
+    impl Pair {
+        /// Only the originator's SYN has been seen.
+        fn syn_sent(isn_c: u32, isn_s: u32, ws: Option<u8>) -> Pair {
+            let s = TcpSeg {
+                seq: isn_c,
+                win: 65535,
+                flags: SYN,
+                wscale: ws,
+                ..Default::default()
+            };
+            assert!(TcpConn::valid_new(&s));
+            let c = TcpConn::new(&s);
+            assert_eq!(c.state, TcpState::SynSent);
+            Pair {
+                c,
+                nxt: [isn_c.wrapping_add(1), isn_s],
+                win: [65535, 65535],
+                liberal: false,
+            }
+        }
+
+        /// Completed three-way handshake, checking every step.
+        fn established(isn_c: u32, isn_s: u32) -> Pair {
+            let mut p = Pair::syn_sent(isn_c, isn_s, None);
+            assert_eq!(p.send(R, SYN | ACK, 0), ACCEPT);
+            assert_eq!(p.c.state, TcpState::SynRecv);
+            assert_eq!(p.send(O, ACK, 0), ACCEPT);
+            assert_eq!(p.c.state, TcpState::Established);
+            p
+        }
+
+        fn seg(&self, d: Dir, flags: u8, len: u32) -> TcpSeg {
+            let i = d.index();
+            TcpSeg {
+                seq: self.nxt[i],
+                ack: self.nxt[1 - i],
+                win: self.win[i],
+                flags,
+                payload_len: len,
+                ..Default::default()
+            }
+        }
+
+        /// Send a segment; on Accept advance the sender's next sequence.
+        fn push(&mut self, d: Dir, s: TcpSeg) -> TcpVerdict {
+            let before = self.c;
+            let v = self.c.update(d, &s, self.liberal);
+            if v == ACCEPT {
+                if seq_after(seg_end(&s), self.nxt[d.index()]) {
+                    self.nxt[d.index()] = seg_end(&s);
+                }
+            } else {
+                assert_eq!(self.c, before, "{v:?} must leave the connection unchanged");
+            }
+            v
+        }
+
+        fn send(&mut self, d: Dir, flags: u8, len: u32) -> TcpVerdict {
+            let s = self.seg(d, flags, len);
+            self.push(d, s)
+        }
+
+        /// Like `send` but must be rejected, leaving everything unchanged.
+        fn reject(&mut self, d: Dir, s: TcpSeg) -> &'static str {
+            let before = self.c;
+            match self.c.update(d, &s, self.liberal) {
+                TcpVerdict::Invalid(why) => {
+                    assert_eq!(self.c, before);
+                    why
+                }
+                v => panic!("expected Invalid, got {v:?} for {s:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn conn_is_small_and_copy() {
+        fn copy<T: Copy>() {}
+        copy::<TcpConn>();
+        assert!(std::mem::size_of::<TcpConn>() <= 36);
+        assert_eq!(std::mem::size_of::<TcpPeer>(), 16);
+    }
+
+    #[test]
+    fn names_and_closing() {
+        let names: Vec<_> = TcpState::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "NONE",
+                "SYN_SENT",
+                "SYN_RECV",
+                "ESTABLISHED",
+                "FIN_WAIT",
+                "CLOSE_WAIT",
+                "LAST_ACK",
+                "TIME_WAIT",
+                "CLOSE",
+                "SYN_SENT2"
+            ]
+        );
+        for (i, s) in TcpState::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+            let conn = TcpConn {
+                state: *s,
+                ..Default::default()
+            };
+            assert_eq!(conn.is_closing(), (4..=8).contains(&i), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn table_shape() {
+        for d in [O, R] {
+            for s in TcpState::ALL {
+                // Nothing without SYN/FIN/ACK/RST is ever a transition.
+                assert_eq!(transition(d, FlagClass::Other, s), Transition::Invalid);
+                // RST closes from every state that exists.
+                let rst = transition(d, FlagClass::Rst, s);
+                if s == TcpState::None {
+                    assert_eq!(rst, Transition::Invalid);
+                } else {
+                    assert_eq!(rst, Transition::To(TcpState::Close));
+                }
+            }
+            // Only the originator's SYN leaves NONE.
+            for class in [
+                FlagClass::Syn,
+                FlagClass::SynAck,
+                FlagClass::Fin,
+                FlagClass::Ack,
+            ] {
+                let t = transition(d, class, TcpState::None);
+                let expect = if d == O && class == FlagClass::Syn {
+                    Transition::To(TcpState::SynSent)
+                } else {
+                    Transition::Invalid
+                };
+                assert_eq!(t, expect);
+            }
+            // A SYN on a finished connection reopens it, from either side.
+            for s in [TcpState::TimeWait, TcpState::Close] {
+                assert_eq!(transition(d, FlagClass::Syn, s), Transition::Reopen);
+            }
+        }
+        assert_eq!(FlagClass::of(SYN | ACK | ECE), FlagClass::SynAck);
+        assert_eq!(FlagClass::of(RST | ACK), FlagClass::Rst);
+        assert_eq!(FlagClass::of(FIN | ACK | PSH), FlagClass::Fin);
+        assert_eq!(FlagClass::of(ACK | PSH | URG), FlagClass::Ack);
+    }
+
+    const BAD_FLAGS: [u8; 14] = [
+        0,
+        ECE | CWR,
+        SYN | FIN,
+        SYN | FIN | ACK,
+        SYN | RST,
+        SYN | RST | ACK,
+        FIN | RST,
+        FIN | RST | ACK,
+        FIN,
+        PSH,
+        URG,
+        FIN | PSH | URG,
+        SYN | PSH,
+        RST | PSH,
+    ];
+
+    #[test]
+    fn bad_flag_combinations_are_invalid_in_every_state() {
+        let mut conns = vec![TcpConn::default()];
+        let mut p = Pair::syn_sent(1000, 5000, None);
+        conns.push(p.c);
+        p.send(R, SYN | ACK, 0);
+        conns.push(p.c);
+        p.send(O, ACK, 10);
+        conns.push(p.c);
+        p.send(O, FIN | ACK, 0);
+        conns.push(p.c);
+        p.send(R, ACK, 0);
+        conns.push(p.c);
+        p.send(R, FIN | ACK, 0);
+        conns.push(p.c);
+        p.send(O, ACK, 0);
+        assert_eq!(p.c.state, TcpState::TimeWait);
+        conns.push(p.c);
+        for &f in &BAD_FLAGS {
+            assert!(flag_error(f).is_some(), "{f:#x}");
+            let s = TcpSeg {
+                flags: f,
+                seq: 1001,
+                ack: 5001,
+                win: 100,
+                ..Default::default()
+            };
+            assert!(!TcpConn::valid_new(&s));
+            for c in &conns {
+                for d in [O, R] {
+                    for liberal in [false, true] {
+                        let mut x = *c;
+                        assert!(
+                            is_invalid(x.update(d, &s, liberal)),
+                            "{f:#x} in {:?}",
+                            c.state
+                        );
+                        assert_eq!(x, *c);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn good_flag_combinations_pass_the_sanity_check() {
+        for f in [
+            SYN,
+            SYN | ECE | CWR,
+            SYN | ACK,
+            SYN | ACK | ECE,
+            ACK,
+            ACK | PSH,
+            ACK | URG | PSH,
+            FIN | ACK,
+            FIN | ACK | PSH,
+            RST,
+            RST | ACK,
+            RST | ACK | PSH,
+        ] {
+            assert_eq!(flag_error(f), None, "{f:#x}");
+        }
+    }
+
+    #[test]
+    fn only_a_plain_syn_is_valid_new() {
+        let mk = |flags| TcpSeg {
+            flags,
+            ..Default::default()
+        };
+        assert!(TcpConn::valid_new(&mk(SYN)));
+        assert!(TcpConn::valid_new(&mk(SYN | ECE | CWR)));
+        for f in [SYN | ACK, ACK, ACK | PSH, FIN | ACK, RST, RST | ACK] {
+            assert!(!TcpConn::valid_new(&mk(f)), "{f:#x}");
+        }
+    }
+
+    #[test]
+    fn new_initialises_originator_from_syn() {
+        let s = TcpSeg {
+            seq: 100,
+            win: 0,
+            flags: SYN,
+            payload_len: 10,
+            wscale: Some(20),
+            sack_perm: true,
+            ..Default::default()
+        };
+        let c = TcpConn::new(&s);
+        assert_eq!(c.state, TcpState::SynSent);
+        let o = c.peers[0];
+        assert_eq!(
+            (o.end, o.maxend, o.maxwin, o.scale),
+            (111, 111, 1, MAX_WSCALE)
+        );
+        assert_eq!(
+            o.flags,
+            peer_flags::INIT | peer_flags::WSCALE | peer_flags::SACK_PERM
+        );
+        assert_eq!(c.peers[1], TcpPeer::default());
+        // A default connection behaves like nothing was seen: the SYN starts it.
+        let mut d = TcpConn::default();
+        assert_eq!(d.update(O, &s, false), ACCEPT);
+        assert_eq!(d, c);
+    }
+
+    #[test]
+    fn three_way_handshake() {
+        let p = Pair::established(1000, 90_000);
+        assert_eq!(p.c.peers[0].end, 1001);
+        assert_eq!(p.c.peers[1].end, 90_001);
+        // Each side may send up to what the other acknowledged plus its window.
+        assert_eq!(p.c.peers[0].maxend, 1001 + 65535);
+        assert_eq!(p.c.peers[1].maxend, 90_001 + 65535);
+        assert!(!p.c.is_closing());
+        assert!(!p.c.is_simultaneous_open());
+    }
+
+    #[test]
+    fn ack_before_synack_is_invalid() {
+        let mut p = Pair::syn_sent(1000, 5000, None);
+        let s = p.seg(O, ACK, 0);
+        p.reject(O, s);
+        let s = p.seg(R, ACK, 0);
+        p.reject(R, s);
+        let s = p.seg(O, FIN | ACK, 0);
+        p.reject(O, s);
+        assert_eq!(p.c.state, TcpState::SynSent);
+    }
+
+    #[test]
+    fn simultaneous_open_originator_answers_first() {
+        let mut p = Pair::syn_sent(1000, 7000, None);
+        let s = TcpSeg {
+            seq: 7000,
+            win: 65535,
+            flags: SYN,
+            ..Default::default()
+        };
+        assert_eq!(p.push(R, s), ACCEPT);
+        assert_eq!(p.c.state, TcpState::SynSent2);
+        assert!(p.c.is_simultaneous_open());
+        // A repeat of the reply SYN keeps SYN_SENT2.
+        assert_eq!(p.push(R, s), ACCEPT);
+        assert_eq!(p.c.state, TcpState::SynSent2);
+        let s = TcpSeg {
+            seq: 1000,
+            ack: 7001,
+            win: 65535,
+            flags: SYN | ACK,
+            ..Default::default()
+        };
+        assert_eq!(p.push(O, s), ACCEPT);
+        assert_eq!(p.c.state, TcpState::SynRecv);
+        let s = TcpSeg {
+            seq: 7000,
+            ack: 1001,
+            win: 65535,
+            flags: SYN | ACK,
+            ..Default::default()
+        };
+        assert_eq!(p.push(R, s), ACCEPT);
+        assert_eq!(p.c.state, TcpState::SynRecv);
+        // The responder's data does not finish the handshake; the originator's ACK does.
+        assert_eq!(p.send(R, ACK, 100), ACCEPT);
+        assert_eq!(p.c.state, TcpState::SynRecv);
+        assert_eq!(p.send(O, ACK, 100), ACCEPT);
+        assert_eq!(p.c.state, TcpState::Established);
+    }
+
+    #[test]
+    fn simultaneous_open_responder_answers_first() {
+        let mut p = Pair::syn_sent(1000, 7000, Some(2));
+        let s = TcpSeg {
+            seq: 7000,
+            win: 65535,
+            flags: SYN,
+            wscale: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(p.push(R, s), ACCEPT);
+        assert_eq!((p.c.peers[0].scale, p.c.peers[1].scale), (2, 3));
+        let s = TcpSeg {
+            seq: 7000,
+            ack: 1001,
+            win: 65535,
+            flags: SYN | ACK,
+            ..Default::default()
+        };
+        assert_eq!(p.push(R, s), ACCEPT);
+        assert_eq!(p.c.state, TcpState::SynRecv);
+        let s = TcpSeg {
+            seq: 1000,
+            ack: 7001,
+            win: 65535,
+            flags: SYN | ACK,
+            ..Default::default()
+        };
+        assert_eq!(p.push(O, s), ACCEPT);
+        assert_eq!(p.c.state, TcpState::SynRecv);
+        assert_eq!(p.send(O, ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::Established);
+    }
+
+    #[test]
+    fn originator_synack_without_simultaneous_open_is_invalid() {
+        let mut p = Pair::syn_sent(1000, 7000, None);
+        p.send(R, SYN | ACK, 0);
+        let s = TcpSeg {
+            seq: 1000,
+            ack: 7001,
+            win: 65535,
+            flags: SYN | ACK,
+            ..Default::default()
+        };
+        assert_eq!(p.reject(O, s), "SYN/ACK not expected in this state");
+        p.send(O, ACK, 0);
+        p.reject(O, s);
+        // An originator SYN/ACK in SYN_SENT (no reply SYN yet) is bogus too.
+        let mut q = Pair::syn_sent(1000, 7000, None);
+        q.reject(O, s);
+    }
+
+    #[test]
+    fn data_both_ways() {
+        let mut p = Pair::established(10, 20);
+        for i in 0..50 {
+            let d = if i % 3 == 0 { R } else { O };
+            assert_eq!(p.send(d, ACK | PSH, 1400), ACCEPT, "segment {i}");
+            assert_eq!(p.send(d.other(), ACK, 0), ACCEPT);
+        }
+        assert_eq!(p.c.state, TcpState::Established);
+        assert_eq!(p.c.peers[0].end, p.nxt[0]);
+        assert_eq!(p.c.peers[1].end, p.nxt[1]);
+    }
+
+    #[test]
+    fn client_initiated_close() {
+        let mut p = Pair::established(1000, 2000);
+        p.send(O, ACK, 500);
+        assert_eq!(p.send(O, FIN | ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::FinWait);
+        assert!(p.c.is_closing());
+        assert_eq!(p.send(R, ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::CloseWait);
+        // The responder may still send data in CLOSE_WAIT.
+        assert_eq!(p.send(R, ACK, 300), ACCEPT);
+        assert_eq!(p.send(O, ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::CloseWait);
+        assert_eq!(p.send(R, FIN | ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::LastAck);
+        assert_eq!(p.send(O, ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::TimeWait);
+        // Late retransmissions in TIME_WAIT are tolerated.
+        let s = TcpSeg {
+            seq: p.nxt[1] - 1,
+            ack: p.nxt[0],
+            win: 100,
+            flags: FIN | ACK,
+            ..Default::default()
+        };
+        assert_eq!(p.push(R, s), ACCEPT);
+        assert_eq!(p.send(O, ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::TimeWait);
+    }
+
+    #[test]
+    fn server_initiated_close() {
+        let mut p = Pair::established(1000, 2000);
+        assert_eq!(p.send(R, FIN | ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::FinWait);
+        assert_eq!(p.send(O, ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::CloseWait);
+        assert_eq!(p.send(O, FIN | ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::LastAck);
+        assert_eq!(p.send(R, ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::TimeWait);
+    }
+
+    #[test]
+    fn fin_ack_answering_a_fin_goes_to_last_ack() {
+        let mut p = Pair::established(1000, 2000);
+        p.send(O, FIN | ACK, 0);
+        // FIN/ACK that also acknowledges the first FIN.
+        assert_eq!(p.send(R, FIN | ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::LastAck);
+        assert_eq!(p.send(O, ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::TimeWait);
+    }
+
+    #[test]
+    fn simultaneous_close_needs_both_fins_acknowledged() {
+        let mut p = Pair::established(1000, 2000);
+        let fin_o = p.seg(O, FIN | ACK, 0);
+        let fin_r = p.seg(R, FIN | ACK, 0); // crosses fin_o: does not ack it
+        assert_eq!(p.push(O, fin_o), ACCEPT);
+        assert_eq!(p.push(R, fin_r), ACCEPT);
+        assert_eq!(p.c.state, TcpState::LastAck);
+        assert_eq!(p.send(O, ACK, 0), ACCEPT);
+        assert_eq!(
+            p.c.state,
+            TcpState::LastAck,
+            "only the reply FIN is acknowledged"
+        );
+        assert_eq!(p.send(R, ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::TimeWait);
+    }
+
+    #[test]
+    fn fin_retransmission_and_closer_acks_stay_in_fin_wait() {
+        let mut p = Pair::established(1000, 2000);
+        let fin = p.seg(O, FIN | ACK, 0);
+        assert_eq!(p.push(O, fin), ACCEPT);
+        assert_eq!(p.push(O, fin), ACCEPT);
+        assert_eq!(p.c.state, TcpState::FinWait);
+        // The responder's data that does not yet acknowledge the FIN.
+        let s = TcpSeg {
+            seq: p.nxt[1],
+            ack: p.nxt[0] - 1,
+            win: 65535,
+            flags: ACK,
+            payload_len: 10,
+            ..Default::default()
+        };
+        assert_eq!(p.push(R, s), ACCEPT);
+        assert_eq!(p.c.state, TcpState::FinWait);
+        // The closer acknowledging that data.
+        assert_eq!(p.send(O, ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::FinWait);
+        assert_eq!(p.send(R, ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::CloseWait);
+        // The first closer's FIN again: still CLOSE_WAIT.
+        assert_eq!(p.push(O, fin), ACCEPT);
+        assert_eq!(p.c.state, TcpState::CloseWait);
+    }
+
+    #[test]
+    fn fin_on_the_handshake_ack() {
+        let mut p = Pair::syn_sent(1000, 2000, None);
+        p.send(R, SYN | ACK, 0);
+        assert_eq!(p.send(O, FIN | ACK, 0), ACCEPT);
+        assert_eq!(p.c.state, TcpState::FinWait);
+    }
+
+    #[test]
+    fn rst_in_window_closes() {
+        for d in [O, R] {
+            let mut p = Pair::established(1000, 2000);
+            p.send(O, ACK, 100);
+            assert_eq!(p.send(d, RST | ACK, 0), ACCEPT);
+            assert_eq!(p.c.state, TcpState::Close);
+            assert!(p.c.is_closing());
+            // Without ACK, and with a zero ACK field (broken stacks), still fine.
+            let mut q = Pair::established(1000, 2000);
+            assert_eq!(q.send(d, RST, 0), ACCEPT);
+            let mut q = Pair::established(1000, 2000);
+            let mut s = q.seg(d, RST | ACK, 0);
+            s.ack = 0;
+            assert_eq!(q.push(d, s), ACCEPT);
+            // Further in-window segments are accepted in CLOSE, a new SYN reopens.
+            assert_eq!(q.send(O, ACK, 0), ACCEPT);
+            assert_eq!(q.c.state, TcpState::Close);
+        }
+    }
+
+    #[test]
+    fn rst_out_of_window_is_invalid() {
+        let mut p = Pair::established(1000, 2000);
+        for off in [100_000u32, 1 << 31, 3_000_000_000] {
+            let mut s = p.seg(R, RST, 0);
+            s.seq = s.seq.wrapping_add(off);
+            assert_eq!(p.reject(R, s), "RST out of window");
+            let mut s = p.seg(O, RST | ACK, 0);
+            s.seq = s.seq.wrapping_sub(off);
+            assert_eq!(p.reject(O, s), "RST out of window");
+        }
+        // In window but acknowledging unsent data.
+        let mut s = p.seg(R, RST | ACK, 0);
+        s.ack += 10;
+        p.reject(R, s);
+        assert_eq!(p.c.state, TcpState::Established);
+    }
+
+    #[test]
+    fn rst_in_syn_sent() {
+        // A refused connection: RST/ACK acknowledging the SYN.
+        let mut p = Pair::syn_sent(1000, 0, None);
+        let s = TcpSeg {
+            seq: 0,
+            ack: 1001,
+            flags: RST | ACK,
+            ..Default::default()
+        };
+        let mut q = p;
+        assert_eq!(q.push(R, s), ACCEPT);
+        assert_eq!(q.c.state, TcpState::Close);
+        // Anything else from the responder's side is a guess.
+        for bad in [
+            TcpSeg { ack: 1000, ..s },
+            TcpSeg { ack: 1002, ..s },
+            TcpSeg { ack: 0, ..s },
+            TcpSeg { flags: RST, ..s },
+        ] {
+            assert_eq!(p.reject(R, bad), "RST does not acknowledge the SYN");
+        }
+        // The originator abandoning its SYN must use the next sequence number.
+        let s = TcpSeg {
+            seq: 1001,
+            flags: RST,
+            ..Default::default()
+        };
+        assert_eq!(p.clone().push(O, s), ACCEPT);
+        p.reject(O, TcpSeg { seq: 5000, ..s });
+        // Liberal mode skips the checks.
+        p.liberal = true;
+        assert_eq!(p.push(R, TcpSeg { ack: 77, ..s }), ACCEPT);
+        assert_eq!(p.c.state, TcpState::Close);
+    }
+
+    #[test]
+    fn segment_far_beyond_the_window_is_invalid() {
+        let mut p = Pair::established(1000, 2000);
+        let mut s = p.seg(O, ACK, 100);
+        s.seq += 70_000;
+        assert_eq!(p.reject(O, s), "segment beyond the receiver's window");
+        // Exactly filling the window is fine, one byte more is not.
+        let mut s = p.seg(O, ACK, 65535);
+        assert_eq!(p.clone().push(O, s), ACCEPT);
+        s.payload_len += 1;
+        p.reject(O, s);
+        let mut s = p.seg(R, ACK, 10);
+        s.seq = s.seq.wrapping_add(1 << 31);
+        p.reject(R, s);
+    }
+
+    /// Move `n` full segments from `d` to the other side, acknowledged.
+    fn bulk(p: &mut Pair, d: Dir, n: usize) {
+        for _ in 0..n {
+            assert_eq!(p.send(d, ACK, 10_000), ACCEPT);
+            assert_eq!(p.send(d.other(), ACK, 0), ACCEPT);
+        }
+    }
+
+    #[test]
+    fn old_retransmissions_are_accepted_very_old_ones_are_not() {
+        let mut p = Pair::established(1000, 2000);
+        bulk(&mut p, O, 20);
+        let mut s = p.seg(O, ACK, 1000);
+        s.seq -= 5000;
+        assert_eq!(p.push(O, s), ACCEPT);
+        s.seq = p.nxt[0] - 60_000;
+        assert_eq!(p.push(O, s), ACCEPT);
+        s.seq = p.nxt[0] - 100_000;
+        assert_eq!(p.reject(O, s), "segment older than one window");
+        assert_eq!(p.c.peers[0].end, p.nxt[0]);
+    }
+
+    #[test]
+    fn ack_of_unsent_data_is_invalid() {
+        let mut p = Pair::established(1000, 2000);
+        let mut s = p.seg(O, ACK, 0);
+        s.ack += 1;
+        assert_eq!(p.reject(O, s), "ACK for data not yet sent");
+        let mut s = p.seg(R, ACK, 10);
+        s.ack += 500;
+        p.reject(R, s);
+        // The SYN/ACK must not acknowledge beyond the SYN either.
+        let mut q = Pair::syn_sent(1000, 2000, None);
+        let mut s = q.seg(R, SYN | ACK, 0);
+        s.ack = 1002;
+        q.reject(R, s);
+        s.ack = 1000u32.wrapping_sub(100_000);
+        assert_eq!(q.reject(R, s), "ACK too far behind");
+        assert_eq!(q.c.state, TcpState::SynSent);
+    }
+
+    #[test]
+    fn ack_too_far_behind_is_invalid() {
+        let mut p = Pair::established(1000, 2000);
+        bulk(&mut p, R, 10);
+        let mut s = p.seg(O, ACK, 0);
+        s.ack = p.nxt[1] - 60_000;
+        assert_eq!(
+            p.push(O, s),
+            ACCEPT,
+            "a stale ACK within the window is fine"
+        );
+        s.ack = p.nxt[1] - 80_000;
+        assert_eq!(p.reject(O, s), "ACK too far behind");
+    }
+
+    #[test]
+    fn syn_on_finished_connections_reopens() {
+        let mut p = Pair::established(1000, 2000);
+        p.send(O, FIN | ACK, 0);
+        p.send(R, FIN | ACK, 0);
+        p.send(O, ACK, 0);
+        assert_eq!(p.c.state, TcpState::TimeWait);
+        let before = p.c;
+        let s = TcpSeg {
+            seq: 999_999,
+            win: 100,
+            flags: SYN,
+            ..Default::default()
+        };
+        assert_eq!(p.c.update(O, &s, false), TcpVerdict::Reopen);
+        assert_eq!(p.c.update(R, &s, false), TcpVerdict::Reopen);
+        assert_eq!(p.c, before);
+        let mut q = Pair::established(1000, 2000);
+        q.send(R, RST, 0);
+        assert_eq!(q.c.update(O, &s, true), TcpVerdict::Reopen);
+    }
+
+    #[test]
+    fn syn_in_established_is_invalid() {
+        let mut p = Pair::established(1000, 2000);
+        let s = TcpSeg {
+            seq: 1000,
+            win: 100,
+            flags: SYN,
+            ..Default::default()
+        };
+        assert_eq!(p.reject(O, s), "SYN not expected in this state");
+        p.reject(R, s);
+        p.send(O, FIN | ACK, 0);
+        p.reject(O, s);
+    }
+
+    #[test]
+    fn syn_retransmission_in_syn_sent_is_accepted() {
+        let mut p = Pair::syn_sent(1000, 2000, Some(7));
+        let before = p.c;
+        let s = TcpSeg {
+            seq: 1000,
+            win: 65535,
+            flags: SYN,
+            wscale: Some(7),
+            ..Default::default()
+        };
+        assert_eq!(p.push(O, s), ACCEPT);
+        assert_eq!(p.c, before);
+        // A retry with a fresh ISN restarts tracking from it.
+        let s = TcpSeg { seq: 50_000, ..s };
+        assert_eq!(p.push(O, s), ACCEPT);
+        assert_eq!(p.c.state, TcpState::SynSent);
+        assert_eq!(p.c.peers[0].end, 50_001);
+        // In SYN_RECV the original SYN again is fine, a different one is not.
+        let mut q = Pair::syn_sent(1000, 2000, None);
+        q.send(R, SYN | ACK, 0);
+        let s = TcpSeg {
+            seq: 1000,
+            win: 65535,
+            flags: SYN,
+            ..Default::default()
+        };
+        assert_eq!(q.push(O, s), ACCEPT);
+        assert_eq!(q.c.state, TcpState::SynRecv);
+        q.reject(O, TcpSeg { seq: 900_000, ..s });
+    }
+
+    #[test]
+    fn synack_retransmission_is_accepted() {
+        let mut p = Pair::syn_sent(1000, 2000, None);
+        let sa = p.seg(R, SYN | ACK, 0);
+        assert_eq!(p.push(R, sa), ACCEPT);
+        assert_eq!(p.push(R, sa), ACCEPT);
+        assert_eq!(p.c.state, TcpState::SynRecv);
+        p.send(O, ACK, 0);
+        assert_eq!(p.push(R, sa), ACCEPT);
+        assert_eq!(p.c.state, TcpState::Established);
+        // A SYN/ACK far from the responder's sequence space is not.
+        p.reject(
+            R,
+            TcpSeg {
+                seq: 2000 + (1 << 30),
+                ..sa
+            },
+        );
+    }
+
+    #[test]
+    fn syn_with_data() {
+        let s = TcpSeg {
+            seq: 1000,
+            win: 65535,
+            flags: SYN,
+            payload_len: 200,
+            ..Default::default()
+        };
+        let mut c = TcpConn::new(&s);
+        assert_eq!(c.peers[0].end, 1201);
+        // The responder may acknowledge the data or only the SYN.
+        let sa = TcpSeg {
+            seq: 5000,
+            ack: 1201,
+            win: 65535,
+            flags: SYN | ACK,
+            ..Default::default()
+        };
+        assert_eq!(c.clone().update(R, &sa, false), ACCEPT);
+        let sa = TcpSeg { ack: 1001, ..sa };
+        assert_eq!(c.update(R, &sa, false), ACCEPT);
+        assert_eq!(c.state, TcpState::SynRecv);
+    }
+
+    #[test]
+    fn window_scaling_needs_both_sides() {
+        // Both SYNs carry the option: windows are shifted.
+        let mut p = Pair::syn_sent(1000, 2000, Some(20));
+        let mut sa = p.seg(R, SYN | ACK, 0);
+        sa.wscale = Some(5);
+        assert_eq!(p.push(R, sa), ACCEPT);
+        assert_eq!((p.c.peers[0].scale, p.c.peers[1].scale), (MAX_WSCALE, 5));
+        assert_eq!(p.send(O, ACK, 0), ACCEPT);
+        // The client advertised 65535 << 14: the server may send ~1 GiB.
+        let mut s = p.seg(R, ACK, 1_000_000);
+        assert_eq!(p.push(R, s), ACCEPT);
+        assert_eq!(p.c.peers[1].maxend, 2001 + (65535u32 << 14));
+        // The server's 65535 << 5 window lets the client send 2 MB but not 3 MB.
+        let mut c = p.seg(O, ACK, 2_000_000);
+        assert_eq!(p.clone().push(O, c), ACCEPT);
+        c.payload_len = 3_000_000;
+        p.reject(O, c);
+        s.seq = p.nxt[1];
+        s.payload_len = 1;
+        assert_eq!(p.push(R, s), ACCEPT);
+
+        // Only the originator offers it: nothing is scaled.
+        for (ws_c, ws_s) in [(Some(7), None), (None, Some(7))] {
+            let mut p = Pair::syn_sent(1000, 2000, ws_c);
+            let mut sa = p.seg(R, SYN | ACK, 0);
+            sa.wscale = ws_s;
+            assert_eq!(p.push(R, sa), ACCEPT);
+            assert_eq!((p.c.peers[0].scale, p.c.peers[1].scale), (0, 0));
+            p.send(O, ACK, 0);
+            assert_eq!(p.clone().send(O, ACK, 65535), ACCEPT);
+            let s = p.seg(O, ACK, 65536);
+            p.reject(O, s);
+        }
+    }
+
+    #[test]
+    fn zero_window_probe_is_accepted() {
+        let mut p = Pair::established(1000, 2000);
+        // The client fills the server's window; the server acknowledges it
+        // all but advertises a zero window.
+        assert_eq!(p.send(O, ACK, 65535), ACCEPT);
+        p.win[1] = 0;
+        assert_eq!(p.send(R, ACK, 0), ACCEPT);
+        // One byte into the zero window (a probe) is allowed, two are not.
+        let s = p.seg(O, ACK, 2);
+        assert_eq!(p.reject(O, s), "segment beyond the receiver's window");
+        assert_eq!(p.send(O, ACK, 1), ACCEPT);
+        // Repeated probes of that byte keep working.
+        let mut s = p.seg(O, ACK, 1);
+        s.seq -= 1;
+        assert_eq!(p.push(O, s), ACCEPT);
+        assert_eq!(p.push(O, s), ACCEPT);
+        // A window reopening lets data flow again.
+        p.win[1] = 1000;
+        assert_eq!(p.send(R, ACK, 0), ACCEPT);
+        assert_eq!(p.send(O, ACK, 1000), ACCEPT);
+    }
+
+    #[test]
+    fn sequence_wraparound() {
+        let mut p = Pair::established(u32::MAX - 3000, u32::MAX - 10);
+        for _ in 0..10 {
+            assert_eq!(p.send(O, ACK | PSH, 1000), ACCEPT);
+            assert_eq!(p.send(R, ACK | PSH, 1000), ACCEPT);
+        }
+        assert!(p.nxt[0] < 10_000 && p.nxt[1] < 20_000, "both crossed 2^32");
+        // Window checks still bite after the wrap.
+        let mut s = p.seg(O, ACK, 10);
+        s.seq = s.seq.wrapping_add(100_000);
+        p.reject(O, s);
+        let mut s = p.seg(O, ACK, 10);
+        s.ack = s.ack.wrapping_add(1);
+        p.reject(O, s);
+        // A retransmission from before the wrap is still fine.
+        let s = TcpSeg {
+            seq: u32::MAX - 500,
+            ack: p.nxt[1],
+            win: 65535,
+            flags: ACK,
+            payload_len: 100,
+            ..Default::default()
+        };
+        assert_eq!(p.push(O, s), ACCEPT);
+        p.send(O, FIN | ACK, 0);
+        p.send(R, FIN | ACK, 0);
+        p.send(O, ACK, 0);
+        assert_eq!(p.c.state, TcpState::TimeWait);
+    }
+
+    #[test]
+    fn liberal_mode_skips_window_checks_only() {
+        let mut p = Pair::established(1000, 2000);
+        p.liberal = true;
+        let mut s = p.seg(O, ACK, 100);
+        s.seq += 1_000_000;
+        s.ack += 7;
+        assert_eq!(p.push(O, s), ACCEPT);
+        assert_eq!(p.c.peers[0].end, s.seq + 100, "peers are still updated");
+        let mut r = p.seg(R, RST, 0);
+        r.seq += 1 << 30;
+        let mut q = p;
+        assert_eq!(q.push(R, r), ACCEPT);
+        assert_eq!(q.c.state, TcpState::Close);
+        // The state machine still runs: no ACK before the SYN/ACK, no bad flags.
+        let mut q = Pair::syn_sent(1, 2, None);
+        q.liberal = true;
+        let s = q.seg(O, ACK, 0);
+        q.reject(O, s);
+        let s = q.seg(O, FIN, 0);
+        q.reject(O, s);
+        // And closes normally.
+        p.send(R, FIN | ACK, 0);
+        assert_eq!(p.c.state, TcpState::FinWait);
+    }
+
+    const COMMON_FLAGS: [u8; 10] = [
+        SYN,
+        SYN | ACK,
+        ACK,
+        ACK | PSH,
+        FIN | ACK,
+        RST,
+        RST | ACK,
+        ACK,
+        ACK | PSH,
+        SYN | ECE | CWR,
+    ];
+
+    fn pick(conn: &TcpConn, dir: Dir, mode: u8, rnd: u32, off: i16) -> u32 {
+        let base = conn.peers[dir.index()].end;
+        match mode % 3 {
+            0 => rnd,
+            1 => base.wrapping_add(off as i32 as u32),
+            _ => base,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_segments_never_panic_and_invalid_is_a_noop(
+            isn in any::<u32>(),
+            ws in proptest::option::of(any::<u8>()),
+            ops in proptest::collection::vec(
+                (any::<bool>(), any::<u8>(), any::<u8>(), any::<u8>(), any::<u32>(), any::<u32>(),
+                 any::<i16>(), any::<u16>(), 0u32..70_000, proptest::option::of(any::<u8>())),
+                0..60),
+            liberal in any::<bool>(),
+        ) {
+            let syn = TcpSeg { seq: isn, win: 1000, flags: SYN, wscale: ws, ..Default::default() };
+            let mut c = TcpConn::new(&syn);
+            for (reply, fsel, smode, amode, rseq, rack, off, win, len, wscale) in ops {
+                let dir = if reply { R } else { O };
+                let flags = if fsel < 230 { COMMON_FLAGS[fsel as usize % COMMON_FLAGS.len()] } else { fsel };
+                let seg = TcpSeg {
+                    seq: pick(&c, dir, smode, rseq, off),
+                    ack: pick(&c, dir.other(), amode, rack, off / 4),
+                    win,
+                    flags,
+                    payload_len: len,
+                    wscale,
+                    sack_perm: reply,
+                };
+                let before = c;
+                let v = c.update(dir, &seg, liberal);
+                match v {
+                    TcpVerdict::Accept => {
+                        prop_assert!(c.state != TcpState::None);
+                        for p in c.peers.iter().filter(|p| p.flags & peer_flags::INIT != 0) {
+                            prop_assert!(p.scale <= MAX_WSCALE);
+                            prop_assert!(p.maxwin >= 1);
+                            // Liberal mode records arbitrary jumps, so only
+                            // checked traffic keeps `end` within `maxend`.
+                            prop_assert!(liberal || !seq_after(p.end, p.maxend));
+                        }
+                        if transition(dir, FlagClass::of(flags), before.state) == Transition::Stay {
+                            prop_assert_eq!(c.state, before.state);
+                        }
+                    }
+                    TcpVerdict::Invalid(_) | TcpVerdict::Reopen => prop_assert_eq!(c, before),
+                }
+                if v == TcpVerdict::Reopen {
+                    prop_assert!(TcpConn::valid_new(&seg));
+                    c = TcpConn::new(&seg);
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_state_never_panics(
+            state in 0usize..TcpState::COUNT,
+            raw in proptest::collection::vec(any::<u32>(), 8),
+            dir in any::<bool>(),
+            seg in (any::<u32>(), any::<u32>(), any::<u16>(), any::<u8>(), any::<u32>(), proptest::option::of(any::<u8>())),
+            liberal in any::<bool>(),
+        ) {
+            let peer = |i: usize| TcpPeer {
+                end: raw[i],
+                maxend: raw[i + 1],
+                maxwin: raw[i + 2],
+                scale: (raw[i + 3] >> 8) as u8,
+                flags: raw[i + 3] as u8,
+            };
+            let mut c = TcpConn { state: TcpState::ALL[state], peers: [peer(0), peer(4)] };
+            let s = TcpSeg { seq: seg.0, ack: seg.1, win: seg.2, flags: seg.3, payload_len: seg.4, wscale: seg.5, sack_perm: false };
+            let before = c;
+            let v = c.update(if dir { R } else { O }, &s, liberal);
+            if v != TcpVerdict::Accept {
+                prop_assert_eq!(c, before);
+            }
+        }
+
+        #[test]
+        fn well_behaved_connections_are_always_accepted(
+            isn_c in any::<u32>(),
+            isn_s in any::<u32>(),
+            ws in proptest::option::of((0u8..=14, 0u8..=14)),
+            talk in proptest::collection::vec((any::<bool>(), 0u32..=1460), 0..40),
+            client_closes in any::<bool>(),
+        ) {
+            let mut p = Pair::syn_sent(isn_c, isn_s, ws.map(|w| w.0));
+            let mut sa = p.seg(R, SYN | ACK, 0);
+            sa.wscale = ws.map(|w| w.1);
+            prop_assert_eq!(p.push(R, sa), ACCEPT);
+            prop_assert_eq!(p.send(O, ACK, 0), ACCEPT);
+            for (reply, len) in talk {
+                let d = if reply { R } else { O };
+                prop_assert_eq!(p.send(d, ACK | PSH, len), ACCEPT);
+                prop_assert_eq!(p.send(d.other(), ACK, 0), ACCEPT);
+                prop_assert_eq!(p.c.state, TcpState::Established);
+            }
+            let first = if client_closes { O } else { R };
+            prop_assert_eq!(p.send(first, FIN | ACK, 0), ACCEPT);
+            prop_assert_eq!(p.send(first.other(), ACK, 0), ACCEPT);
+            prop_assert_eq!(p.c.state, TcpState::CloseWait);
+            prop_assert_eq!(p.send(first.other(), FIN | ACK, 0), ACCEPT);
+            prop_assert_eq!(p.send(first, ACK, 0), ACCEPT);
+            prop_assert_eq!(p.c.state, TcpState::TimeWait);
+        }
+    }
+}
