@@ -19,6 +19,27 @@
 //! Sequence numbers are compared modulo 2^32 ([`seq_before`], [`seq_after`])
 //! and all arithmetic wraps, so connections crossing 2^32 work and no input
 //! can panic.
+//!
+//! Choices worth knowing (where this differs from, or narrows, what Linux or
+//! OVS do):
+//!
+//! - No mid-stream pickup: only a bare SYN creates a connection
+//!   ([`TcpConn::valid_new`]), like Linux with `nf_conntrack_tcp_loose=0`.
+//! - Closing states are derived from per-side "FIN sent" / "FIN acknowledged"
+//!   bits rather than from whichever ACK comes next, so a FIN retransmission
+//!   or an ACK from the side that closed first does not advance the state,
+//!   and `TIME_WAIT` means both FINs really were acknowledged.
+//! - A SYN on an established (or closing, not yet finished) connection is
+//!   invalid; a stale entry for a reused port has to time out or be reset.
+//!   A SYN in `TIME_WAIT`/`CLOSE` reopens.
+//! - A bare ACK from the responder in `SYN_SENT` (e.g. a challenge ACK from a
+//!   host with a stale connection) is invalid.
+//! - `liberal` switches off every sequence check, including the RST ones; the
+//!   state machine and flag sanity checks still apply.
+//! - SACK blocks are not consulted (the segment summary does not carry them);
+//!   the plain acknowledgement number is checked.
+//! - `maxend` and `maxwin` never shrink, so a receiver reducing its window
+//!   does not make already-allowed data invalid.
 
 use crate::key::Dir;
 use crate::packet::tcp_flags::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG};
