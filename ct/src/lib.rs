@@ -1,6 +1,7 @@
 //! ferrovs connection tracker.
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod key;
 pub mod packet;
 pub mod proto;
