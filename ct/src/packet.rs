@@ -624,3 +624,1079 @@ fn icmp_inner_v6(b: &[u8], zone: Zone) -> Result<ConnKey, Invalid> {
     inner_ports(l4, &mut key)?;
     Ok(key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::tcp_flags::*;
+    use super::*;
+    use crate::build::{ethernet, Builder, Ext, Tcp};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const Z: Zone = Zone(5);
+    const ALL_GOOD: PktFlags = PktFlags::L4_CSUM_GOOD.union(PktFlags::IP_CSUM_GOOD);
+
+    fn s4() -> Ipv4Addr {
+        "10.1.0.1".parse().unwrap()
+    }
+    fn d4() -> Ipv4Addr {
+        "10.2.0.2".parse().unwrap()
+    }
+    fn s6() -> Ipv6Addr {
+        "fd00::1".parse().unwrap()
+    }
+    fn d6() -> Ipv6Addr {
+        "fd00:2::2".parse().unwrap()
+    }
+    fn b4() -> Builder {
+        Builder::v4(s4(), d4())
+    }
+    fn b6() -> Builder {
+        Builder::v6(s6(), d6())
+    }
+    fn k4(proto: u8, sp: u16, dp: u16) -> ConnKey {
+        ConnKey::v4(Z, s4(), d4(), proto, sp, dp)
+    }
+    fn k6(proto: u8, sp: u16, dp: u16) -> ConnKey {
+        ConnKey::v6(Z, s6(), d6(), proto, sp, dp)
+    }
+    fn pf(l3: &[u8], family: Family, flags: PktFlags) -> PacketInfo {
+        parse(&CtPacket { l3, family, flags }, Z)
+    }
+    fn p4(l3: &[u8]) -> PacketInfo {
+        pf(l3, Family::Ipv4, PktFlags::empty())
+    }
+    fn p6(l3: &[u8]) -> PacketInfo {
+        pf(l3, Family::Ipv6, PktFlags::empty())
+    }
+    fn p4f(l3: &[u8], flags: PktFlags) -> PacketInfo {
+        pf(l3, Family::Ipv4, flags)
+    }
+    fn p6f(l3: &[u8], flags: PktFlags) -> PacketInfo {
+        pf(l3, Family::Ipv6, flags)
+    }
+    fn tcp_seg(i: &PacketInfo) -> TcpSeg {
+        match i.l4 {
+            L4Info::Tcp(s) => s,
+            other => panic!("not TCP: {other:?}"),
+        }
+    }
+    fn inner(i: &PacketInfo) -> ConnKey {
+        match i.l4 {
+            L4Info::IcmpError { inner } => inner,
+            other => panic!("not an ICMP error: {other:?} ({:?})", i.invalid),
+        }
+    }
+    /// Raw TCP header bytes (checksum left 0; parse with L4_CSUM_GOOD).
+    fn raw_tcp(doff_words: u8, flags: u8, opts: &[u8]) -> Vec<u8> {
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&1111u16.to_be_bytes());
+        t[2..4].copy_from_slice(&80u16.to_be_bytes());
+        t[12] = doff_words << 4;
+        t[13] = flags;
+        t.extend_from_slice(opts);
+        t
+    }
+
+    // ---- checksum primitive -------------------------------------------------
+
+    fn naive_sum(data: &[u8]) -> u16 {
+        let mut s: u32 = 0;
+        for c in data.chunks(2) {
+            let w = if c.len() == 2 {
+                u16::from_be_bytes([c[0], c[1]])
+            } else {
+                u16::from_be_bytes([c[0], 0])
+            };
+            s += w as u32;
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    }
+
+    #[test]
+    fn csum_matches_naive_sum_at_all_lengths() {
+        let data: Vec<u8> = (0..300u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 0x80)
+            .collect();
+        for len in 0..data.len() {
+            let got = csum_fold(csum_add(0, &data[..len]));
+            let want = naive_sum(&data[..len]);
+            // 0 and 0xffff are the same one's-complement value.
+            assert!(
+                got == want || (got | want) == 0xffff && (got & want) == 0,
+                "len {len}: {got:#x} vs {want:#x}"
+            );
+        }
+        assert_eq!(csum_fold(csum_add(0, &[0xff; 64])), 0xffff);
+        assert_eq!(csum_fold(u64::MAX), 0xffff);
+    }
+
+    // ---- IPv4 ---------------------------------------------------------------
+
+    #[test]
+    fn v4_udp_key() {
+        let i = p4(&b4().udp(1000, 53, b"hello"));
+        assert_eq!(i.invalid, None);
+        assert_eq!(i.key, k4(17, 1000, 53));
+        assert_eq!(i.l4, L4Info::Plain);
+        assert!(i.l4_csum_checked);
+    }
+
+    #[test]
+    fn v4_header_checks() {
+        let p = b4().udp(1, 2, b"x");
+        assert_eq!(p4(&[]).invalid, Some(Invalid::Truncated));
+        assert_eq!(p4(&p[..19]).invalid, Some(Invalid::Truncated));
+        let mut bad = p.clone();
+        bad[0] = 0x55;
+        assert_eq!(p4f(&bad, ALL_GOOD).invalid, Some(Invalid::BadIpHeader));
+        bad[0] = 0x44; // IHL 4
+        assert_eq!(p4f(&bad, ALL_GOOD).invalid, Some(Invalid::BadIpHeader));
+        bad[0] = 0x4f; // IHL 15: 60 bytes > total length 29
+        assert_eq!(p4f(&bad, ALL_GOOD).invalid, Some(Invalid::BadIpHeader));
+        let mut bad = p.clone();
+        bad[2..4].copy_from_slice(&19u16.to_be_bytes()); // total < IHL
+        assert_eq!(p4f(&bad, ALL_GOOD).invalid, Some(Invalid::BadIpHeader));
+        bad[2..4].copy_from_slice(&(p.len() as u16 + 1).to_be_bytes()); // total > buffer
+        assert_eq!(p4f(&bad, ALL_GOOD).invalid, Some(Invalid::Truncated));
+        // The family decides: IPv6 bytes handed in as IPv4 are a bad header.
+        assert_eq!(
+            p4(&b6().udp(1, 2, b"x")).invalid,
+            Some(Invalid::BadIpHeader)
+        );
+    }
+
+    #[test]
+    fn v4_options_are_skipped() {
+        let p = b4().v4_options(&[1, 1, 1, 1, 1, 0]).udp(7, 9, b"opt");
+        assert_eq!(p[0], 0x47);
+        let i = p4(&p);
+        assert_eq!((i.invalid, i.key), (None, k4(17, 7, 9)));
+    }
+
+    #[test]
+    fn v4_trailing_padding_is_ignored() {
+        let l3 = b4().tcp(&Tcp::new(1, 2));
+        let frame = ethernet(&l3);
+        assert!(frame.len() - 14 > l3.len());
+        let i = p4(&frame[14..]);
+        assert_eq!(i.invalid, None);
+        assert_eq!(tcp_seg(&i).payload_len, 0);
+        let i = p4(&ethernet(&b4().udp(1, 2, b""))[14..]);
+        assert_eq!(i.invalid, None);
+    }
+
+    #[test]
+    fn v4_ip_checksum() {
+        let p = b4().bad_ip_checksum().udp(1000, 53, b"x");
+        let i = p4(&p);
+        assert_eq!(i.invalid, Some(Invalid::BadIpChecksum));
+        assert_eq!(i.key, k4(17, 1000, 53), "key still read for counters");
+        let i = p4f(&p, PktFlags::IP_CSUM_GOOD);
+        assert_eq!(i.invalid, None);
+    }
+
+    #[test]
+    fn v4_fragments() {
+        let first = b4().fragment(0, true).udp(1000, 53, b"x");
+        let i = p4(&first);
+        assert_eq!(i.invalid, Some(Invalid::Fragment));
+        assert_eq!(i.key, k4(17, 1000, 53));
+        assert!(!i.l4_csum_checked);
+        let later = b4().fragment(1480, false).udp(1000, 53, b"x");
+        let i = p4(&later);
+        assert_eq!(i.invalid, Some(Invalid::Fragment));
+        assert_eq!(i.key, k4(17, 0, 0));
+        let middle = b4().fragment(8, true).raw(17, &[0xaa; 16]);
+        assert_eq!(p4f(&middle, ALL_GOOD).invalid, Some(Invalid::Fragment));
+        let df = b4().dont_frag().udp(1000, 53, b"x");
+        assert_eq!(p4(&df).invalid, None);
+    }
+
+    #[test]
+    fn other_protocols_have_no_ports() {
+        let i = p4(&b4().raw(47, &[0, 0, 0x08, 0, 1, 2, 3, 4]));
+        assert_eq!(
+            (i.invalid, i.key, i.l4),
+            (None, k4(47, 0, 0), L4Info::Plain)
+        );
+        assert!(!i.l4_csum_checked);
+        // ICMPv6 over IPv4 is just an unknown protocol.
+        let i = p4(&b4().raw(58, &[128, 0, 0, 0, 0, 1, 0, 1]));
+        assert_eq!((i.invalid, i.key), (None, k4(58, 0, 0)));
+        let i = p6(&b6().raw(1, &[8, 0, 0, 0, 0, 1, 0, 1]));
+        assert_eq!((i.invalid, i.key), (None, k6(1, 0, 0)));
+    }
+
+    #[test]
+    fn sctp_ports() {
+        let mut sctp = vec![0u8; 12];
+        sctp[0..2].copy_from_slice(&5000u16.to_be_bytes());
+        sctp[2..4].copy_from_slice(&5001u16.to_be_bytes());
+        let i = p4(&b4().raw(132, &sctp));
+        assert_eq!(
+            (i.invalid, i.key, i.l4),
+            (None, k4(132, 5000, 5001), L4Info::Plain)
+        );
+        let i = p6(&b6().raw(132, &sctp));
+        assert_eq!((i.invalid, i.key), (None, k6(132, 5000, 5001)));
+        assert_eq!(
+            p4(&b4().raw(132, &sctp[..11])).invalid,
+            Some(Invalid::Truncated)
+        );
+    }
+
+    // ---- UDP ----------------------------------------------------------------
+
+    #[test]
+    fn udp_lengths() {
+        assert_eq!(
+            p4f(&b4().raw(17, &[0, 1, 0, 2, 0, 8, 0]), ALL_GOOD).invalid,
+            Some(Invalid::Truncated)
+        );
+        // Length field beyond the IP payload.
+        let l4 = [0, 1, 0, 2, 0, 20, 0, 0, 1, 2, 3, 4];
+        let i = p4f(&b4().raw(17, &l4), ALL_GOOD);
+        assert_eq!((i.invalid, i.key), (Some(Invalid::Truncated), k4(17, 1, 2)));
+        // Length field below the header size.
+        let l4 = [0, 1, 0, 2, 0, 7, 0, 0];
+        assert_eq!(
+            p4f(&b4().raw(17, &l4), ALL_GOOD).invalid,
+            Some(Invalid::Truncated)
+        );
+        // Shorter than the IP payload: the rest is trailer, not covered.
+        let mut p = b4().udp(1, 2, b"abcd");
+        p.extend_from_slice(&[9, 9, 9]);
+        let tot = p.len() as u16;
+        p[2..4].copy_from_slice(&tot.to_be_bytes());
+        let i = p4f(&p, PktFlags::IP_CSUM_GOOD);
+        assert_eq!((i.invalid, i.l4_csum_checked), (None, true));
+    }
+
+    #[test]
+    fn udp_checksums() {
+        let i = p4(&b4().bad_l4_checksum().udp(1, 2, b"abc"));
+        assert_eq!(
+            (i.invalid, i.key, i.l4_csum_checked),
+            (Some(Invalid::BadL4Checksum), k4(17, 1, 2), true)
+        );
+        let i = p4f(
+            &b4().bad_l4_checksum().udp(1, 2, b"abc"),
+            PktFlags::L4_CSUM_GOOD,
+        );
+        assert_eq!((i.invalid, i.l4_csum_checked), (None, false));
+        // Zero = no checksum on IPv4 ...
+        let i = p4(&b4().udp_zero_checksum().udp(1, 2, b"abc"));
+        assert_eq!((i.invalid, i.l4_csum_checked), (None, false));
+        // ... but invalid on IPv6.
+        let i = p6(&b6().udp_zero_checksum().udp(1, 2, b"abc"));
+        assert_eq!(
+            (i.invalid, i.key),
+            (Some(Invalid::BadL4Checksum), k6(17, 1, 2))
+        );
+        assert_eq!(
+            p6f(
+                &b6().udp_zero_checksum().udp(1, 2, b"abc"),
+                PktFlags::L4_CSUM_GOOD
+            )
+            .invalid,
+            None
+        );
+        let i = p6(&b6().udp(1, 2, b"abc"));
+        assert_eq!(
+            (i.invalid, i.key, i.l4_csum_checked),
+            (None, k6(17, 1, 2), true)
+        );
+        assert_eq!(
+            p6(&b6().bad_l4_checksum().udp(1, 2, b"abc")).invalid,
+            Some(Invalid::BadL4Checksum)
+        );
+        // A corrupted payload byte breaks the checksum.
+        let mut p = b4().udp(1, 2, b"abcdefgh");
+        *p.last_mut().unwrap() ^= 1;
+        assert_eq!(p4(&p).invalid, Some(Invalid::BadL4Checksum));
+    }
+
+    // ---- TCP ----------------------------------------------------------------
+
+    #[test]
+    fn tcp_segment_fields() {
+        let seg = Tcp::new(40000, 80)
+            .flags(ACK | PSH)
+            .seq(1_000_000)
+            .ack(7)
+            .win(512)
+            .payload(b"0123456789");
+        for (p, fam) in [
+            (b4().tcp(&seg), Family::Ipv4),
+            (b6().tcp(&seg), Family::Ipv6),
+        ] {
+            let i = pf(&p, fam, PktFlags::empty());
+            assert_eq!(i.invalid, None);
+            assert!(i.l4_csum_checked);
+            let want = if fam == Family::Ipv4 {
+                k4(6, 40000, 80)
+            } else {
+                k6(6, 40000, 80)
+            };
+            assert_eq!(i.key, want);
+            assert_eq!(
+                tcp_seg(&i),
+                TcpSeg {
+                    seq: 1_000_000,
+                    ack: 7,
+                    win: 512,
+                    flags: ACK | PSH,
+                    payload_len: 10,
+                    wscale: None,
+                    sack_perm: false
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn tcp_syn_options() {
+        let syn = Tcp::new(1, 2).flags(SYN).mss(1460).wscale(7).sack_perm();
+        let s = tcp_seg(&p4(&b4().tcp(&syn)));
+        assert_eq!((s.wscale, s.sack_perm, s.payload_len), (Some(7), true, 0));
+        let s = tcp_seg(&p6(&b6().tcp(&syn.clone().flags(SYN | ACK))));
+        assert_eq!((s.wscale, s.sack_perm), (Some(7), true));
+        // Shift above 14 is taken as 14.
+        let s = tcp_seg(&p4(&b4().tcp(&Tcp::new(1, 2).flags(SYN).wscale(20))));
+        assert_eq!(s.wscale, Some(14));
+        // Options on a non-SYN are not parsed.
+        let s = tcp_seg(&p4(&b4().tcp(&syn.clone().flags(ACK))));
+        assert_eq!((s.wscale, s.sack_perm), (None, false));
+        // No options.
+        let s = tcp_seg(&p4(&b4().tcp(&Tcp::new(1, 2).flags(SYN))));
+        assert_eq!((s.wscale, s.sack_perm), (None, false));
+    }
+
+    #[test]
+    fn tcp_bad_options_are_survived() {
+        let cases: &[(&[u8], Option<u8>, bool)] = &[
+            (&[0, 3, 3, 7], None, false), // EOL first
+            (&[1, 1, 3, 3, 7, 1, 4, 2, 0, 0, 0, 0], Some(7), true),
+            (&[3, 0, 3, 3, 7, 0, 0, 0], None, false), // zero length
+            (&[3, 1, 3, 3, 7, 0, 0, 0], None, false), // length 1
+            (&[4, 2, 3, 9, 7, 0, 0, 0], None, true),  // length runs past the end
+            (&[3, 4, 7, 0, 4, 2, 0, 0], None, true),  // wrong wscale length skipped
+            (&[2, 4, 5, 180, 4, 2, 1, 3], None, true), // kind with no length byte at the end
+            (&[8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 3, 3], None, false), // wscale cut short
+            (&[1, 1, 1, 1], None, false),
+        ];
+        for (opts, ws, sack) in cases {
+            let l4 = raw_tcp(5 + opts.len() as u8 / 4, SYN, opts);
+            let i = p4f(&b4().raw(6, &l4), ALL_GOOD);
+            assert_eq!(i.invalid, None, "{opts:?}");
+            let s = tcp_seg(&i);
+            assert_eq!((s.wscale, s.sack_perm), (*ws, *sack), "{opts:?}");
+        }
+    }
+
+    #[test]
+    fn tcp_header_checks() {
+        assert_eq!(
+            p4f(&b4().raw(6, &raw_tcp(5, ACK, &[])[..19]), ALL_GOOD).invalid,
+            Some(Invalid::Truncated)
+        );
+        let i = p4f(&b4().raw(6, &raw_tcp(4, ACK, &[])), ALL_GOOD);
+        assert_eq!(
+            (i.invalid, i.key),
+            (Some(Invalid::BadTcpHeader), k4(6, 1111, 80))
+        );
+        assert_eq!(
+            p4f(&b4().raw(6, &raw_tcp(0, ACK, &[])), ALL_GOOD).invalid,
+            Some(Invalid::BadTcpHeader)
+        );
+        // Data offset past the segment.
+        let i = p4f(&b4().raw(6, &raw_tcp(6, ACK, &[])), ALL_GOOD);
+        assert_eq!(
+            (i.invalid, i.key),
+            (Some(Invalid::Truncated), k4(6, 1111, 80))
+        );
+        // Exactly the data offset: fine.
+        let i = p4f(&b4().raw(6, &raw_tcp(6, ACK, &[1, 1, 1, 1])), ALL_GOOD);
+        assert_eq!(i.invalid, None);
+        assert_eq!(tcp_seg(&i).payload_len, 0);
+    }
+
+    #[test]
+    fn tcp_impossible_flags() {
+        for fl in [
+            SYN | FIN,
+            SYN | RST,
+            SYN | ACK | RST,
+            0,
+            FIN,
+            PSH,
+            URG,
+            FIN | PSH | URG,
+            RST | FIN,
+        ] {
+            let i = p4(&b4().tcp(&Tcp::new(1, 2).flags(fl)));
+            assert_eq!(i.invalid, Some(Invalid::BadTcpHeader), "flags {fl:#x}");
+            assert_eq!(i.key, k4(6, 1, 2));
+        }
+        for fl in [
+            SYN,
+            SYN | ACK,
+            SYN | ECE | CWR,
+            ACK,
+            ACK | PSH,
+            FIN | ACK,
+            RST,
+            RST | ACK,
+            ACK | URG,
+        ] {
+            assert_eq!(
+                p4(&b4().tcp(&Tcp::new(1, 2).flags(fl))).invalid,
+                None,
+                "flags {fl:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn tcp_checksums() {
+        let seg = Tcp::new(1, 2).payload(b"odd");
+        assert_eq!(
+            p4(&b4().bad_l4_checksum().tcp(&seg)).invalid,
+            Some(Invalid::BadL4Checksum)
+        );
+        assert_eq!(
+            p6(&b6().bad_l4_checksum().tcp(&seg)).invalid,
+            Some(Invalid::BadL4Checksum)
+        );
+        let i = p6f(&b6().bad_l4_checksum().tcp(&seg), PktFlags::L4_CSUM_GOOD);
+        assert_eq!((i.invalid, i.l4_csum_checked), (None, false));
+        // Pseudo-header covers the addresses.
+        let mut p = b4().tcp(&seg);
+        p[19] ^= 1;
+        assert_eq!(
+            p4f(&p, PktFlags::IP_CSUM_GOOD).invalid,
+            Some(Invalid::BadL4Checksum)
+        );
+    }
+
+    // ---- IPv6 ---------------------------------------------------------------
+
+    #[test]
+    fn v6_header_checks() {
+        let p = b6().udp(1, 2, b"abc");
+        assert_eq!(p6(&p[..39]).invalid, Some(Invalid::Truncated));
+        let mut bad = p.clone();
+        bad[0] = 0x40;
+        assert_eq!(p6(&bad).invalid, Some(Invalid::BadIpHeader));
+        assert_eq!(
+            p6(&b4().udp(1, 2, &[0; 20])).invalid,
+            Some(Invalid::BadIpHeader)
+        );
+        // Payload length beyond the buffer.
+        let i = p6(&p[..p.len() - 1]);
+        assert_eq!(
+            (i.invalid, i.key.src, i.key.proto),
+            (Some(Invalid::Truncated), s6().octets(), 17)
+        );
+        // Trailing bytes beyond the payload length are ignored.
+        let mut padded = p.clone();
+        padded.extend_from_slice(&[0; 7]);
+        assert_eq!(p6(&padded).invalid, None);
+    }
+
+    #[test]
+    fn v6_extension_headers() {
+        let b = b6()
+            .ext(Ext::HopByHop)
+            .ext(Ext::DestOpts)
+            .ext(Ext::Routing)
+            .ext(Ext::Fragment {
+                offset: 0,
+                more: false,
+            })
+            .ext(Ext::Ah)
+            .ext(Ext::DestOpts);
+        let i = p6(&b.udp(10, 20, b"data"));
+        assert_eq!((i.invalid, i.key), (None, k6(17, 10, 20)));
+        let i = p6(&b.tcp(&Tcp::new(10, 20).payload(b"x")));
+        assert_eq!((i.invalid, i.key), (None, k6(6, 10, 20)));
+        assert_eq!(tcp_seg(&i).payload_len, 1);
+        let i = p6(&b.echo_request(3, 4, b""));
+        assert_eq!(
+            (i.invalid, i.key, i.l4),
+            (None, k6(58, 3, 128 << 8), L4Info::IcmpQuery)
+        );
+    }
+
+    #[test]
+    fn v6_extension_header_limits() {
+        let mut b = b6();
+        for _ in 0..MAX_V6_EXT {
+            b = b.ext(Ext::DestOpts);
+        }
+        assert_eq!(p6(&b.udp(1, 2, b"")).invalid, None);
+        let b = b.ext(Ext::DestOpts);
+        assert_eq!(p6(&b.udp(1, 2, b"")).invalid, Some(Invalid::BadIpHeader));
+        // Hop-by-hop only directly after the IPv6 header.
+        let b = b6().ext(Ext::DestOpts).ext(Ext::HopByHop);
+        assert_eq!(p6(&b.udp(1, 2, b"")).invalid, Some(Invalid::BadIpHeader));
+        // An extension header cut by the payload length.
+        let mut p = b6().ext(Ext::Routing).udp(1, 2, b"");
+        p[41] = 3; // claims 32 bytes
+        assert_eq!(p6f(&p, ALL_GOOD).invalid, Some(Invalid::Truncated));
+        let p = b6().ext(Ext::Ah).udp(1, 2, b"");
+        assert_eq!(p6(&p[..50]).invalid, Some(Invalid::Truncated));
+        let mut p = b6().raw(60, &[17, 0, 1, 4, 0, 0]);
+        assert_eq!(p6(&p).invalid, Some(Invalid::Truncated));
+        p[6] = 0;
+        assert_eq!(p6(&p).invalid, Some(Invalid::Truncated));
+    }
+
+    #[test]
+    fn v6_fragments() {
+        let first = b6()
+            .ext(Ext::Fragment {
+                offset: 0,
+                more: true,
+            })
+            .udp(1000, 53, b"x");
+        let i = p6(&first);
+        assert_eq!(
+            (i.invalid, i.key),
+            (Some(Invalid::Fragment), k6(17, 1000, 53))
+        );
+        let later = b6()
+            .ext(Ext::Fragment {
+                offset: 1448,
+                more: false,
+            })
+            .raw(17, &[1; 16]);
+        let i = p6(&later);
+        assert_eq!((i.invalid, i.key), (Some(Invalid::Fragment), k6(17, 0, 0)));
+        let atomic = b6()
+            .ext(Ext::HopByHop)
+            .ext(Ext::Fragment {
+                offset: 0,
+                more: false,
+            })
+            .udp(1000, 53, b"x");
+        assert_eq!(p6(&atomic).invalid, None);
+    }
+
+    #[test]
+    fn v6_no_next_header() {
+        let i = p6(&b6().raw(59, &[]));
+        assert_eq!(
+            (i.invalid, i.key, i.l4),
+            (None, k6(59, 0, 0), L4Info::Plain)
+        );
+        let i = p6(&b6().ext(Ext::DestOpts).raw(59, &[1, 2, 3]));
+        assert_eq!((i.invalid, i.key), (None, k6(59, 0, 0)));
+    }
+
+    // ---- ICMPv4 -------------------------------------------------------------
+
+    #[test]
+    fn icmp4_queries() {
+        let i = p4(&b4().echo_request(0x4242, 1, b"ping"));
+        assert_eq!(
+            (i.invalid, i.key, i.l4),
+            (None, k4(1, 0x4242, 8 << 8), L4Info::IcmpQuery)
+        );
+        assert!(i.l4_csum_checked);
+        let i = p4(&b4().reversed().echo_reply(0x4242, 1, b"ping"));
+        assert_eq!(i.key, k4(1, 0x4242, 8 << 8).reverse());
+        for ty in [13u8, 14, 15, 16, 17, 18] {
+            let i = p4(&b4().icmp(ty, 0, [0, 9, 0, 1], &[0; 12]));
+            assert_eq!(
+                (i.invalid, i.key, i.l4),
+                (None, k4(1, 9, (ty as u16) << 8), L4Info::IcmpQuery)
+            );
+        }
+        let i = p4(&b4().icmp(8, 3, [0, 9, 0, 1], &[]));
+        assert_eq!(i.key.dst_port, 8 << 8 | 3);
+    }
+
+    #[test]
+    fn icmp4_header_and_checksum() {
+        assert_eq!(
+            p4f(&b4().raw(1, &[8, 0, 0, 0, 0, 1, 0]), ALL_GOOD).invalid,
+            Some(Invalid::Truncated)
+        );
+        let i = p4(&b4().bad_l4_checksum().echo_request(1, 1, b"x"));
+        assert_eq!(
+            (i.invalid, i.l4_csum_checked),
+            (Some(Invalid::BadL4Checksum), true)
+        );
+        let i = p4f(
+            &b4().bad_l4_checksum().echo_request(1, 1, b"x"),
+            PktFlags::L4_CSUM_GOOD,
+        );
+        assert_eq!((i.invalid, i.l4_csum_checked), (None, false));
+        let orig = b4().udp(1, 2, b"");
+        let i = p4(&b4().reversed().bad_l4_checksum().icmp_error(3, 3, &orig));
+        assert_eq!(i.invalid, Some(Invalid::BadL4Checksum));
+    }
+
+    #[test]
+    fn icmp4_unknown_types() {
+        for ty in [1u8, 2, 6, 7, 9, 10, 19, 30, 40, 42, 43, 255] {
+            let i = p4(&b4().icmp(ty, 0, [0; 4], &[0; 28]));
+            assert_eq!(i.invalid, Some(Invalid::BadIcmp), "type {ty}");
+            assert_eq!(i.key.dst_port, (ty as u16) << 8);
+        }
+    }
+
+    #[test]
+    fn icmp4_errors_relate_embedded_packets() {
+        let router = Builder::v4("192.0.2.254".parse().unwrap(), s4());
+        let originals = [
+            (b4().udp(1000, 53, b"query"), k4(17, 1000, 53)),
+            (
+                b4().tcp(&Tcp::new(40000, 443).flags(SYN).wscale(7)),
+                k4(6, 40000, 443),
+            ),
+            (b4().echo_request(77, 1, &[0; 56]), k4(1, 77, 8 << 8)),
+            (b4().echo_reply(77, 1, &[0; 56]), k4(1, 77, 0)),
+            (b4().icmp(13, 0, [0, 5, 0, 0], &[0; 12]), k4(1, 5, 13 << 8)),
+            (
+                b4().raw(132, &[0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0]),
+                k4(132, 1, 2),
+            ),
+            (b4().raw(47, &[0; 8]), k4(47, 0, 0)),
+            (b4().v4_options(&[1, 1, 1, 1]).udp(5, 6, b""), k4(17, 5, 6)),
+            (b4().fragment(0, true).udp(5, 6, b"first"), k4(17, 5, 6)),
+        ];
+        for (orig, want) in &originals {
+            assert_eq!(p4f(orig, ALL_GOOD).key.src_port, want.src_port);
+            for (ty, code) in [(3u8, 3u8), (3, 4), (4, 0), (5, 1), (11, 0), (12, 0)] {
+                let err = router.icmp_error(ty, code, orig);
+                let i = p4(&err);
+                assert_eq!(i.invalid, None, "type {ty} about {want}");
+                assert_eq!(inner(&i), *want);
+                assert_eq!(i.key.proto, 1);
+                assert_eq!(i.key.dst_port, (ty as u16) << 8 | code as u16);
+                assert_eq!(i.key.src_port, 0);
+                assert!(i.l4_csum_checked);
+            }
+        }
+        // The minimum embedding: IP header + 8 bytes of L4.
+        let orig = b4().tcp(&Tcp::new(1, 2));
+        let i = p4(&router.icmp_error(3, 1, &orig[..28]));
+        assert_eq!((i.invalid, inner(&i)), (None, k4(6, 1, 2)));
+        // Embedded checksums are not verified.
+        let orig = b4().bad_ip_checksum().bad_l4_checksum().udp(1, 2, b"");
+        assert_eq!(inner(&p4(&router.icmp_error(3, 3, &orig))), k4(17, 1, 2));
+        // Zone is the outer packet's.
+        let i = parse(
+            &CtPacket {
+                l3: &router.icmp_error(3, 3, &orig),
+                family: Family::Ipv4,
+                flags: PktFlags::empty(),
+            },
+            Zone(9),
+        );
+        assert_eq!(inner(&i).zone, Zone(9));
+    }
+
+    #[test]
+    fn icmp4_bad_errors() {
+        let router = Builder::v4("192.0.2.254".parse().unwrap(), s4());
+        let orig = b4().tcp(&Tcp::new(1, 2));
+        for n in [0, 1, 19, 20, 27] {
+            let i = p4(&router.icmp_error(3, 1, &orig[..n]));
+            assert_eq!(i.invalid, Some(Invalid::BadIcmp), "embedded {n} bytes");
+            assert_eq!(i.key.dst_port, 3 << 8 | 1);
+        }
+        // IHL pointing past the embedded bytes.
+        let mut o = orig[..28].to_vec();
+        o[0] = 0x46;
+        assert_eq!(
+            p4(&router.icmp_error(3, 1, &o)).invalid,
+            Some(Invalid::BadIcmp)
+        );
+        o[0] = 0x44;
+        assert_eq!(
+            p4(&router.icmp_error(3, 1, &o)).invalid,
+            Some(Invalid::BadIcmp)
+        );
+        o[0] = 0x65;
+        assert_eq!(
+            p4(&router.icmp_error(3, 1, &o)).invalid,
+            Some(Invalid::BadIcmp)
+        );
+        // An error about an error.
+        let e1 = router.icmp_error(3, 1, &orig);
+        let i = p4(&b4().icmp_error(11, 0, &e1));
+        assert_eq!(i.invalid, Some(Invalid::BadIcmp));
+        // An error about an unknown ICMP type.
+        let odd = b4().icmp(42, 0, [0; 4], &[]);
+        assert_eq!(
+            p4(&router.icmp_error(3, 1, &odd)).invalid,
+            Some(Invalid::BadIcmp)
+        );
+        // An error about a non-first fragment.
+        let frag = b4().fragment(8, false).raw(17, &[0; 8]);
+        assert_eq!(
+            p4(&router.icmp_error(3, 1, &frag)).invalid,
+            Some(Invalid::BadIcmp)
+        );
+        // An IPv6 packet embedded in an ICMPv4 error.
+        assert_eq!(
+            p4(&router.icmp_error(3, 1, &b6().udp(1, 2, b""))).invalid,
+            Some(Invalid::BadIcmp)
+        );
+    }
+
+    // ---- ICMPv6 -------------------------------------------------------------
+
+    #[test]
+    fn icmp6_queries_and_unknown_types() {
+        let i = p6(&b6().echo_request(0x99, 1, b"ping"));
+        assert_eq!(
+            (i.invalid, i.key, i.l4),
+            (None, k6(58, 0x99, 128 << 8), L4Info::IcmpQuery)
+        );
+        assert!(i.l4_csum_checked);
+        let i = p6(&b6().reversed().echo_reply(0x99, 1, b"ping"));
+        assert_eq!((i.invalid, i.key), (None, k6(58, 0x99, 128 << 8).reverse()));
+        for ty in [0u8, 5, 127, 130, 133, 134, 135, 136, 137, 143, 200] {
+            let i = p6(&b6().icmp(ty, 0, [0; 4], &[0; 24]));
+            assert_eq!(i.invalid, Some(Invalid::BadIcmp), "type {ty}");
+        }
+        assert_eq!(
+            p6(&b6().bad_l4_checksum().echo_request(1, 1, b"")).invalid,
+            Some(Invalid::BadL4Checksum)
+        );
+        assert_eq!(
+            p6f(&b6().raw(58, &[128, 0, 0, 0, 0, 0, 0]), ALL_GOOD).invalid,
+            Some(Invalid::Truncated)
+        );
+        // Checksum covers the pseudo-header (ICMPv4-style sum fails).
+        let mut p = b6().echo_request(1, 1, b"");
+        p[8] ^= 0x80;
+        assert_eq!(p6(&p).invalid, Some(Invalid::BadL4Checksum));
+    }
+
+    #[test]
+    fn icmp6_errors_relate_embedded_packets() {
+        let router = Builder::v6("fd00:ff::1".parse().unwrap(), s6());
+        let originals = [
+            (b6().udp(1000, 53, b"query"), k6(17, 1000, 53)),
+            (
+                b6().tcp(&Tcp::new(40000, 443).flags(SYN)),
+                k6(6, 40000, 443),
+            ),
+            (b6().echo_request(77, 1, &[0; 56]), k6(58, 77, 128 << 8)),
+            (
+                b6().ext(Ext::HopByHop).ext(Ext::Routing).udp(7, 8, b""),
+                k6(17, 7, 8),
+            ),
+            (
+                b6().ext(Ext::Fragment {
+                    offset: 0,
+                    more: true,
+                })
+                .udp(7, 8, b""),
+                k6(17, 7, 8),
+            ),
+            (b6().raw(59, &[0; 8]), k6(59, 0, 0)),
+        ];
+        for (orig, want) in &originals {
+            for (ty, code) in [(1u8, 4u8), (2, 0), (3, 0), (4, 1)] {
+                let i = p6(&router.icmp_error(ty, code, orig));
+                assert_eq!(i.invalid, None, "type {ty} about {want}");
+                assert_eq!(inner(&i), *want);
+                assert_eq!(i.key.dst_port, (ty as u16) << 8 | code as u16);
+            }
+        }
+        let orig = b6().udp(1, 2, b"");
+        let i = p6(&router.icmp(2, 0, 1280u32.to_be_bytes(), &orig[..48]));
+        assert_eq!((i.invalid, inner(&i)), (None, k6(17, 1, 2)));
+    }
+
+    #[test]
+    fn icmp6_bad_errors() {
+        let router = Builder::v6("fd00:ff::1".parse().unwrap(), s6());
+        let orig = b6().ext(Ext::DestOpts).udp(1, 2, b"");
+        for n in [0, 8, 39, 40, 47, 48, 55] {
+            let i = p6(&router.icmp_error(1, 0, &orig[..n]));
+            assert_eq!(i.invalid, Some(Invalid::BadIcmp), "embedded {n} bytes");
+        }
+        assert_eq!(p6(&router.icmp_error(1, 0, &orig[..56])).invalid, None);
+        // Nested errors, errors about ND, about non-first fragments, about IPv4.
+        let e1 = router.icmp_error(1, 0, &orig);
+        assert_eq!(
+            p6(&b6().icmp_error(3, 0, &e1)).invalid,
+            Some(Invalid::BadIcmp)
+        );
+        let ns = b6().icmp(135, 0, [0; 4], &[0; 16]);
+        assert_eq!(
+            p6(&router.icmp_error(1, 0, &ns)).invalid,
+            Some(Invalid::BadIcmp)
+        );
+        let frag = b6()
+            .ext(Ext::Fragment {
+                offset: 8,
+                more: true,
+            })
+            .raw(17, &[0; 8]);
+        assert_eq!(
+            p6(&router.icmp_error(1, 0, &frag)).invalid,
+            Some(Invalid::BadIcmp)
+        );
+        assert_eq!(
+            p6(&router.icmp_error(1, 0, &b4().udp(1, 2, b""))).invalid,
+            Some(Invalid::BadIcmp)
+        );
+        let mut deep = b6();
+        for _ in 0..=MAX_V6_EXT {
+            deep = deep.ext(Ext::DestOpts);
+        }
+        assert_eq!(
+            p6(&router.icmp_error(1, 0, &deep.udp(1, 2, b""))).invalid,
+            Some(Invalid::BadIcmp)
+        );
+    }
+
+    #[test]
+    fn nic_flags_skip_all_verification() {
+        let p = b4().bad_ip_checksum().bad_l4_checksum().udp(1, 2, b"x");
+        assert_eq!(p4(&p).invalid, Some(Invalid::BadIpChecksum));
+        assert_eq!(
+            p4f(&p, PktFlags::IP_CSUM_GOOD).invalid,
+            Some(Invalid::BadL4Checksum)
+        );
+        assert_eq!(
+            p4f(&p, PktFlags::L4_CSUM_GOOD).invalid,
+            Some(Invalid::BadIpChecksum)
+        );
+        let i = p4f(&p, ALL_GOOD | PktFlags::NOTRACK);
+        assert_eq!(
+            (i.invalid, i.key, i.l4_csum_checked),
+            (None, k4(17, 1, 2), false)
+        );
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::build::{Builder, Ext, Tcp};
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn all_flags() -> impl Strategy<Value = PktFlags> {
+        (0u8..8).prop_map(PktFlags::from_bits_truncate)
+    }
+
+    fn family() -> impl Strategy<Value = Family> {
+        prop_oneof![Just(Family::Ipv4), Just(Family::Ipv6)]
+    }
+
+    /// A valid packet and the key it must parse to.
+    #[derive(Debug, Clone)]
+    struct Valid {
+        family: Family,
+        bytes: Vec<u8>,
+        key: ConnKey,
+    }
+
+    fn valid_packet() -> impl Strategy<Value = Valid> {
+        (
+            family(),
+            any::<[u8; 16]>(),
+            any::<[u8; 16]>(),
+            0u8..6,
+            any::<u16>(),
+            any::<u16>(),
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..200),
+            0usize..4,
+            any::<u16>(),
+        )
+            .prop_map(|(family, s, d, kind, sp, dp, seq, payload, n_ext, zone)| {
+                let zone = Zone(zone);
+                let (b, mut key) = match family {
+                    Family::Ipv4 => {
+                        let (s4, d4) = (
+                            Ipv4Addr::new(s[0], s[1], s[2], s[3]),
+                            Ipv4Addr::new(d[0], d[1], d[2], d[3]),
+                        );
+                        (Builder::v4(s4, d4), ConnKey::v4(zone, s4, d4, 0, 0, 0))
+                    }
+                    Family::Ipv6 => {
+                        let (s6, d6) = (Ipv6Addr::from(s), Ipv6Addr::from(d));
+                        let mut b = Builder::v6(s6, d6);
+                        for e in [Ext::HopByHop, Ext::Routing, Ext::DestOpts]
+                            .iter()
+                            .take(n_ext)
+                        {
+                            b = b.ext(*e);
+                        }
+                        (b, ConnKey::v6(zone, s6, d6, 0, 0, 0))
+                    }
+                };
+                let icmp = if family == Family::Ipv4 {
+                    ipproto::ICMP
+                } else {
+                    ipproto::ICMPV6
+                };
+                let (bytes, proto, ports) = match kind {
+                    0 => (b.udp(sp, dp, &payload), ipproto::UDP, (sp, dp)),
+                    1 => {
+                        let seg = Tcp::new(sp, dp)
+                            .seq(seq)
+                            .flags(tcp_flags::ACK | tcp_flags::PSH)
+                            .payload(&payload);
+                        (b.tcp(&seg), ipproto::TCP, (sp, dp))
+                    }
+                    2 => (
+                        b.tcp(&Tcp::new(sp, dp).flags(tcp_flags::SYN).wscale(3).sack_perm()),
+                        ipproto::TCP,
+                        (sp, dp),
+                    ),
+                    3 => {
+                        let ty = if family == Family::Ipv4 { 8 } else { 128 };
+                        (b.echo_request(sp, dp, &payload), icmp, (sp, ty << 8))
+                    }
+                    4 => {
+                        let ty = if family == Family::Ipv4 { 0 } else { 129 };
+                        (b.echo_reply(sp, dp, &payload), icmp, (sp, ty << 8))
+                    }
+                    _ => {
+                        // At least the 8 bytes an ICMP error must embed.
+                        let mut gre = payload.clone();
+                        gre.resize(gre.len().max(8), 0);
+                        (b.raw(47, &gre), 47, (0, 0))
+                    }
+                };
+                key.proto = proto;
+                (key.src_port, key.dst_port) = ports;
+                Valid { family, bytes, key }
+            })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Flip(usize, u8),
+        Truncate(usize),
+        Extend(Vec<u8>),
+        Set(usize, u8),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<usize>(), 1u8..).prop_map(|(i, x)| Mutation::Flip(i, x)),
+            any::<usize>().prop_map(Mutation::Truncate),
+            proptest::collection::vec(any::<u8>(), 1..16).prop_map(Mutation::Extend),
+            (any::<usize>(), any::<u8>()).prop_map(|(i, x)| Mutation::Set(i, x)),
+        ]
+    }
+
+    fn apply(bytes: &mut Vec<u8>, muts: &[Mutation]) {
+        for m in muts {
+            match m {
+                Mutation::Flip(i, x) if !bytes.is_empty() => {
+                    let n = bytes.len();
+                    bytes[i % n] ^= x;
+                }
+                Mutation::Set(i, x) if !bytes.is_empty() => {
+                    let n = bytes.len();
+                    bytes[i % n] = *x;
+                }
+                Mutation::Truncate(i) => {
+                    let n = bytes.len() + 1;
+                    bytes.truncate(i % n);
+                }
+                Mutation::Extend(v) => bytes.extend_from_slice(v),
+                _ => {}
+            }
+        }
+    }
+
+    fn check_invariants(info: &PacketInfo, family: Family, zone: Zone) {
+        assert_eq!(info.key.zone, zone);
+        assert_eq!(info.key.family, family);
+        if let L4Info::IcmpError { inner } = info.l4 {
+            assert_eq!(inner.zone, zone);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            head in 0u8..4,
+            fam in family(),
+            flags in all_flags(),
+        ) {
+            // Bias the first byte toward plausible versions so deeper layers get exercised.
+            let mut bytes = bytes;
+            if let Some(b0) = bytes.first_mut() {
+                *b0 = match head { 0 => 0x45, 1 => 0x60, _ => *b0 };
+            }
+            let info = parse(&CtPacket { l3: &bytes, family: fam, flags }, Zone(3));
+            check_invariants(&info, fam, Zone(3));
+        }
+
+        #[test]
+        fn valid_packets_round_trip(v in valid_packet(), flags in all_flags()) {
+            let info = parse(&CtPacket { l3: &v.bytes, family: v.family, flags }, v.key.zone);
+            prop_assert_eq!(info.invalid, None);
+            prop_assert_eq!(info.key, v.key);
+            let csum_expected = !flags.contains(PktFlags::L4_CSUM_GOOD) && v.key.proto != 47;
+            prop_assert_eq!(info.l4_csum_checked, csum_expected);
+        }
+
+        #[test]
+        fn mutated_packets_never_panic(
+            v in valid_packet(),
+            muts in proptest::collection::vec(mutation(), 1..4),
+            flags in all_flags(),
+        ) {
+            let mut bytes = v.bytes.clone();
+            apply(&mut bytes, &muts);
+            for fam in [Family::Ipv4, Family::Ipv6] {
+                let info = parse(&CtPacket { l3: &bytes, family: fam, flags }, v.key.zone);
+                check_invariants(&info, fam, v.key.zone);
+            }
+        }
+
+        #[test]
+        fn errors_about_valid_packets_relate(v in valid_packet(), cut in 0usize..64) {
+            let router = match v.family {
+                Family::Ipv4 => Builder::v4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(10, 0, 0, 1)),
+                Family::Ipv6 => Builder::v6("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap()),
+            };
+            let ty = if v.family == Family::Ipv4 { 3 } else { 1 };
+            let err = router.icmp_error(ty, 0, &v.bytes);
+            let info = parse(&CtPacket { l3: &err, family: v.family, flags: PktFlags::empty() }, v.key.zone);
+            prop_assert_eq!(info.invalid, None);
+            prop_assert_eq!(info.l4, L4Info::IcmpError { inner: v.key });
+            // Cutting the embedded packet short of header + 8 bytes is BadIcmp.
+            let need = l4_offset(&v) + 8;
+            let n = need.saturating_sub(1 + cut % need.max(1));
+            let err = router.icmp_error(ty, 0, &v.bytes[..n]);
+            let info = parse(&CtPacket { l3: &err, family: v.family, flags: PktFlags::empty() }, v.key.zone);
+            prop_assert_eq!(info.invalid, Some(Invalid::BadIcmp));
+        }
+    }
+
+    /// Offset of the upper-layer header in a built valid packet.
+    fn l4_offset(v: &Valid) -> usize {
+        match v.family {
+            Family::Ipv4 => (v.bytes[0] & 0xf) as usize * 4,
+            Family::Ipv6 => {
+                let mut off = 40;
+                let mut nh = v.bytes[6];
+                while matches!(nh, 0 | 43 | 60) {
+                    nh = v.bytes[off];
+                    off += (v.bytes[off + 1] as usize + 1) * 8;
+                }
+                off
+            }
+        }
+    }
+}
