@@ -295,9 +295,7 @@ impl Builder {
         match self.addrs {
             Addrs::V4(s, d) => {
                 let mut opts = self.v4_options.clone();
-                while opts.len() % 4 != 0 {
-                    opts.push(0);
-                }
+                opts.resize(opts.len().next_multiple_of(4), 0);
                 let hl = 20 + opts.len();
                 let total = hl + l4.len();
                 let mut p = vec![0u8; hl];
