@@ -166,22 +166,31 @@ fn sub4(b: &[u8], at: usize) -> &[u8; 4] {
 // One's-complement checksum.
 
 /// Add `data` (as big-endian 16-bit words, odd tail padded with zero) to the
-/// running sum `acc`. Works on 64-bit words with end-around carry; reduce with
-/// [`csum_fold`].
+/// running sum `acc`; reduce with [`csum_fold`].
+///
+/// The one's-complement sum does not care about byte order (RFC 1071): the
+/// data is summed as native-endian 32-bit words into a 64-bit accumulator (a
+/// loop the compiler vectorizes; no carries to propagate), folded, and
+/// byte-swapped into network order at the end.
 #[inline]
-pub(crate) fn csum_add(mut acc: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        if let Some(w) = c.first_chunk::<8>() {
-            let (s, carry) = acc.overflowing_add(u64::from_be_bytes(*w));
-            acc = s + carry as u64;
+pub(crate) fn csum_add(acc: u64, data: &[u8]) -> u64 {
+    let mut s = 0u64;
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        if let Some(w) = w.first_chunk::<4>() {
+            s += u32::from_ne_bytes(*w) as u64;
         }
     }
-    let rest = chunks.remainder();
-    let mut tail = [0u8; 8];
-    tail[..rest.len()].copy_from_slice(rest);
-    let (s, carry) = acc.overflowing_add(u64::from_be_bytes(tail));
-    s + carry as u64
+    let rest = words.remainder();
+    if let Some((w, r)) = rest.split_first_chunk::<2>() {
+        s += u16::from_ne_bytes(*w) as u64;
+        if let Some(&x) = r.first() {
+            s += u16::from_ne_bytes([x, 0]) as u64;
+        }
+    } else if let Some(&x) = rest.first() {
+        s += u16::from_ne_bytes([x, 0]) as u64;
+    }
+    acc + u16::from_be(csum_fold(s)) as u64
 }
 
 /// Reduce a 64-bit running sum to 16 bits with end-around carries.
