@@ -111,6 +111,29 @@ pub struct PacketInfo {
 /// verified in software unless [`PktFlags`] says the NIC already did. An
 /// invalid packet still carries as much of its key as could be read, for
 /// counters; [`PacketInfo::invalid`] decides.
+///
+/// Rules beyond the obvious:
+/// - IPv4: trailing bytes past the total length (Ethernet padding) are
+///   ignored; any fragment is [`Invalid::Fragment`] (a first fragment still
+///   gets its ports in the key). The header checksum is checked before the
+///   fragment bits.
+/// - IPv6: bytes past the payload length are ignored. At most 8 extension
+///   headers (hop-by-hop only first); an atomic fragment header (offset 0,
+///   M = 0) is skipped, a real fragment is [`Invalid::Fragment`]. Jumbograms
+///   (payload length 0) are not supported.
+/// - TCP: data offset < 5 is [`Invalid::BadTcpHeader`], past the segment
+///   [`Invalid::Truncated`]; so are impossible flag combinations (SYN with
+///   FIN or RST; none of SYN/ACK/RST; FIN or URG without ACK). Options are
+///   read on SYNs only; a window scale above 14 is reported as 14.
+/// - UDP: the length field must be in `8..=` the IP payload; the checksum
+///   covers the UDP length (anything after it is trailer).
+/// - ICMP errors: the key is the outer packet's addresses with `src_port` 0
+///   and `dst_port` `type << 8 | code` (so are unknown types, for counters);
+///   [`L4Info::IcmpError::inner`] is the embedded packet's key. The outer
+///   checksum is verified; embedded ones are not. An embedded non-first
+///   fragment, an embedded ICMP message other than a query, or fewer than
+///   8 embedded L4 bytes is [`Invalid::BadIcmp`].
+/// - Protocol numbers ICMP in IPv6 and ICMPv6 in IPv4 are "other protocols".
 #[inline]
 pub fn parse(pkt: &CtPacket<'_>, zone: Zone) -> PacketInfo {
     let mut info = PacketInfo {
@@ -156,10 +179,13 @@ fn head<const N: usize>(b: &[u8], err: Invalid) -> Result<&[u8; N], Invalid> {
     b.first_chunk::<N>().ok_or(err)
 }
 
+/// Four bytes at constant offset `at` of a fixed-size header (folds to a
+/// plain load; the fallback is unreachable for the offsets used).
 #[inline(always)]
-fn sub4(b: &[u8], at: usize) -> &[u8; 4] {
-    // Callers pass a constant offset inside a fixed-size header.
-    b[at..].first_chunk::<4>().unwrap_or(&[0; 4])
+fn sub4<const N: usize>(b: &[u8; N], at: usize) -> &[u8; 4] {
+    b.get(at..)
+        .and_then(|x| x.first_chunk::<4>())
+        .unwrap_or(&[0; 4])
 }
 
 // ---------------------------------------------------------------------------
