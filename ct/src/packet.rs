@@ -1536,6 +1536,8 @@ mod proptests {
         family: Family,
         bytes: Vec<u8>,
         key: ConnKey,
+        /// The answer a peer would send (must parse to `key.reverse()`).
+        reply: Vec<u8>,
     }
 
     fn valid_packet() -> impl Strategy<Value = Valid> {
@@ -1578,38 +1580,57 @@ mod proptests {
                 } else {
                     ipproto::ICMPV6
                 };
-                let (bytes, proto, ports) = match kind {
-                    0 => (b.udp(sp, dp, &payload), ipproto::UDP, (sp, dp)),
+                let r = b.reversed();
+                let (bytes, reply, proto, ports) = match kind {
+                    0 => (
+                        b.udp(sp, dp, &payload),
+                        r.udp(dp, sp, b""),
+                        ipproto::UDP,
+                        (sp, dp),
+                    ),
                     1 => {
                         let seg = Tcp::new(sp, dp)
                             .seq(seq)
                             .flags(tcp_flags::ACK | tcp_flags::PSH)
                             .payload(&payload);
-                        (b.tcp(&seg), ipproto::TCP, (sp, dp))
+                        let ack = Tcp::new(dp, sp).ack(seq.wrapping_add(payload.len() as u32));
+                        (b.tcp(&seg), r.tcp(&ack), ipproto::TCP, (sp, dp))
                     }
                     2 => (
                         b.tcp(&Tcp::new(sp, dp).flags(tcp_flags::SYN).wscale(3).sack_perm()),
+                        r.tcp(
+                            &Tcp::new(dp, sp)
+                                .flags(tcp_flags::SYN | tcp_flags::ACK)
+                                .wscale(9),
+                        ),
                         ipproto::TCP,
                         (sp, dp),
                     ),
                     3 => {
                         let ty = if family == Family::Ipv4 { 8 } else { 128 };
-                        (b.echo_request(sp, dp, &payload), icmp, (sp, ty << 8))
+                        let reply = r.echo_reply(sp, dp, &payload);
+                        (b.echo_request(sp, dp, &payload), reply, icmp, (sp, ty << 8))
                     }
                     4 => {
                         let ty = if family == Family::Ipv4 { 0 } else { 129 };
-                        (b.echo_reply(sp, dp, &payload), icmp, (sp, ty << 8))
+                        let reply = r.echo_request(sp, dp, &payload);
+                        (b.echo_reply(sp, dp, &payload), reply, icmp, (sp, ty << 8))
                     }
                     _ => {
                         // At least the 8 bytes an ICMP error must embed.
                         let mut gre = payload.clone();
                         gre.resize(gre.len().max(8), 0);
-                        (b.raw(47, &gre), 47, (0, 0))
+                        (b.raw(47, &gre), r.raw(47, &gre), 47, (0, 0))
                     }
                 };
                 key.proto = proto;
                 (key.src_port, key.dst_port) = ports;
-                Valid { family, bytes, key }
+                Valid {
+                    family,
+                    bytes,
+                    key,
+                    reply,
+                }
             })
     }
 
@@ -1683,6 +1704,10 @@ mod proptests {
             prop_assert_eq!(info.key, v.key);
             let csum_expected = !flags.contains(PktFlags::L4_CSUM_GOOD) && v.key.proto != 47;
             prop_assert_eq!(info.l4_csum_checked, csum_expected);
+            let back = parse(&CtPacket { l3: &v.reply, family: v.family, flags }, v.key.zone);
+            prop_assert_eq!(back.invalid, None);
+            prop_assert_eq!(back.key, v.key.reverse());
+            prop_assert_eq!(back.key.reverse(), v.key);
         }
 
         #[test]
