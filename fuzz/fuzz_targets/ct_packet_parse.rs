@@ -12,7 +12,14 @@ fuzz_target!(|data: &[u8]| {
     for family in [Family::Ipv4, Family::Ipv6] {
         for bits in 0..=PktFlags::all().bits() {
             let flags = PktFlags::from_bits_truncate(bits);
-            let info = parse(&CtPacket { l3: data, family, flags }, zone);
+            let info = parse(
+                &CtPacket {
+                    l3: data,
+                    family,
+                    flags,
+                },
+                zone,
+            );
             assert_eq!(info.key.zone, zone);
             assert_eq!(info.key.family, family);
             if let L4Info::IcmpError { inner } = info.l4 {
