@@ -15,8 +15,10 @@
 //! - [`timeout`]: timeout policies; [`zone`]: per-zone limits and settings
 //! - [`flush`], [`dump`]: control-plane passes in bounded slices
 //! - [`events`]: lifecycle hooks; [`expect`]: expectations (related conns)
+//! - [`build`]: packet builders for tests, benches and golden traces
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod conn;
 pub mod dump;
 pub mod events;
