@@ -5,21 +5,22 @@
 //! its own mutex (cache-line padded, so two threads on two shards share no
 //! line). Within a shard:
 //! - `conns`: a slab of [`Conn`] records, addressed by slot number;
-//! - `index`: a hashbrown `HashTable<u32>` whose entries are `slot << 1 | dir`:
-//!   one entry for the original key, one for the reply key. Entries are four
-//!   bytes; the key itself is compared against the record in the slab;
+//! - `index`: a hashbrown `HashTable<u32>` of four-byte entries pointing at
+//!   slots; the key itself is compared against the record in the slab;
 //! - `wheel`: the expiry wheel for the shard's connections.
 //!
 //! # Which shard
-//! The shard comes from a *direction-symmetric* hash (the key put in a
-//! canonical order first), so a packet and its reply land in the same shard
-//! and one lock covers the whole connection. The bucket hash inside the shard
-//! adds the direction back, so the two entries of a connection differ.
-//! Both are keyed with the tracker's random seed (hash-flood resistance).
+//! Keys are hashed *direction-symmetrically* (the key put in a canonical
+//! order first, keyed with the tracker's random seed against hash floods),
+//! so a packet and its reply have the same hash: they land in the same
+//! shard, one lock covers the whole connection, and **one index entry**
+//! (`slot << 1`) finds the connection from either direction; the direction
+//! comes from comparing the packet's key with the stored original key.
 //! Each shard's index and slab grow with the number of connections.
 //!
-//! Connections whose reply tuple is not the reversed original (NAT) keep the
-//! reply tuple in `ConnExt`; the NAT stage chooses reply tuples in the same
+//! A connection whose reply tuple is not the reversed original (NAT) keeps
+//! the reply tuple in `ConnExt` and gets a second entry (`slot << 1 | 1`)
+//! under the reply tuple's hash; the NAT stage keeps that tuple in the same
 //! shard or adds a cross-shard entry (the entry's high bit is reserved).
 
 use hashbrown::HashTable;
@@ -28,7 +29,8 @@ use crate::conn::Conn;
 use crate::expiry::Wheel;
 use crate::key::{icmp_is_request, icmp_reply_type, ConnKey, Dir};
 
-/// Where a key lives: shard number and in-shard hash.
+/// Where a key lives: shard number and in-shard hash (the same for a key
+/// and its reverse).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KeyHash {
     pub shard: usize,
@@ -39,7 +41,6 @@ pub struct KeyHash {
 #[inline]
 pub fn key_hash(k: &ConnKey, seed: u64, shard_mask: usize) -> KeyHash {
     let mut c = *k;
-    let swapped;
     if k.is_icmp() {
         // Both directions share the id; the type differs (request/reply):
         // use the request type in the canonical form.
@@ -49,28 +50,21 @@ pub fn key_hash(k: &ConnKey, seed: u64, shard_mask: usize) -> KeyHash {
                 c.dst_port = (req as u16) << 8 | (k.dst_port & 0xff);
             }
         }
-        swapped = k.src > k.dst;
-        if swapped {
+        if k.src > k.dst {
             c.src = k.dst;
             c.dst = k.src;
         }
-    } else {
-        swapped = (k.src, k.src_port) > (k.dst, k.dst_port);
-        if swapped {
-            c.src = k.dst;
-            c.dst = k.src;
-            c.src_port = k.dst_port;
-            c.dst_port = k.src_port;
-        }
+    } else if (k.src, k.src_port) > (k.dst, k.dst_port) {
+        c.src = k.dst;
+        c.dst = k.src;
+        c.src_port = k.dst_port;
+        c.dst_port = k.src_port;
     }
-    let h = c.hash(seed);
-    let shard = (h >> 40) as usize & shard_mask;
-    let hash = if swapped {
-        (h ^ 0xa5a5_a5a5_5a5a_5a5a).rotate_left(27)
-    } else {
-        h
-    };
-    KeyHash { shard, hash }
+    let hash = c.hash(seed);
+    KeyHash {
+        shard: (hash >> 40) as usize & shard_mask,
+        hash,
+    }
 }
 
 /// Counters kept per shard under its lock.
@@ -94,17 +88,31 @@ pub struct Shard {
     pub(crate) stats: ShardStats,
 }
 
+/// Index entry of a connection: found from both directions.
 #[inline]
-fn entry(slot: u32, dir: Dir) -> u32 {
-    slot << 1 | dir as u32
+fn entry_both(slot: u32) -> u32 {
+    slot << 1
 }
 
+/// Index entry for a NAT reply tuple (hashes differently from the original).
 #[inline]
-fn entry_dir(e: u32) -> Dir {
-    if e & 1 == 0 {
-        Dir::Orig
-    } else {
-        Dir::Reply
+fn entry_nat_reply(slot: u32) -> u32 {
+    slot << 1 | 1
+}
+
+/// Whether a connection needs a separate reply entry (NAT).
+#[inline]
+fn has_nat_reply(c: &Conn) -> bool {
+    c.ext.as_deref().is_some_and(|e| e.reply.is_some())
+}
+
+/// Hash an existing entry again (table growth).
+#[inline]
+fn entry_hash(conns: &[Option<Conn>], e: u32, seed: u64, mask: usize) -> u64 {
+    match conns.get((e >> 1) as usize) {
+        Some(Some(c)) if e & 1 == 1 => key_hash(&c.reply_key(), seed, mask).hash,
+        Some(Some(c)) => key_hash(&c.key, seed, mask).hash,
+        _ => 0,
     }
 }
 
@@ -134,15 +142,24 @@ impl Shard {
     #[inline]
     pub fn lookup(&self, key: &ConnKey, hash: u64) -> Option<(u32, Dir)> {
         let conns = &self.conns;
+        let mut dir = Dir::Orig;
         self.index
             .find(hash, |&e| match conns.get((e >> 1) as usize) {
-                Some(Some(c)) => match entry_dir(e) {
-                    Dir::Orig => c.key == *key,
-                    Dir::Reply => c.reply_key() == *key,
-                },
+                Some(Some(c)) if e & 1 == 1 => {
+                    dir = Dir::Reply;
+                    c.reply_key() == *key
+                }
+                Some(Some(c)) if c.key == *key => {
+                    dir = Dir::Orig;
+                    true
+                }
+                Some(Some(c)) if !has_nat_reply(c) => {
+                    dir = Dir::Reply;
+                    c.key.reverse() == *key
+                }
                 _ => false,
             })
-            .map(|&e| (e >> 1, entry_dir(e)))
+            .map(|&e| (e >> 1, dir))
     }
 
     #[inline]
@@ -174,7 +191,7 @@ impl Shard {
         self.next_id = self.next_id.wrapping_add(mask as u32 + 1);
         conn.id = self.next_id;
         let orig = conn.key;
-        let reply = conn.reply_key();
+        let nat_reply = has_nat_reply(&conn).then(|| conn.reply_key());
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -185,20 +202,15 @@ impl Shard {
         conn.sched = self.wheel.file(slot, conn.expire.wrapping_add(1));
         self.conns[slot as usize] = Some(conn);
         let Shard { index, conns, .. } = self;
-        let rehash = |e: &u32| match conns.get((*e >> 1) as usize) {
-            Some(Some(c)) => key_hash(&c.dir_key(entry_dir(*e)), seed, mask).hash,
-            _ => 0,
-        };
-        index.insert_unique(
-            key_hash(&orig, seed, mask).hash,
-            entry(slot, Dir::Orig),
-            rehash,
-        );
-        index.insert_unique(
-            key_hash(&reply, seed, mask).hash,
-            entry(slot, Dir::Reply),
-            rehash,
-        );
+        let rehash = |e: &u32| entry_hash(conns, *e, seed, mask);
+        index.insert_unique(key_hash(&orig, seed, mask).hash, entry_both(slot), rehash);
+        if let Some(reply) = nat_reply {
+            index.insert_unique(
+                key_hash(&reply, seed, mask).hash,
+                entry_nat_reply(slot),
+                rehash,
+            );
+        }
         self.stats.inserts += 1;
         slot
     }
@@ -206,9 +218,13 @@ impl Shard {
     /// Remove a connection, returning it.
     pub fn remove(&mut self, slot: u32, seed: u64, mask: usize) -> Option<Conn> {
         let conn = self.conns.get_mut(slot as usize)?.take()?;
-        for dir in [Dir::Orig, Dir::Reply] {
-            let h = key_hash(&conn.dir_key(dir), seed, mask).hash;
-            if let Ok(e) = self.index.find_entry(h, |&e| e == entry(slot, dir)) {
+        let h = key_hash(&conn.key, seed, mask).hash;
+        if let Ok(e) = self.index.find_entry(h, |&e| e == entry_both(slot)) {
+            e.remove();
+        }
+        if has_nat_reply(&conn) {
+            let h = key_hash(&conn.reply_key(), seed, mask).hash;
+            if let Ok(e) = self.index.find_entry(h, |&e| e == entry_nat_reply(slot)) {
                 e.remove();
             }
         }
@@ -230,10 +246,7 @@ impl Shard {
         self.free.retain(|&s| s < len);
         self.conns.shrink_to_fit();
         let Shard { index, conns, .. } = self;
-        index.shrink_to_fit(|e| match conns.get((*e >> 1) as usize) {
-            Some(Some(c)) => key_hash(&c.dir_key(entry_dir(*e)), seed, mask).hash,
-            _ => 0,
-        });
+        index.shrink_to_fit(|e| entry_hash(conns, *e, seed, mask));
     }
 
     /// File a connection again at its current expiry (after the wheel
@@ -246,5 +259,134 @@ impl Shard {
         if let Some(c) = self.get_mut(slot) {
             c.sched = tick;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::{ConnExt, ConnStatus, DirCounters};
+    use crate::key::Zone;
+    use crate::proto::{ProtoState, UdpState};
+    use crate::timeout::PolicyId;
+
+    fn conn(key: ConnKey, reply: Option<ConnKey>) -> Conn {
+        Conn {
+            key,
+            ext: reply.map(|r| {
+                Box::new(ConnExt {
+                    reply: Some(r),
+                    ..Default::default()
+                })
+            }),
+            counters: [DirCounters::default(); 2],
+            start_ns: 0,
+            proto: ProtoState::Udp(UdpState::First),
+            mark: 0,
+            id: 0,
+            expire: 100,
+            sched: 0,
+            status: ConnStatus::empty(),
+            policy: PolicyId(0),
+        }
+    }
+
+    fn k(src: &str, dst: &str, sp: u16, dp: u16) -> ConnKey {
+        ConnKey::v4(
+            Zone(1),
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            17,
+            sp,
+            dp,
+        )
+    }
+
+    #[test]
+    fn key_and_reverse_hash_alike() {
+        let a = k("10.0.0.1", "10.0.0.2", 1000, 53);
+        assert_eq!(key_hash(&a, 9, 1023), key_hash(&a.reverse(), 9, 1023));
+        let icmp = ConnKey::v4(
+            Zone(1),
+            "1.1.1.1".parse().unwrap(),
+            "2.2.2.2".parse().unwrap(),
+            1,
+            5,
+            8 << 8,
+        );
+        assert_eq!(key_hash(&icmp, 9, 1023), key_hash(&icmp.reverse(), 9, 1023));
+        assert_ne!(
+            key_hash(&a, 9, 1023),
+            key_hash(&k("10.0.0.1", "10.0.0.2", 1001, 53), 9, 1023)
+        );
+    }
+
+    #[test]
+    fn one_entry_finds_both_directions() {
+        let mut s = Shard::new(0, 0);
+        let a = k("10.0.0.1", "10.0.0.2", 1000, 53);
+        let slot = s.insert(conn(a, None), 0, 1, 0);
+        assert_eq!(s.index.len(), 1);
+        assert_eq!(
+            s.lookup(&a, key_hash(&a, 1, 0).hash),
+            Some((slot, Dir::Orig))
+        );
+        let r = a.reverse();
+        assert_eq!(
+            s.lookup(&r, key_hash(&r, 1, 0).hash),
+            Some((slot, Dir::Reply))
+        );
+        let other = k("10.0.0.1", "10.0.0.2", 1000, 54);
+        assert_eq!(s.lookup(&other, key_hash(&other, 1, 0).hash), None);
+        assert!(s.remove(slot, 1, 0).is_some());
+        assert_eq!(s.index.len(), 0);
+        assert_eq!(s.lookup(&a, key_hash(&a, 1, 0).hash), None);
+    }
+
+    #[test]
+    fn nat_reply_tuple_gets_its_own_entry() {
+        let mut s = Shard::new(0, 0);
+        let a = k("192.168.0.5", "8.8.8.8", 1000, 53);
+        // SNAT: replies come back to the public address and port.
+        let reply = k("8.8.8.8", "203.0.113.1", 53, 40000);
+        let slot = s.insert(conn(a, Some(reply)), 0, 1, 0);
+        assert_eq!(s.index.len(), 2);
+        assert_eq!(
+            s.lookup(&a, key_hash(&a, 1, 0).hash),
+            Some((slot, Dir::Orig))
+        );
+        assert_eq!(
+            s.lookup(&reply, key_hash(&reply, 1, 0).hash),
+            Some((slot, Dir::Reply))
+        );
+        // The un-NATed reverse is not a valid reply for this connection.
+        let rev = a.reverse();
+        assert_eq!(s.lookup(&rev, key_hash(&rev, 1, 0).hash), None);
+        s.remove(slot, 1, 0);
+        assert_eq!(s.index.len(), 0);
+    }
+
+    #[test]
+    fn slots_are_reused_and_tail_compacted() {
+        let mut s = Shard::new(0, 0);
+        let keys: Vec<ConnKey> = (0..3000u16)
+            .map(|i| k("10.0.0.1", "10.0.0.2", i, 53))
+            .collect();
+        let slots: Vec<u32> = keys
+            .iter()
+            .map(|&key| s.insert(conn(key, None), 0, 7, 0))
+            .collect();
+        for &slot in &slots[1..] {
+            s.remove(slot, 7, 0);
+        }
+        assert_eq!(s.len(), 1);
+        assert!(s.capacity_slots() < 3000, "tail compacted");
+        let key = keys[0];
+        assert_eq!(
+            s.lookup(&key, key_hash(&key, 7, 0).hash).map(|x| x.0),
+            Some(slots[0])
+        );
+        let again = s.insert(conn(k("10.0.0.9", "10.0.0.2", 1, 53), None), 0, 7, 0);
+        assert!(again < 3000);
     }
 }

@@ -232,7 +232,9 @@ impl Tracker {
         let mut tally = Tally::default();
         let mut events: Vec<ConnEvent> = Vec::new();
 
-        // Stage 1: parse and hash.
+        // Stage 1: parse every packet in place, then hash the live ones in
+        // a second pass (reading a key right after its bytes were stored
+        // would stall on store forwarding).
         let mut infos = [PacketInfo::default(); BATCH];
         let mut hashes = [KeyHash::default(); BATCH];
         let mut live = [false; BATCH];
@@ -245,19 +247,22 @@ impl Tracker {
                 tally.untracked += 1;
                 continue;
             }
-            let info = packet::parse(pkt, params.zone);
-            if info.invalid.is_some() {
-                out[i] = invalid(params.zone, info.l4_csum_checked);
+            infos[i] = packet::parse(pkt, params.zone);
+            if infos[i].invalid.is_some() {
+                out[i] = invalid(params.zone, infos[i].l4_csum_checked);
                 tally.invalid += 1;
                 continue;
             }
-            let lookup_key = match &info.l4 {
-                L4Info::IcmpError { inner } => inner,
-                _ => &info.key,
-            };
-            hashes[i] = self.hash(lookup_key);
-            infos[i] = info;
             live[i] = true;
+        }
+        for i in 0..pkts.len() {
+            if live[i] {
+                let lookup_key = match &infos[i].l4 {
+                    L4Info::IcmpError { inner } => inner,
+                    _ => &infos[i].key,
+                };
+                hashes[i] = self.hash(lookup_key);
+            }
         }
 
         // Stage 2: conntrack proper, one shard lock per run of packets.
@@ -282,7 +287,16 @@ impl Tracker {
                 want_events,
             };
             let bytes = pkts[i].l3.len() as u64;
-            out[i] = self.process(shard, &infos[i], kh, bytes, &ctx, &mut events, &mut tally);
+            self.process(
+                shard,
+                &infos[i],
+                kh,
+                bytes,
+                &ctx,
+                &mut events,
+                &mut tally,
+                &mut out[i],
+            );
         }
         drop(held);
 
@@ -302,9 +316,9 @@ impl Tracker {
         }
     }
 
-    /// One packet under its shard's lock.
+    /// One packet under its shard's lock; writes the packet's result.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn process(
         &self,
         shard: &mut Shard,
@@ -314,10 +328,11 @@ impl Tracker {
         ctx: &Ctx<'_>,
         events: &mut Vec<ConnEvent>,
         tally: &mut Tally,
-    ) -> CtResult {
+        out: &mut CtResult,
+    ) {
         let params = ctx.params;
         if let L4Info::IcmpError { inner } = &info.l4 {
-            return match shard
+            *out = match shard
                 .lookup(inner, kh.hash)
                 .and_then(|(s, d)| shard.get(s).map(|c| (c, d)))
             {
@@ -334,11 +349,15 @@ impl Tracker {
                     invalid(params.zone, info.l4_csum_checked)
                 }
             };
+            return;
         }
 
         if let Some((slot, dir)) = shard.lookup(&info.key, kh.hash) {
             let Some(c) = shard.get_mut(slot) else {
-                return invalid(params.zone, info.l4_csum_checked);
+                {
+                    *out = invalid(params.zone, info.l4_csum_checked);
+                    return;
+                }
             };
             if c.expired(ctx.now_s) {
                 self.destroy(shard, slot, DestroyCause::Expired, ctx, events);
@@ -351,7 +370,10 @@ impl Tracker {
                 match c.proto.update(dir, info, ctx.liberal) {
                     Update::Invalid(_) => {
                         tally.invalid += 1;
-                        return invalid(params.zone, info.l4_csum_checked);
+                        {
+                            *out = invalid(params.zone, info.l4_csum_checked);
+                            return;
+                        }
                     }
                     Update::Reopen => {
                         self.destroy(shard, slot, DestroyCause::Replaced, ctx, events);
@@ -373,14 +395,20 @@ impl Tracker {
                         let expire = ctx.now_s.saturating_add(timeout);
                         let shrank = expire < c.expire && expire.wrapping_add(1) < c.sched;
                         c.expire = expire;
-                        let result = conn_result(c, conn_state(c, dir), info.l4_csum_checked);
+                        // Field by field: no temporary to copy (store forwarding).
+                        out.state = conn_state(c, dir);
+                        out.zone = c.key.zone;
+                        out.mark = c.mark;
+                        out.label = c.label();
+                        out.orig = Some(c.key);
+                        out.l4_csum_checked = info.l4_csum_checked;
                         if before.is_some_and(|b| b != (c.proto, c.status, c.mark, c.label())) {
                             events.push(ConnEvent::of(EventKind::Update, c));
                         }
                         if shrank {
                             shard.refile(slot);
                         }
-                        return result;
+                        return;
                     }
                 }
             }
@@ -389,7 +417,10 @@ impl Tracker {
         // No connection (or it just ended).
         if !ProtoState::valid_new(info) {
             tally.invalid += 1;
-            return invalid(params.zone, info.l4_csum_checked);
+            {
+                *out = invalid(params.zone, info.l4_csum_checked);
+                return;
+            }
         }
         let expected = self.expectations.take(&info.key, ctx.now_s, params.commit);
         let mut state = CtState::TRK | CtState::NEW;
@@ -397,18 +428,22 @@ impl Tracker {
             state |= CtState::REL;
         }
         if !params.commit {
-            return CtResult {
+            *out = CtResult {
                 state,
                 zone: params.zone,
                 orig: Some(info.key),
                 l4_csum_checked: info.l4_csum_checked,
                 ..Default::default()
             };
+            return;
         }
         if !self.reserve(shard, params.zone, ctx, events) {
             shard.stats.refused += 1;
             tally.invalid += 1;
-            return invalid(params.zone, info.l4_csum_checked);
+            {
+                *out = invalid(params.zone, info.l4_csum_checked);
+                return;
+            }
         }
         let proto = ProtoState::new(info);
         let policy = params
@@ -439,7 +474,7 @@ impl Tracker {
         }
         apply_mark_label(&mut conn, params);
         let slot = shard.insert(conn, ctx.now_s, self.seed, self.mask);
-        match shard.get(slot) {
+        *out = match shard.get(slot) {
             Some(c) => {
                 if ctx.want_events {
                     events.push(ConnEvent::of(EventKind::New, c));
@@ -447,7 +482,7 @@ impl Tracker {
                 conn_result(c, state, info.l4_csum_checked)
             }
             None => invalid(params.zone, info.l4_csum_checked),
-        }
+        };
     }
 
     /// Count a new connection against the global and zone limits, early

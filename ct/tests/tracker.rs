@@ -437,7 +437,11 @@ fn timeout_policy_expiry_with_injected_clock() {
     t.zones.set_policy(Zone(4), short);
     run_at(&t, &p, &commit(4), T0 + 40 * S);
     assert_eq!(t.sweep(T0 + 43 * S, 1 << 20), 0);
-    assert_eq!(t.sweep(T0 + 45 * S, 1 << 20), 1, "zone 4's default policy: udp_first=3");
+    assert_eq!(
+        t.sweep(T0 + 45 * S, 1 << 20),
+        1,
+        "zone 4's default policy: udp_first=3"
+    );
 }
 
 #[test]

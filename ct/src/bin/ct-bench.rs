@@ -18,7 +18,9 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use ct::build::{Builder, Tcp};
 use ct::flush::{FlushFilter, StateClass};
+use ct::packet::tcp_flags::SYN;
 use ct::{CtPacket, CtParams, CtResult, Family, PktFlags, Tracker, TrackerConfig, Zone};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,60 +57,20 @@ const NOW: u64 = 100 * 1_000_000_000;
 /// Minimum Ethernet payload: 46 bytes of IPv4 + UDP + 18 bytes of data.
 const PKT: usize = 46;
 
-fn csum(data: &[u8], init: u32) -> u16 {
-    let mut s = init;
-    for c in data.chunks(2) {
-        s += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
-/// IPv4 header for `proto` carrying `l4_len` bytes, checksummed.
-fn ipv4(buf: &mut [u8], src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: usize) {
-    let total = (20 + l4_len) as u16;
-    buf[..20].copy_from_slice(&[
-        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
-    buf[2..4].copy_from_slice(&total.to_be_bytes());
-    buf[12..16].copy_from_slice(&src);
-    buf[16..20].copy_from_slice(&dst);
-    let c = csum(&buf[..20], 0);
-    buf[10..12].copy_from_slice(&c.to_be_bytes());
-}
-
-/// A 46-byte UDP/IPv4 packet with UDP checksum zero.
+/// A 46-byte UDP/IPv4 packet (18 bytes of payload) with UDP checksum zero.
 fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> [u8; PKT] {
+    let l3 =
+        Builder::v4(src.into(), dst.into())
+            .udp_zero_checksum()
+            .udp(sport, dport, &[0; PKT - 28]);
     let mut p = [0u8; PKT];
-    ipv4(&mut p, src, dst, 17, PKT - 20);
-    p[20..22].copy_from_slice(&sport.to_be_bytes());
-    p[22..24].copy_from_slice(&dport.to_be_bytes());
-    p[24..26].copy_from_slice(&((PKT - 20) as u16).to_be_bytes());
+    p.copy_from_slice(&l3);
     p
 }
 
 /// A TCP SYN/IPv4 packet with a valid TCP checksum.
-fn syn4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> [u8; 40] {
-    let mut p = [0u8; 40];
-    ipv4(&mut p, src, dst, 6, 20);
-    p[20..22].copy_from_slice(&sport.to_be_bytes());
-    p[22..24].copy_from_slice(&dport.to_be_bytes());
-    p[24..28].copy_from_slice(&1000u32.to_be_bytes());
-    p[32] = 5 << 4;
-    p[33] = 0x02;
-    p[34..36].copy_from_slice(&64240u16.to_be_bytes());
-    let mut pseudo = 0u32;
-    for c in [&src[..], &dst[..]] {
-        for w in c.chunks(2) {
-            pseudo += u16::from_be_bytes([w[0], w[1]]) as u32;
-        }
-    }
-    pseudo += 6 + 20;
-    let c = csum(&p[20..40], pseudo);
-    p[36..38].copy_from_slice(&c.to_be_bytes());
-    p
+fn syn4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    Builder::v4(src.into(), dst.into()).tcp(&Tcp::new(sport, dport).seq(1000).flags(SYN).win(64240))
 }
 
 /// Addresses of connection `j` of thread `t`.
@@ -139,12 +101,15 @@ fn tracker(max: usize) -> Tracker {
     })
 }
 
+/// One thread's prebuilt packets.
+type Ring = Vec<[u8; PKT]>;
+
 /// Established traffic: returns Mpps over all threads.
 fn established(a: &Args) -> f64 {
     let t = tracker(a.conns * a.threads * 2 + 1024);
     let c = a.conns.max(1);
     let ring = c.max(a.batch).div_ceil(a.batch) * a.batch;
-    let bufs: Vec<(Vec<[u8; PKT]>, Vec<[u8; PKT]>)> = (0..a.threads)
+    let bufs: Vec<(Ring, Ring)> = (0..a.threads)
         .map(|th| {
             let fwd = (0..ring)
                 .map(|i| {
@@ -220,7 +185,7 @@ fn setup(a: &Args) -> (f64, f64) {
                         if i == 0 {
                             udp4(s, d, 4000, 53).to_vec()
                         } else {
-                            syn4(s, d, 4000, 80).to_vec()
+                            syn4(s, d, 4000, 80)
                         }
                     })
                     .collect()
