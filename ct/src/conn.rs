@@ -55,25 +55,31 @@ pub struct ConnExt {
 }
 
 /// A connection.
+///
+/// Field order is the cache layout (`repr(C)`): the first 64-byte line holds
+/// what every packet reads (key compare, expiry, mark), the second what an
+/// established packet writes (counters, status, protocol state); the
+/// start timestamp and the rest of TCP's window state come last.
 #[derive(Clone, Debug)]
+#[repr(C)]
 pub struct Conn {
     /// Original-direction key (what the first packet carried).
     pub key: ConnKey,
     pub ext: Option<Box<ConnExt>>,
-    /// Counters by direction ([`Dir::index`]).
-    pub counters: [DirCounters; 2],
-    /// Creation time, nanoseconds on the caller's clock.
-    pub start_ns: u64,
-    pub proto: ProtoState,
+    /// The connection expires once `now` (seconds) passes this.
+    pub expire: u32,
     pub mark: u32,
     /// Identifier reported in events and dumps, unique among live entries.
     pub id: u32,
-    /// The connection expires once `now` (seconds) passes this.
-    pub expire: u32,
     /// Wheel tick this connection is filed under (see `expiry.rs`).
     pub sched: u32,
+    /// Counters by direction ([`Dir::index`]).
+    pub counters: [DirCounters; 2],
     pub status: ConnStatus,
     pub policy: PolicyId,
+    pub proto: ProtoState,
+    /// Creation time, nanoseconds on the caller's clock.
+    pub start_ns: u64,
 }
 
 impl Conn {
@@ -124,6 +130,15 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hot_fields_share_the_first_line() {
+        assert_eq!(std::mem::offset_of!(Conn, key), 0);
+        assert!(std::mem::offset_of!(Conn, expire) < 64);
+        assert!(std::mem::offset_of!(Conn, mark) < 64);
+        assert!(std::mem::offset_of!(Conn, counters) + 16 <= 128);
+        assert!(std::mem::offset_of!(Conn, status) < 128);
+    }
 
     #[test]
     fn conn_stays_small() {

@@ -5,8 +5,8 @@
 //! its own mutex (cache-line padded, so two threads on two shards share no
 //! line). Within a shard:
 //! - `conns`: a slab of [`Conn`] records, addressed by slot number;
-//! - `index`: a hashbrown `HashTable<u32>` of four-byte entries pointing at
-//!   slots; the key itself is compared against the record in the slab;
+//! - `index`: an open-addressing [`Index`] of 8-byte entries (hash tag and
+//!   slot reference); the key itself is compared against the record;
 //! - `wheel`: the expiry wheel for the shard's connections.
 //!
 //! # Which shard
@@ -23,11 +23,11 @@
 //! under the reply tuple's hash; the NAT stage keeps that tuple in the same
 //! shard or adds a cross-shard entry (the entry's high bit is reserved).
 
-use hashbrown::HashTable;
-
 use crate::conn::Conn;
 use crate::expiry::Wheel;
+use crate::index::Index;
 use crate::key::{icmp_is_request, icmp_reply_type, ConnKey, Dir};
+use crate::slab::Slab;
 
 /// Where a key lives: shard number and in-shard hash (the same for a key
 /// and its reverse).
@@ -79,9 +79,8 @@ pub struct ShardStats {
 
 /// One shard of the connection table.
 pub struct Shard {
-    index: HashTable<u32>,
-    conns: Vec<Option<Conn>>,
-    free: Vec<u32>,
+    index: Index,
+    conns: Slab,
     pub(crate) wheel: Wheel,
     pub(crate) evict_cursor: u32,
     next_id: u32,
@@ -106,23 +105,12 @@ fn has_nat_reply(c: &Conn) -> bool {
     c.ext.as_deref().is_some_and(|e| e.reply.is_some())
 }
 
-/// Hash an existing entry again (table growth).
-#[inline]
-fn entry_hash(conns: &[Option<Conn>], e: u32, seed: u64, mask: usize) -> u64 {
-    match conns.get((e >> 1) as usize) {
-        Some(Some(c)) if e & 1 == 1 => key_hash(&c.reply_key(), seed, mask).hash,
-        Some(Some(c)) => key_hash(&c.key, seed, mask).hash,
-        _ => 0,
-    }
-}
-
 impl Shard {
     /// An empty shard; `id_base` makes connection ids unique across shards.
     pub fn new(id_base: u32, now_s: u32) -> Shard {
         Shard {
-            index: HashTable::new(),
-            conns: Vec::new(),
-            free: Vec::new(),
+            index: Index::default(),
+            conns: Slab::default(),
             wheel: Wheel::new(now_s),
             evict_cursor: 0,
             next_id: id_base,
@@ -132,7 +120,7 @@ impl Shard {
 
     /// Live connections in this shard.
     pub fn len(&self) -> usize {
-        self.conns.len() - self.free.len()
+        self.conns.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -144,44 +132,56 @@ impl Shard {
         let conns = &self.conns;
         let mut dir = Dir::Orig;
         self.index
-            .find(hash, |&e| match conns.get((e >> 1) as usize) {
-                Some(Some(c)) if e & 1 == 1 => {
+            .find(hash, |e| match conns.get(e >> 1) {
+                Some(c) if e & 1 == 1 => {
                     dir = Dir::Reply;
                     c.reply_key() == *key
                 }
-                Some(Some(c)) if c.key == *key => {
+                Some(c) if c.key == *key => {
                     dir = Dir::Orig;
                     true
                 }
-                Some(Some(c)) if !has_nat_reply(c) => {
+                Some(c) if !has_nat_reply(c) => {
                     dir = Dir::Reply;
                     c.key.reverse() == *key
                 }
                 _ => false,
             })
-            .map(|&e| (e >> 1, dir))
+            .map(|e| (e >> 1, dir))
+    }
+
+    /// Read the index bucket a lookup of `hash` starts at and, on a tag
+    /// match, the first bytes of that record; returns a value to feed
+    /// `black_box`. Run over a whole batch before the real lookups, it
+    /// brings their cache lines in with the misses overlapping.
+    #[inline]
+    pub fn touch(&self, hash: u64) -> u8 {
+        match self.index.first(hash) {
+            Some(e) => self
+                .conns
+                .get(e >> 1)
+                .map_or(0, |c| c.key.proto ^ c.status.bits()),
+            None => 0,
+        }
     }
 
     #[inline]
     pub fn get(&self, slot: u32) -> Option<&Conn> {
-        self.conns.get(slot as usize).and_then(Option::as_ref)
+        self.conns.get(slot)
     }
     #[inline]
     pub fn get_mut(&mut self, slot: u32) -> Option<&mut Conn> {
-        self.conns.get_mut(slot as usize).and_then(Option::as_mut)
+        self.conns.get_mut(slot)
     }
 
     /// Iterate live connections with their slots.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Conn)> {
-        self.conns
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.as_ref().map(|c| (i as u32, c)))
+        self.conns.iter()
     }
 
     /// Number of slab slots (live or free), for bounded scans.
     pub fn capacity_slots(&self) -> u32 {
-        self.conns.len() as u32
+        self.conns.high()
     }
 
     /// Insert a connection whose keys hash into this shard; files it on the
@@ -192,24 +192,17 @@ impl Shard {
         conn.id = self.next_id;
         let orig = conn.key;
         let nat_reply = has_nat_reply(&conn).then(|| conn.reply_key());
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                self.conns.push(None);
-                self.conns.len() as u32 - 1
-            }
-        };
-        conn.sched = self.wheel.file(slot, conn.expire.wrapping_add(1));
-        self.conns[slot as usize] = Some(conn);
-        let Shard { index, conns, .. } = self;
-        let rehash = |e: &u32| entry_hash(conns, *e, seed, mask);
-        index.insert_unique(key_hash(&orig, seed, mask).hash, entry_both(slot), rehash);
+        let expire = conn.expire;
+        let slot = self.conns.insert(conn);
+        let tick = self.wheel.file(slot, expire.wrapping_add(1));
+        if let Some(c) = self.conns.get_mut(slot) {
+            c.sched = tick;
+        }
+        self.index
+            .insert(key_hash(&orig, seed, mask).hash, entry_both(slot));
         if let Some(reply) = nat_reply {
-            index.insert_unique(
-                key_hash(&reply, seed, mask).hash,
-                entry_nat_reply(slot),
-                rehash,
-            );
+            self.index
+                .insert(key_hash(&reply, seed, mask).hash, entry_nat_reply(slot));
         }
         self.stats.inserts += 1;
         slot
@@ -217,36 +210,19 @@ impl Shard {
 
     /// Remove a connection, returning it.
     pub fn remove(&mut self, slot: u32, seed: u64, mask: usize) -> Option<Conn> {
-        let conn = self.conns.get_mut(slot as usize)?.take()?;
-        let h = key_hash(&conn.key, seed, mask).hash;
-        if let Ok(e) = self.index.find_entry(h, |&e| e == entry_both(slot)) {
-            e.remove();
-        }
+        let conn = self.conns.remove(slot)?;
+        self.index
+            .remove(key_hash(&conn.key, seed, mask).hash, entry_both(slot));
         if has_nat_reply(&conn) {
-            let h = key_hash(&conn.reply_key(), seed, mask).hash;
-            if let Ok(e) = self.index.find_entry(h, |&e| e == entry_nat_reply(slot)) {
-                e.remove();
-            }
+            self.index.remove(
+                key_hash(&conn.reply_key(), seed, mask).hash,
+                entry_nat_reply(slot),
+            );
         }
-        self.free.push(slot);
         self.stats.deleted += 1;
         // Give memory back when the shard has emptied out a lot.
-        if self.free.len() > 1024 && self.free.len() * 2 > self.conns.len() {
-            self.compact_tail(seed, mask);
-        }
+        self.conns.compact_tail();
         Some(conn)
-    }
-
-    /// Drop trailing free slots from the slab.
-    fn compact_tail(&mut self, seed: u64, mask: usize) {
-        while matches!(self.conns.last(), Some(None)) {
-            self.conns.pop();
-        }
-        let len = self.conns.len() as u32;
-        self.free.retain(|&s| s < len);
-        self.conns.shrink_to_fit();
-        let Shard { index, conns, .. } = self;
-        index.shrink_to_fit(|e| entry_hash(conns, *e, seed, mask));
     }
 
     /// File a connection again at its current expiry (after the wheel

@@ -257,48 +257,74 @@ impl Tracker {
         }
         for i in 0..pkts.len() {
             if live[i] {
-                let lookup_key = match &infos[i].l4 {
-                    L4Info::IcmpError { inner } => inner,
-                    _ => &infos[i].key,
-                };
-                hashes[i] = self.hash(lookup_key);
+                hashes[i] = self.hash(lookup_key(&infos[i]));
             }
         }
 
-        // Stage 2: conntrack proper, one shard lock per run of packets.
-        let mut held: Option<(usize, MutexGuard<'_, Shard>)> = None;
-        for i in 0..pkts.len() {
-            if !live[i] {
-                continue;
+        // Stage 2: lock every shard the batch touches, in ascending shard
+        // order (two threads doing the same cannot deadlock; control-plane
+        // passes hold one shard at a time). Holding them all lets the
+        // lookups below run back to back with no atomic instruction in
+        // between, so their cache misses overlap.
+        let n = pkts.len();
+        let mut guards: [Option<MutexGuard<'_, Shard>>; BATCH] = std::array::from_fn(|_| None);
+        let mut guard_of = [0u8; BATCH];
+        self.lock_batch_shards(&live[..n], &hashes[..n], &mut guards, &mut guard_of);
+
+        // Stage 3: look every packet up (ICMP errors: their embedded key).
+        // A first pass only touches each packet's index bucket and record
+        // (independent loads the CPU overlaps); the lookups then hit cache.
+        let mut touched = 0u8;
+        for i in 0..n {
+            if let (true, Some(shard)) = (live[i], guards[guard_of[i] as usize].as_deref()) {
+                touched ^= shard.touch(hashes[i].hash);
             }
+        }
+        std::hint::black_box(touched);
+        let mut found: [Option<(u32, Dir)>; BATCH] = [None; BATCH];
+        for i in 0..n {
+            if let (true, Some(shard)) = (live[i], guards[guard_of[i] as usize].as_deref()) {
+                found[i] = shard.lookup(lookup_key(&infos[i]), hashes[i].hash);
+            }
+        }
+
+        // Stage 4: update, relate or create, in packet order. A packet that
+        // inserted or removed a connection makes later lookups in its shard
+        // stale: those packets look up again.
+        let mut changed = [false; BATCH];
+        let ctx = Ctx {
+            params,
+            now_ns,
+            now_s,
+            liberal,
+            want_events,
+        };
+        for i in 0..n {
+            let g = guard_of[i] as usize;
+            let (true, Some(shard)) = (live[i], guards[g].as_deref_mut()) else {
+                continue;
+            };
             let kh = hashes[i];
-            let shard = match &mut held {
-                Some((s, g)) if *s == kh.shard => g,
-                _ => {
-                    held = None;
-                    &mut held.insert((kh.shard, self.lock_shard(kh.shard))).1
-                }
+            let hit = if changed[g] {
+                shard.lookup(lookup_key(&infos[i]), kh.hash)
+            } else {
+                found[i]
             };
-            let ctx = Ctx {
-                params,
-                now_ns,
-                now_s,
-                liberal,
-                want_events,
-            };
+            let before = (shard.stats.inserts, shard.stats.deleted);
             let bytes = pkts[i].l3.len() as u64;
             self.process(
                 shard,
                 &infos[i],
-                kh,
+                hit,
                 bytes,
                 &ctx,
                 &mut events,
                 &mut tally,
                 &mut out[i],
             );
+            changed[g] |= before != (shard.stats.inserts, shard.stats.deleted);
         }
-        drop(held);
+        drop(guards);
 
         // Stage 3: events and counters.
         if !events.is_empty() {
@@ -316,6 +342,69 @@ impl Tracker {
         }
     }
 
+    /// Lock the shards of a batch's live packets in ascending shard order;
+    /// `guard_of[i]` tells which guard covers packet `i`.
+    fn lock_batch_shards<'a>(
+        &'a self,
+        live: &[bool],
+        hashes: &[KeyHash],
+        guards: &mut [Option<MutexGuard<'a, Shard>>; BATCH],
+        guard_of: &mut [u8; BATCH],
+    ) {
+        const WORDS: usize = 64; // bitmap covers up to 4096 shards
+        let nshards = self.mask + 1;
+        if nshards <= WORDS * 64 {
+            // Mark the shards in a bitmap, lock them in bit order, and give
+            // each packet the rank of its shard's bit.
+            let words = nshards.div_ceil(64);
+            let mut bits = [0u64; WORDS];
+            for (i, h) in hashes.iter().enumerate() {
+                if live[i] {
+                    bits[h.shard / 64] |= 1 << (h.shard % 64);
+                }
+            }
+            let mut rank_base = [0u8; WORDS];
+            let mut ng = 0usize;
+            for w in 0..words {
+                rank_base[w] = ng as u8;
+                let mut b = bits[w];
+                while b != 0 {
+                    let shard = w * 64 + b.trailing_zeros() as usize;
+                    guards[ng] = Some(self.lock_shard(shard));
+                    ng += 1;
+                    b &= b - 1;
+                }
+            }
+            for (i, h) in hashes.iter().enumerate() {
+                if live[i] {
+                    let (w, bit) = (h.shard / 64, h.shard % 64);
+                    let below = bits[w] & ((1u64 << bit) - 1);
+                    guard_of[i] = rank_base[w] + below.count_ones() as u8;
+                }
+            }
+        } else {
+            let mut order = [0u8; BATCH];
+            let mut nlive = 0;
+            for (i, &l) in live.iter().enumerate() {
+                if l {
+                    order[nlive] = i as u8;
+                    nlive += 1;
+                }
+            }
+            order[..nlive].sort_unstable_by_key(|&i| hashes[i as usize].shard);
+            let (mut ng, mut last) = (0usize, usize::MAX);
+            for &i in &order[..nlive] {
+                let shard = hashes[i as usize].shard;
+                if shard != last {
+                    guards[ng] = Some(self.lock_shard(shard));
+                    ng += 1;
+                    last = shard;
+                }
+                guard_of[i as usize] = (ng - 1) as u8;
+            }
+        }
+    }
+
     /// One packet under its shard's lock; writes the packet's result.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -323,7 +412,7 @@ impl Tracker {
         &self,
         shard: &mut Shard,
         info: &PacketInfo,
-        kh: KeyHash,
+        hit: Option<(u32, Dir)>,
         bytes: u64,
         ctx: &Ctx<'_>,
         events: &mut Vec<ConnEvent>,
@@ -332,10 +421,8 @@ impl Tracker {
     ) {
         let params = ctx.params;
         if let L4Info::IcmpError { inner } = &info.l4 {
-            *out = match shard
-                .lookup(inner, kh.hash)
-                .and_then(|(s, d)| shard.get(s).map(|c| (c, d)))
-            {
+            let _ = inner;
+            *out = match hit.and_then(|(s, d)| shard.get(s).map(|c| (c, d))) {
                 Some((c, dir)) if !c.expired(ctx.now_s) => {
                     // The error travels opposite to the packet it quotes.
                     let mut state = CtState::TRK | CtState::REL;
@@ -352,7 +439,7 @@ impl Tracker {
             return;
         }
 
-        if let Some((slot, dir)) = shard.lookup(&info.key, kh.hash) {
+        if let Some((slot, dir)) = hit {
             let Some(c) = shard.get_mut(slot) else {
                 {
                     *out = invalid(params.zone, info.l4_csum_checked);
@@ -692,6 +779,16 @@ struct Ctx<'a> {
     now_s: u32,
     liberal: bool,
     want_events: bool,
+}
+
+/// The key a packet is looked up by: its own, or for an ICMP error the
+/// embedded packet's.
+#[inline]
+fn lookup_key(info: &PacketInfo) -> &ConnKey {
+    match &info.l4 {
+        L4Info::IcmpError { inner } => inner,
+        _ => &info.key,
+    }
 }
 
 #[inline]

@@ -720,3 +720,45 @@ fn dump_json_is_valid() {
     assert_eq!(v[0]["zone"], 2);
     assert_eq!(v[0]["mark"], 5);
 }
+
+#[test]
+fn batches_spanning_many_shards_keep_packet_order() {
+    // 8192 shards takes the sort path of batch locking; 1024 the bitmap.
+    for shards in [1, 1024, 8192] {
+        let t = Tracker::new(TrackerConfig {
+            shards,
+            ..Default::default()
+        });
+        let mut batch = Vec::new();
+        for i in 0..16u8 {
+            let a = format!("10.0.{i}.1");
+            batch.push(udp4(&a, "10.9.0.1", 1000, 53));
+            batch.push(udp4("10.9.0.1", &a, 53, 1000));
+        }
+        let pkts: Vec<CtPacket> = batch
+            .iter()
+            .map(|l3| CtPacket {
+                l3,
+                family: Family::Ipv4,
+                flags: PktFlags::empty(),
+            })
+            .collect();
+        let mut out = vec![CtResult::default(); pkts.len()];
+        t.execute(&pkts, &commit(0), T0, &mut out);
+        for (i, r) in out.iter().enumerate() {
+            let want = if i % 2 == 0 {
+                st("new|trk")
+            } else {
+                st("est|rpl|trk")
+            };
+            assert_eq!(r.state, want, "shards={shards} packet {i}");
+        }
+        assert_eq!(t.len(), 16);
+        // Same batch again: all established now.
+        t.execute(&pkts, &commit(0), T0, &mut out);
+        assert!(
+            out.iter().all(|r| r.state.contains(CtState::EST)),
+            "shards={shards}"
+        );
+    }
+}

@@ -48,6 +48,9 @@ struct Args {
     /// Distinct connections per thread.
     #[arg(long, default_value_t = 1000)]
     conns: usize,
+    /// Table shards (power of two).
+    #[arg(long, default_value_t = 1024)]
+    shards: usize,
     /// Repeat the measurement and report the median.
     #[arg(long, default_value_t = 1)]
     runs: usize,
@@ -94,9 +97,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn tracker(max: usize) -> Tracker {
+fn tracker(max: usize, shards: usize) -> Tracker {
     Tracker::new(TrackerConfig {
         max_conns: max.min(u32::MAX as usize) as u32,
+        shards,
         ..Default::default()
     })
 }
@@ -106,7 +110,7 @@ type Ring = Vec<[u8; PKT]>;
 
 /// Established traffic: returns Mpps over all threads.
 fn established(a: &Args) -> f64 {
-    let t = tracker(a.conns * a.threads * 2 + 1024);
+    let t = tracker(a.conns * a.threads * 2 + 1024, a.shards);
     let c = a.conns.max(1);
     let ring = c.max(a.batch).div_ceil(a.batch) * a.batch;
     let bufs: Vec<(Ring, Ring)> = (0..a.threads)
@@ -176,7 +180,7 @@ fn established(a: &Args) -> f64 {
 fn setup(a: &Args) -> (f64, f64) {
     let mut rates = [0.0; 2];
     for (i, rate) in rates.iter_mut().enumerate() {
-        let t = tracker(a.packets * a.threads + 1024);
+        let t = tracker(a.packets * a.threads + 1024, a.shards);
         let bufs: Vec<Vec<Vec<u8>>> = (0..a.threads)
             .map(|th| {
                 (0..a.packets)
@@ -272,7 +276,7 @@ fn fill(
 }
 
 fn memory(a: &Args) -> f64 {
-    let t = tracker(a.conns + 1024);
+    let t = tracker(a.conns + 1024, a.shards);
     let before = rss_bytes();
     fill(&t, a.conns, |_| 0, |_| true);
     let after = rss_bytes();
@@ -284,7 +288,7 @@ fn memory(a: &Args) -> f64 {
 /// forwards established traffic in zone 2; returns (flush ms, removed,
 /// worst batch latency in µs seen by the packet thread during the flush).
 fn flush(a: &Args) -> (f64, usize, f64) {
-    let t = tracker(a.conns + 4096);
+    let t = tracker(a.conns + 4096, a.shards);
     fill(&t, a.conns, |_| 1, |j| j % 2 == 1);
     let traffic: Vec<[u8; PKT]> = (0..1024)
         .map(|j| {

@@ -185,7 +185,12 @@ impl TcpPeer {
 }
 
 /// Per-connection TCP tracking state.
+///
+/// `repr(C)` keeps `state` first: it is also the niche that tags
+/// `ProtoState`, and the connection record wants that tag early in its
+/// cache line.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[repr(C)]
 pub struct TcpConn {
     pub state: TcpState,
     /// Index 0: the originator (sender of the first SYN); 1: the responder.

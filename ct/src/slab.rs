@@ -1,0 +1,109 @@
+//! Connection storage of one shard: fixed-size chunks of slots.
+//!
+//! Chunks of 64 records never move once allocated, so growing the table
+//! never copies connections (a doubling `Vec` would copy every record and
+//! briefly hold twice the memory) and unused capacity is at most one chunk
+//! per shard. Freed slots are reused first; trailing free chunks are
+//! returned when a shard empties out.
+
+use crate::conn::Conn;
+
+const CHUNK_BITS: u32 = 6;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+#[derive(Default)]
+pub struct Slab {
+    chunks: Vec<Box<[Option<Conn>]>>,
+    /// Slots handed out so far (live or free); the next fresh slot.
+    high: u32,
+    free: Vec<u32>,
+}
+
+impl Slab {
+    /// Live records.
+    pub fn len(&self) -> usize {
+        self.high as usize - self.free.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Slots handed out (live or free): the bound for scans.
+    pub fn high(&self) -> u32 {
+        self.high
+    }
+
+    #[inline]
+    pub fn get(&self, slot: u32) -> Option<&Conn> {
+        self.chunks
+            .get((slot >> CHUNK_BITS) as usize)?
+            .get(slot as usize & (CHUNK - 1))?
+            .as_ref()
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, slot: u32) -> Option<&mut Conn> {
+        self.chunks
+            .get_mut((slot >> CHUNK_BITS) as usize)?
+            .get_mut(slot as usize & (CHUNK - 1))?
+            .as_mut()
+    }
+
+    /// Store a record in a free slot; returns the slot.
+    pub fn insert(&mut self, conn: Conn) -> u32 {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                let s = self.high;
+                if s as usize >= self.chunks.len() * CHUNK {
+                    self.chunks.push((0..CHUNK).map(|_| None).collect());
+                }
+                self.high += 1;
+                s
+            }
+        };
+        self.chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)] = Some(conn);
+        slot
+    }
+
+    /// Take a record out, freeing its slot.
+    pub fn remove(&mut self, slot: u32) -> Option<Conn> {
+        let c = self
+            .chunks
+            .get_mut((slot >> CHUNK_BITS) as usize)?
+            .get_mut(slot as usize & (CHUNK - 1))?
+            .take()?;
+        self.free.push(slot);
+        Some(c)
+    }
+
+    /// Live records with their slots.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Conn)> {
+        self.chunks
+            .iter()
+            .flat_map(|ch| ch.iter())
+            .take(self.high as usize)
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| (i as u32, c)))
+    }
+
+    /// Free slots are more than half: drop trailing free chunks. Returns
+    /// whether anything was released.
+    pub fn compact_tail(&mut self) -> bool {
+        if self.free.len() <= CHUNK * 4 || self.free.len() * 2 <= self.high as usize {
+            return false;
+        }
+        while self.high > 0 && self.get(self.high - 1).is_none() {
+            self.high -= 1;
+        }
+        let keep = (self.high as usize).div_ceil(CHUNK);
+        if keep == self.chunks.len() {
+            return false;
+        }
+        self.chunks.truncate(keep);
+        self.chunks.shrink_to_fit();
+        let high = self.high;
+        self.free.retain(|&s| s < high);
+        self.free.shrink_to_fit();
+        true
+    }
+}
