@@ -58,6 +58,15 @@ impl Wheel {
         }
     }
 
+    /// Bytes held by the wheel's entry vectors.
+    pub fn bytes(&self) -> usize {
+        self.levels
+            .iter()
+            .flatten()
+            .map(|v| v.capacity() * std::mem::size_of::<Entry>())
+            .sum()
+    }
+
     /// Entries filed (including stale ones not yet dropped).
     pub fn len(&self) -> usize {
         self.len

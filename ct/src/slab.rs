@@ -32,6 +32,11 @@ impl Slab {
         self.high
     }
 
+    /// Bytes held by records and the free list.
+    pub fn bytes(&self) -> usize {
+        self.chunks.len() * CHUNK * std::mem::size_of::<Option<Conn>>() + self.free.capacity() * 4
+    }
+
     #[inline]
     pub fn get(&self, slot: u32) -> Option<&Conn> {
         self.chunks

@@ -126,6 +126,11 @@ impl Shard {
         self.len() == 0
     }
 
+    /// Bytes held by (records, index, wheel).
+    pub fn bytes(&self) -> (usize, usize, usize) {
+        (self.conns.bytes(), self.index.bytes(), self.wheel.bytes())
+    }
+
     /// Find the connection a packet with `key` belongs to, and its direction.
     #[inline]
     pub fn lookup(&self, key: &ConnKey, hash: u64) -> Option<(u32, Dir)> {

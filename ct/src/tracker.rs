@@ -90,6 +90,14 @@ pub struct CtResult {
     pub l4_csum_checked: bool,
 }
 
+/// Bytes held by the connection table, by part.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct TableMemory {
+    pub records: usize,
+    pub index: usize,
+    pub wheel: usize,
+}
+
 /// Tracker-wide counters.
 #[derive(Default)]
 struct Counters {
@@ -729,6 +737,18 @@ impl Tracker {
         }
         self.expectations.expire(now_s);
         expired
+    }
+
+    /// Memory held by the table, by part (one shard locked at a time).
+    pub fn memory(&self) -> TableMemory {
+        let mut m = TableMemory::default();
+        for s in self.shards.iter() {
+            let (r, i, w) = s.lock().bytes();
+            m.records += r;
+            m.index += i;
+            m.wheel += w;
+        }
+        m
     }
 
     /// Counters summed over all shards.

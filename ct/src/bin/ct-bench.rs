@@ -281,6 +281,15 @@ fn memory(a: &Args) -> f64 {
     fill(&t, a.conns, |_| 0, |_| true);
     let after = rss_bytes();
     assert_eq!(t.len(), a.conns);
+    let m = t.memory();
+    let per = |b: usize| b as f64 / a.conns as f64;
+    println!(
+        "held by the table per connection: records {:.1}, index {:.1}, wheel {:.1} (total {:.1})",
+        per(m.records),
+        per(m.index),
+        per(m.wheel),
+        per(m.records + m.index + m.wheel)
+    );
     (after.saturating_sub(before)) as f64 / a.conns as f64
 }
 
