@@ -332,9 +332,39 @@ impl Tracker {
             );
             changed[g] |= before != (shard.stats.inserts, shard.stats.deleted);
         }
+        // Packets whose shard was busy: one shard lock at a time, in
+        // packet order (a connection's packets share a shard, so their
+        // order is kept).
+        let busy: [bool; BATCH] =
+            std::array::from_fn(|i| i < n && live[i] && guards[guard_of[i] as usize].is_none());
         drop(guards);
+        if busy.contains(&true) {
+            let mut held: Option<(usize, MutexGuard<'_, Shard>)> = None;
+            for i in (0..n).filter(|&i| busy[i]) {
+                let kh = hashes[i];
+                let shard = match &mut held {
+                    Some((s, g)) if *s == kh.shard => g,
+                    _ => {
+                        held = None;
+                        &mut held.insert((kh.shard, self.lock_shard(kh.shard))).1
+                    }
+                };
+                let hit = shard.lookup(lookup_key(&infos[i]), kh.hash);
+                let bytes = pkts[i].l3.len() as u64;
+                self.process(
+                    shard,
+                    &infos[i],
+                    hit,
+                    bytes,
+                    &ctx,
+                    &mut events,
+                    &mut tally,
+                    &mut out[i],
+                );
+            }
+        }
 
-        // Stage 3: events and counters.
+        // Stage 5: events and counters.
         if !events.is_empty() {
             self.deliver(&events);
         }
@@ -351,7 +381,10 @@ impl Tracker {
     }
 
     /// Lock the shards of a batch's live packets in ascending shard order;
-    /// `guard_of[i]` tells which guard covers packet `i`.
+    /// `guard_of[i]` tells which guard covers packet `i`. Locks are only
+    /// tried: a shard another thread holds gets no guard (its packets are
+    /// processed after this batch's locks are released), so a packet thread
+    /// never waits while holding locks.
     fn lock_batch_shards<'a>(
         &'a self,
         live: &[bool],
@@ -378,7 +411,7 @@ impl Tracker {
                 let mut b = bits[w];
                 while b != 0 {
                     let shard = w * 64 + b.trailing_zeros() as usize;
-                    guards[ng] = Some(self.lock_shard(shard));
+                    guards[ng] = self.shards[shard].try_lock();
                     ng += 1;
                     b &= b - 1;
                 }
@@ -404,7 +437,7 @@ impl Tracker {
             for &i in &order[..nlive] {
                 let shard = hashes[i as usize].shard;
                 if shard != last {
-                    guards[ng] = Some(self.lock_shard(shard));
+                    guards[ng] = self.shards[shard].try_lock();
                     ng += 1;
                     last = shard;
                 }

@@ -762,3 +762,54 @@ fn batches_spanning_many_shards_keep_packet_order() {
         );
     }
 }
+
+#[test]
+fn two_threads_on_the_same_connections_lose_no_update() {
+    // Both threads send batches over the same 16 connections, so their
+    // batches want the same shards at the same time: busy shards are
+    // deferred, never skipped.
+    let t = Tracker::new(TrackerConfig {
+        shards: 8,
+        ..Default::default()
+    });
+    let mut batch = Vec::new();
+    for i in 0..16u8 {
+        let a = format!("10.1.{i}.1");
+        batch.push(udp4(&a, "10.9.0.1", 1000, 53));
+        batch.push(udp4("10.9.0.1", &a, 53, 1000));
+    }
+    let rounds = 3000u64;
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let (t, batch) = (&t, &batch);
+            s.spawn(move || {
+                let pkts: Vec<CtPacket> = batch
+                    .iter()
+                    .map(|l3| CtPacket {
+                        l3,
+                        family: Family::Ipv4,
+                        flags: PktFlags::empty(),
+                    })
+                    .collect();
+                let mut out = vec![CtResult::default(); pkts.len()];
+                for _ in 0..rounds {
+                    t.execute(&pkts, &commit(0), T0, &mut out);
+                    assert!(
+                        out.iter()
+                            .all(|r| r.state.contains(CtState::TRK)
+                                && !r.state.contains(CtState::INV))
+                    );
+                }
+            });
+        }
+    });
+    let dump = t.dump(&FlushFilter::default(), T0);
+    assert_eq!(dump.len(), 16);
+    for d in dump {
+        assert_eq!(
+            d.counters[0].packets + d.counters[1].packets,
+            2 * 2 * rounds,
+            "{d}"
+        );
+    }
+}
