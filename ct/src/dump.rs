@@ -30,7 +30,7 @@ pub struct ConnSnapshot {
 }
 
 impl ConnSnapshot {
-    fn of(c: &Conn, now_s: u32) -> ConnSnapshot {
+    pub fn of(c: &Conn, now_s: u32) -> ConnSnapshot {
         ConnSnapshot {
             id: c.id,
             orig: c.key,

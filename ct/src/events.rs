@@ -9,8 +9,8 @@
 
 use serde::Serialize;
 
-use crate::conn::{Conn, DirCounters};
-use crate::key::{ConnKey, Zone};
+use crate::conn::Conn;
+use crate::dump::ConnSnapshot;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -31,38 +31,22 @@ pub enum DestroyCause {
     Replaced,
 }
 
-/// One lifecycle event.
+/// One lifecycle event: what happened, and the connection as it was then.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnEvent {
     pub kind: EventKind,
-    pub id: u32,
-    pub orig: ConnKey,
-    pub reply: ConnKey,
-    pub zone: Zone,
-    pub mark: u32,
-    pub label: u128,
-    /// TCP state name, if TCP.
-    pub tcp_state: Option<&'static str>,
-    pub counters: [DirCounters; 2],
-    pub start_ns: u64,
+    /// Both tuples, zone, mark, label, state, counters, start time.
+    pub conn: ConnSnapshot,
     /// For DESTROY: when it happened.
     pub end_ns: Option<u64>,
     pub cause: Option<DestroyCause>,
 }
 
 impl ConnEvent {
-    pub fn of(kind: EventKind, c: &Conn) -> ConnEvent {
+    pub fn of(kind: EventKind, c: &Conn, now_s: u32) -> ConnEvent {
         ConnEvent {
             kind,
-            id: c.id,
-            orig: c.key,
-            reply: c.reply_key(),
-            zone: c.key.zone,
-            mark: c.mark,
-            label: c.label(),
-            tcp_state: c.proto.tcp_state_name(),
-            counters: c.counters,
-            start_ns: c.start_ns,
+            conn: ConnSnapshot::of(c, now_s),
             end_ns: None,
             cause: None,
         }

@@ -248,7 +248,7 @@ mod tests {
     use super::*;
     use crate::conn::{ConnExt, ConnStatus, DirCounters};
     use crate::key::Zone;
-    use crate::proto::{ProtoState, UdpState};
+    use crate::proto::{ProtoState, Seen, UdpState};
     use crate::timeout::PolicyId;
 
     fn conn(key: ConnKey, reply: Option<ConnKey>) -> Conn {
@@ -262,7 +262,7 @@ mod tests {
             }),
             counters: [DirCounters::default(); 2],
             start_ns: 0,
-            proto: ProtoState::Udp(UdpState::First),
+            proto: ProtoState::Udp(UdpState(Seen::First)),
             mark: 0,
             id: 0,
             expire: 100,

@@ -531,7 +531,7 @@ impl Tracker {
                         out.orig = Some(c.key);
                         out.l4_csum_checked = info.l4_csum_checked;
                         if before.is_some_and(|b| b != (c.proto, c.status, c.mark, c.label())) {
-                            events.push(ConnEvent::of(EventKind::Update, c));
+                            events.push(ConnEvent::of(EventKind::Update, c, ctx.now_s));
                         }
                         if shrank {
                             shard.refile(slot);
@@ -605,7 +605,7 @@ impl Tracker {
         *out = match shard.get(slot) {
             Some(c) => {
                 if ctx.want_events {
-                    events.push(ConnEvent::of(EventKind::New, c));
+                    events.push(ConnEvent::of(EventKind::New, c, ctx.now_s));
                 }
                 conn_result(c, state, info.l4_csum_checked)
             }
@@ -686,7 +686,7 @@ impl Tracker {
         if let Some(c) = shard.remove(slot, self.seed, self.mask) {
             self.release(&c);
             if ctx.want_events {
-                let mut ev = ConnEvent::of(EventKind::Destroy, &c);
+                let mut ev = ConnEvent::of(EventKind::Destroy, &c, ctx.now_s);
                 ev.end_ns = Some(ctx.now_ns);
                 ev.cause = Some(cause);
                 events.push(ev);

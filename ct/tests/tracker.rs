@@ -627,12 +627,12 @@ fn lifecycle_events_carry_tuples_and_counters() {
         vec![EventKind::New, EventKind::Update, EventKind::Destroy]
     );
     let d = &evs[2];
-    assert_eq!(d.zone, Zone(9));
-    assert_eq!(d.counters[0].packets, 1);
-    assert_eq!(d.counters[1].packets, 2);
-    assert_eq!(d.counters[0].bytes, p.len() as u64);
-    assert_eq!((d.start_ns, d.end_ns), (T0, Some(T0 + 5 * S)));
-    assert_eq!(d.reply, d.orig.reverse());
+    assert_eq!(d.conn.zone, Zone(9));
+    assert_eq!(d.conn.counters[0].packets, 1);
+    assert_eq!(d.conn.counters[1].packets, 2);
+    assert_eq!(d.conn.counters[0].bytes, p.len() as u64);
+    assert_eq!((d.conn.start_ns, d.end_ns), (T0, Some(T0 + 5 * S)));
+    assert_eq!(d.conn.reply, d.conn.orig.reverse());
 }
 
 #[test]

@@ -25,6 +25,26 @@ pub use other::OtherState;
 pub use tcp::{TcpConn, TcpState, TcpVerdict};
 pub use udp::UdpState;
 
+/// Directions seen, for protocols without a handshake (UDP, other).
+///
+/// First: one packet from the originator. Single: more packets, all from the
+/// originator. Multiple: the other side answered.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Seen {
+    First,
+    Single,
+    Multiple,
+}
+
+impl Seen {
+    pub fn update(&mut self, dir: Dir) {
+        *self = match (dir, *self) {
+            (Dir::Reply, _) | (_, Seen::Multiple) => Seen::Multiple,
+            (Dir::Orig, _) => Seen::Single,
+        };
+    }
+}
+
 /// Protocol state stored in a connection.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ProtoState {
@@ -61,8 +81,8 @@ impl ProtoState {
         match info.l4 {
             L4Info::Tcp(seg) => ProtoState::Tcp(TcpConn::new(&seg)),
             L4Info::IcmpQuery => ProtoState::Icmp(IcmpState::First),
-            _ if info.key.proto == ipproto::UDP => ProtoState::Udp(UdpState::First),
-            _ => ProtoState::Other(OtherState::First),
+            _ if info.key.proto == ipproto::UDP => ProtoState::Udp(UdpState(Seen::First)),
+            _ => ProtoState::Other(OtherState(Seen::First)),
         }
     }
 
@@ -75,16 +95,12 @@ impl ProtoState {
                 TcpVerdict::Invalid(why) => Update::Invalid(why),
                 TcpVerdict::Reopen => Update::Reopen,
             },
-            (ProtoState::Udp(u), _) => {
-                u.update(dir);
+            (ProtoState::Udp(UdpState(seen)), _) | (ProtoState::Other(OtherState(seen)), _) => {
+                seen.update(dir);
                 Update::Accept
             }
             (ProtoState::Icmp(i), _) => {
                 i.update(dir);
-                Update::Accept
-            }
-            (ProtoState::Other(o), _) => {
-                o.update(dir);
                 Update::Accept
             }
             (ProtoState::Tcp(_), _) => Update::Invalid("non-TCP packet on a TCP connection"),

@@ -1,29 +1,20 @@
 //! Protocols conntrack has no specific tracker for (SCTP, GRE, ESP, ...):
 //! tracked by addresses and protocol (ports for SCTP) with the same
-//! first / single / multiple states as UDP and the `other_*` timeouts.
+//! [`Seen`] states as UDP and the `other_*` timeouts.
 
-use crate::key::Dir;
+use super::Seen;
 use crate::timeout::TimeoutAttr;
 
+/// State of a connection of another protocol.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum OtherState {
-    First,
-    Single,
-    Multiple,
-}
+pub struct OtherState(pub Seen);
 
 impl OtherState {
-    pub fn update(&mut self, dir: Dir) {
-        *self = match (dir, *self) {
-            (Dir::Reply, _) | (_, OtherState::Multiple) => OtherState::Multiple,
-            (Dir::Orig, _) => OtherState::Single,
-        };
-    }
     pub fn timeout_attr(self) -> TimeoutAttr {
-        match self {
-            OtherState::First => TimeoutAttr::OtherFirst,
-            OtherState::Single => TimeoutAttr::OtherSingle,
-            OtherState::Multiple => TimeoutAttr::OtherMultiple,
+        match self.0 {
+            Seen::First => TimeoutAttr::OtherFirst,
+            Seen::Single => TimeoutAttr::OtherSingle,
+            Seen::Multiple => TimeoutAttr::OtherMultiple,
         }
     }
 }
@@ -31,13 +22,14 @@ impl OtherState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::Dir;
 
     #[test]
     fn reply_makes_multiple() {
-        let mut s = OtherState::First;
-        s.update(Dir::Orig);
+        let mut s = OtherState(Seen::First);
+        s.0.update(Dir::Orig);
         assert_eq!(s.timeout_attr(), TimeoutAttr::OtherSingle);
-        s.update(Dir::Reply);
+        s.0.update(Dir::Reply);
         assert_eq!(s.timeout_attr(), TimeoutAttr::OtherMultiple);
     }
 }

@@ -1,31 +1,19 @@
-//! UDP: no handshake, so the state only records which directions were seen.
-//!
-//! First: one packet from the originator. Single: more packets, all from the
-//! originator. Multiple: the other side answered (the connection is then
-//! established from conntrack's point of view).
+//! UDP: no handshake, so the state only records which directions were seen
+//! ([`Seen`]); timeouts are the `udp_*` class.
 
-use crate::key::Dir;
+use super::Seen;
 use crate::timeout::TimeoutAttr;
 
+/// UDP connection state.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum UdpState {
-    First,
-    Single,
-    Multiple,
-}
+pub struct UdpState(pub Seen);
 
 impl UdpState {
-    pub fn update(&mut self, dir: Dir) {
-        *self = match (dir, *self) {
-            (Dir::Reply, _) | (_, UdpState::Multiple) => UdpState::Multiple,
-            (Dir::Orig, _) => UdpState::Single,
-        };
-    }
     pub fn timeout_attr(self) -> TimeoutAttr {
-        match self {
-            UdpState::First => TimeoutAttr::UdpFirst,
-            UdpState::Single => TimeoutAttr::UdpSingle,
-            UdpState::Multiple => TimeoutAttr::UdpMultiple,
+        match self.0 {
+            Seen::First => TimeoutAttr::UdpFirst,
+            Seen::Single => TimeoutAttr::UdpSingle,
+            Seen::Multiple => TimeoutAttr::UdpMultiple,
         }
     }
 }
@@ -33,17 +21,17 @@ impl UdpState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::Dir;
 
     #[test]
     fn first_single_multiple() {
-        let mut s = UdpState::First;
+        let mut s = UdpState(Seen::First);
         assert_eq!(s.timeout_attr(), TimeoutAttr::UdpFirst);
-        s.update(Dir::Orig);
-        assert_eq!(s, UdpState::Single);
-        s.update(Dir::Reply);
-        assert_eq!(s, UdpState::Multiple);
-        s.update(Dir::Orig);
-        assert_eq!(s, UdpState::Multiple);
+        s.0.update(Dir::Orig);
+        assert_eq!(s.0, Seen::Single);
+        s.0.update(Dir::Reply);
+        assert_eq!(s.0, Seen::Multiple);
+        s.0.update(Dir::Orig);
         assert_eq!(s.timeout_attr(), TimeoutAttr::UdpMultiple);
     }
 }
