@@ -63,7 +63,7 @@ impl Dir {
 /// For TCP, UDP, SCTP and other port-based protocols `src_port`/`dst_port` are
 /// the ports. For ICMP/ICMPv6 query messages `src_port` is the identifier and
 /// `dst_port` is `type << 8 | code`. For protocols without ports both are 0.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, PartialOrd, Ord)]
+#[derive(Clone, Copy, Eq, Debug, Default, PartialOrd, Ord)]
 #[repr(C, align(8))]
 pub struct ConnKey {
     pub src: [u8; 16],
@@ -172,32 +172,53 @@ impl ConnKey {
         addr(self.family, &self.dst)
     }
 
+    /// The key as five 64-bit words (addresses, then ports/zone/proto/family).
+    #[inline]
+    pub fn words(&self) -> [u64; 5] {
+        let w = |b: &[u8]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        [
+            w(&self.src[..8]),
+            w(&self.src[8..]),
+            w(&self.dst[..8]),
+            w(&self.dst[8..]),
+            (self.src_port as u64)
+                | (self.dst_port as u64) << 16
+                | (self.zone.0 as u64) << 32
+                | (self.proto as u64) << 48
+                | (self.family as u64) << 56,
+        ]
+    }
+
     /// Hash of the key under `seed` (the table's secret, against hash floods).
     ///
     /// Five 64-bit words folded with a multiply-rotate mix; cheap enough for
     /// the per-packet path and keyed so an attacker cannot aim at one bucket.
     #[inline]
     pub fn hash(&self, seed: u64) -> u64 {
-        let w = |b: &[u8]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-        let tail = (self.src_port as u64)
-            | (self.dst_port as u64) << 16
-            | (self.zone.0 as u64) << 32
-            | (self.proto as u64) << 48
-            | (self.family as u64) << 56;
         let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
-        for v in [
-            w(&self.src[..8]),
-            w(&self.src[8..]),
-            w(&self.dst[..8]),
-            w(&self.dst[8..]),
-            tail,
-        ] {
+        for v in self.words() {
             h = (h ^ v).wrapping_mul(0xff51_afd7_ed55_8ccd);
             h = h.rotate_left(29);
         }
         h ^= h >> 32;
         h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
         h ^ (h >> 29)
+    }
+}
+
+impl std::hash::Hash for ConnKey {
+    /// Consistent with the word-wise equality.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::hash::Hash::hash(&self.words(), state)
+    }
+}
+
+impl PartialEq for ConnKey {
+    /// Word-wise: five 64-bit compares instead of field-by-field byte
+    /// arrays (this runs for every lookup).
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.words() == other.words()
     }
 }
 

@@ -136,7 +136,15 @@ pub struct PacketInfo {
 /// - Protocol numbers ICMP in IPv6 and ICMPv6 in IPv4 are "other protocols".
 #[inline]
 pub fn parse(pkt: &CtPacket<'_>, zone: Zone) -> PacketInfo {
-    let mut info = PacketInfo {
+    let mut info = PacketInfo::default();
+    parse_into(pkt, zone, &mut info);
+    info
+}
+
+/// [`parse`] into a caller's `PacketInfo` (the batch array: no copy).
+#[inline]
+pub fn parse_into(pkt: &CtPacket<'_>, zone: Zone, info: &mut PacketInfo) {
+    *info = PacketInfo {
         key: ConnKey {
             zone,
             family: pkt.family,
@@ -145,13 +153,12 @@ pub fn parse(pkt: &CtPacket<'_>, zone: Zone) -> PacketInfo {
         ..Default::default()
     };
     let r = match pkt.family {
-        Family::Ipv4 => parse_v4(pkt.l3, pkt.flags, &mut info),
-        Family::Ipv6 => parse_v6(pkt.l3, pkt.flags, &mut info),
+        Family::Ipv4 => parse_v4(pkt.l3, pkt.flags, info),
+        Family::Ipv6 => parse_v6(pkt.l3, pkt.flags, info),
     };
     if let Err(e) = r {
         info.invalid = Some(e);
     }
-    info
 }
 
 /// Most IPv6 extension headers walked before giving up.

@@ -50,11 +50,11 @@ pub fn key_hash(k: &ConnKey, seed: u64, shard_mask: usize) -> KeyHash {
                 c.dst_port = (req as u16) << 8 | (k.dst_port & 0xff);
             }
         }
-        if k.src > k.dst {
+        if u128::from_be_bytes(k.src) > u128::from_be_bytes(k.dst) {
             c.src = k.dst;
             c.dst = k.src;
         }
-    } else if (k.src, k.src_port) > (k.dst, k.dst_port) {
+    } else if (u128::from_be_bytes(k.src), k.src_port) > (u128::from_be_bytes(k.dst), k.dst_port) {
         c.src = k.dst;
         c.dst = k.src;
         c.src_port = k.dst_port;

@@ -255,7 +255,7 @@ impl Tracker {
                 tally.untracked += 1;
                 continue;
             }
-            infos[i] = packet::parse(pkt, params.zone);
+            packet::parse_into(pkt, params.zone, &mut infos[i]);
             if infos[i].invalid.is_some() {
                 out[i] = invalid(params.zone, infos[i].l4_csum_checked);
                 tally.invalid += 1;
