@@ -269,11 +269,10 @@ impl Tracker {
             }
         }
 
-        // Stage 2: lock every shard the batch touches, in ascending shard
-        // order (two threads doing the same cannot deadlock; control-plane
-        // passes hold one shard at a time). Holding them all lets the
-        // lookups below run back to back with no atomic instruction in
-        // between, so their cache misses overlap.
+        // Stage 2: take the lock of every shard the batch touches, in
+        // ascending shard order, trying only (see `lock_batch_shards`).
+        // Holding them all lets the lookups below run back to back with no
+        // atomic instruction in between, so their cache misses overlap.
         let n = pkts.len();
         let mut guards: [Option<MutexGuard<'_, Shard>>; BATCH] = std::array::from_fn(|_| None);
         let mut guard_of = [0u8; BATCH];
