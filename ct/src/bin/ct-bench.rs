@@ -298,8 +298,9 @@ fn memory(a: &Args) -> f64 {
 /// latency the packet thread saw during it:
 /// - flush of the unreplied half (`flush zone=1 udp unreplied`);
 /// - dump of the rest;
-/// - expiry of the rest by `sweep` once their timeout passed;
-/// and, as a baseline, 100 ms with no control pass at all.
+/// - expiry of the rest by `sweep` once their timeout passed.
+///
+/// As a baseline: 100 ms with no control pass at all.
 ///
 /// Returns rows of (pass, connections affected, ms, worst batch µs).
 fn control(a: &Args) -> Vec<(&'static str, usize, f64, f64)> {
