@@ -8,8 +8,14 @@
 
 use crate::conn::Conn;
 
-const CHUNK_BITS: u32 = 6;
-const CHUNK: usize = 1 << CHUNK_BITS;
+/// Records per chunk: 56 × 144 bytes fits an 8 KiB allocation, the size the
+/// index leaves behind when it doubles, so the allocator can reuse those.
+const CHUNK: usize = 56;
+
+#[inline]
+fn split(slot: u32) -> (usize, usize) {
+    (slot as usize / CHUNK, slot as usize % CHUNK)
+}
 
 #[derive(Default)]
 pub struct Slab {
@@ -39,18 +45,14 @@ impl Slab {
 
     #[inline]
     pub fn get(&self, slot: u32) -> Option<&Conn> {
-        self.chunks
-            .get((slot >> CHUNK_BITS) as usize)?
-            .get(slot as usize & (CHUNK - 1))?
-            .as_ref()
+        let (c, i) = split(slot);
+        self.chunks.get(c)?.get(i)?.as_ref()
     }
 
     #[inline]
     pub fn get_mut(&mut self, slot: u32) -> Option<&mut Conn> {
-        self.chunks
-            .get_mut((slot >> CHUNK_BITS) as usize)?
-            .get_mut(slot as usize & (CHUNK - 1))?
-            .as_mut()
+        let (c, i) = split(slot);
+        self.chunks.get_mut(c)?.get_mut(i)?.as_mut()
     }
 
     /// Store a record in a free slot; returns the slot.
@@ -66,17 +68,15 @@ impl Slab {
                 s
             }
         };
-        self.chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)] = Some(conn);
+        let (c, i) = split(slot);
+        self.chunks[c][i] = Some(conn);
         slot
     }
 
     /// Take a record out, freeing its slot.
     pub fn remove(&mut self, slot: u32) -> Option<Conn> {
-        let c = self
-            .chunks
-            .get_mut((slot >> CHUNK_BITS) as usize)?
-            .get_mut(slot as usize & (CHUNK - 1))?
-            .take()?;
+        let (ci, i) = split(slot);
+        let c = self.chunks.get_mut(ci)?.get_mut(i)?.take()?;
         self.free.push(slot);
         Some(c)
     }
