@@ -57,9 +57,10 @@ pub struct ConnExt {
 /// A connection.
 ///
 /// Field order is the cache layout (`repr(C)`): the first 64-byte line holds
-/// what every packet reads (key compare, expiry, mark), the second what an
-/// established packet writes (counters, status, protocol state); the
-/// start timestamp and the rest of TCP's window state come last.
+/// what every packet reads and the UDP/ICMP state (key compare, expiry,
+/// mark, status, protocol-state tag), the second TCP's window state and the
+/// counters; the start timestamp comes last. The connection's id is not
+/// stored: it is derived from where the record lives.
 #[derive(Clone, Debug)]
 #[repr(C)]
 pub struct Conn {
@@ -69,15 +70,14 @@ pub struct Conn {
     /// The connection expires once `now` (seconds) passes this.
     pub expire: u32,
     pub mark: u32,
-    /// Identifier reported in events and dumps, unique among live entries.
-    pub id: u32,
-    /// Wheel tick this connection is filed under (see `expiry.rs`).
-    pub sched: u32,
-    /// Counters by direction ([`Dir::index`]).
-    pub counters: [DirCounters; 2],
     pub status: ConnStatus,
     pub policy: PolicyId,
+    /// Low 16 bits of the wheel tick this connection is filed under (see
+    /// `expiry.rs`).
+    pub sched: u16,
     pub proto: ProtoState,
+    /// Counters by direction ([`Dir::index`]).
+    pub counters: [DirCounters; 2],
     /// Creation time, nanoseconds on the caller's clock.
     pub start_ns: u64,
 }
@@ -136,8 +136,9 @@ mod tests {
         assert_eq!(std::mem::offset_of!(Conn, key), 0);
         assert!(std::mem::offset_of!(Conn, expire) < 64);
         assert!(std::mem::offset_of!(Conn, mark) < 64);
-        assert!(std::mem::offset_of!(Conn, counters) + 16 <= 128);
-        assert!(std::mem::offset_of!(Conn, status) < 128);
+        assert!(std::mem::offset_of!(Conn, status) < 64);
+        assert!(std::mem::offset_of!(Conn, proto) < 64);
+        assert!(std::mem::offset_of!(Conn, counters) + 32 <= 128);
     }
 
     #[test]

@@ -30,9 +30,9 @@ pub struct ConnSnapshot {
 }
 
 impl ConnSnapshot {
-    pub fn of(c: &Conn, now_s: u32) -> ConnSnapshot {
+    pub fn of(c: &Conn, id: u32, now_s: u32) -> ConnSnapshot {
         ConnSnapshot {
-            id: c.id,
+            id,
             orig: c.key,
             reply: c.reply_key(),
             zone: c.key.zone,
@@ -186,7 +186,7 @@ impl Tracker {
                 shard
                     .iter()
                     .filter(|(_, c)| filter.matches(c))
-                    .map(|(_, c)| ConnSnapshot::of(c, now_s)),
+                    .map(|(slot, c)| ConnSnapshot::of(c, shard.conn_id(slot, self.mask), now_s)),
             );
         }
         out
@@ -204,7 +204,9 @@ impl Tracker {
                     shard
                         .iter()
                         .filter(|(_, c)| filter.matches(c))
-                        .map(|(_, c)| ConnSnapshot::of(c, now_s)),
+                        .map(|(slot, c)| {
+                            ConnSnapshot::of(c, shard.conn_id(slot, self.mask), now_s)
+                        }),
                 );
             }
             chunk.iter().for_each(&mut f);

@@ -43,10 +43,10 @@ pub struct ConnEvent {
 }
 
 impl ConnEvent {
-    pub fn of(kind: EventKind, c: &Conn, now_s: u32) -> ConnEvent {
+    pub fn of(kind: EventKind, c: &Conn, id: u32, now_s: u32) -> ConnEvent {
         ConnEvent {
             kind,
-            conn: ConnSnapshot::of(c, now_s),
+            conn: ConnSnapshot::of(c, id, now_s),
             end_ns: None,
             cause: None,
         }

@@ -3,9 +3,11 @@
 //! An entry is `tag << 32 | (value + 1)` where `tag` is the low 32 bits of
 //! the key's hash and `value` the slot reference (`0` marks an empty
 //! bucket). Keys live in the slab, not here; a lookup compares a candidate's
-//! key only when its tag matches. Linear probing from `hash & mask`, growth
-//! at 3/4 load (rehashing from the stored tags, no key is read), and
-//! backward-shift deletion (no tombstones, so probe chains stay short).
+//! key only when its tag matches. Linear probing from the tag's home bucket
+//! (`tag * buckets >> 32`, so any table size works), growth by half at 3/4
+//! load (rehashing from the stored tags, no key is read; growing by half
+//! rather than doubling keeps the load, and so the bytes per entry, even),
+//! and backward-shift deletion (no tombstones, so probe chains stay short).
 //!
 //! Why not hashbrown: its control bytes and buckets are separate arrays, so
 //! a lookup in a table larger than the cache costs two dependent misses
@@ -18,7 +20,6 @@ const MIN_BUCKETS: usize = 8;
 
 pub struct Index {
     buckets: Vec<u64>,
-    mask: usize,
     len: usize,
 }
 
@@ -26,7 +27,6 @@ impl Default for Index {
     fn default() -> Self {
         Index {
             buckets: vec![EMPTY; MIN_BUCKETS],
-            mask: MIN_BUCKETS - 1,
             len: 0,
         }
     }
@@ -53,6 +53,21 @@ fn tag_of(e: u64) -> u32 {
 }
 
 impl Index {
+    /// Home bucket of a tag.
+    #[inline]
+    fn home(&self, tag: u32) -> usize {
+        ((tag as u64 * self.buckets.len() as u64) >> 32) as usize
+    }
+
+    #[inline]
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.buckets.len() {
+            0
+        } else {
+            i + 1
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -69,7 +84,7 @@ impl Index {
     /// its record ahead of the real lookup.
     #[inline]
     pub fn first(&self, hash: u64) -> Option<u32> {
-        let e = self.buckets[hash as usize & self.mask];
+        let e = self.buckets[self.home(tag(hash))];
         (e != EMPTY && tag_of(e) == tag(hash)).then(|| value_of(e))
     }
 
@@ -77,7 +92,7 @@ impl Index {
     #[inline]
     pub fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
         let t = tag(hash);
-        let mut i = hash as usize & self.mask;
+        let mut i = self.home(t);
         loop {
             let e = self.buckets[i];
             if e == EMPTY {
@@ -86,7 +101,7 @@ impl Index {
             if tag_of(e) == t && eq(value_of(e)) {
                 return Some(value_of(e));
             }
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
     }
 
@@ -94,23 +109,22 @@ impl Index {
     /// `value < u32::MAX`).
     pub fn insert(&mut self, hash: u64, value: u32) {
         if (self.len + 1) * 4 > self.buckets.len() * 3 {
-            self.resize(self.buckets.len() * 2);
+            self.resize(self.buckets.len() + self.buckets.len() / 2);
         }
         self.place(pack(tag(hash), value));
         self.len += 1;
     }
 
     fn place(&mut self, e: u64) {
-        let mut i = tag_of(e) as usize & self.mask;
+        let mut i = self.home(tag_of(e));
         while self.buckets[i] != EMPTY {
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
         self.buckets[i] = e;
     }
 
     fn resize(&mut self, n: usize) {
         let old = std::mem::replace(&mut self.buckets, vec![EMPTY; n]);
-        self.mask = n - 1;
         for e in old.into_iter().filter(|&e| e != EMPTY) {
             self.place(e);
         }
@@ -119,7 +133,7 @@ impl Index {
     /// Remove the entry `(hash, value)`; returns whether it was there.
     pub fn remove(&mut self, hash: u64, value: u32) -> bool {
         let want = pack(tag(hash), value);
-        let mut i = hash as usize & self.mask;
+        let mut i = self.home(tag(hash));
         loop {
             let e = self.buckets[i];
             if e == EMPTY {
@@ -128,18 +142,18 @@ impl Index {
             if e == want {
                 break;
             }
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
         // Backward shift: pull later entries of the cluster into the hole
         // when the hole lies on their probe path.
         let mut hole = i;
-        let mut j = (i + 1) & self.mask;
+        let mut j = self.next(i);
         loop {
             let e = self.buckets[j];
             if e == EMPTY {
                 break;
             }
-            let home = tag_of(e) as usize & self.mask;
+            let home = self.home(tag_of(e));
             // Movable if home is not in the cyclic range (hole, j].
             let in_range = if hole <= j {
                 home > hole && home <= j
@@ -150,12 +164,12 @@ impl Index {
                 self.buckets[hole] = e;
                 hole = j;
             }
-            j = (j + 1) & self.mask;
+            j = self.next(j);
         }
         self.buckets[hole] = EMPTY;
         self.len -= 1;
         if self.buckets.len() > MIN_BUCKETS && self.len * 8 < self.buckets.len() {
-            self.resize(self.buckets.len() / 2);
+            self.resize((self.buckets.len() / 2).max(MIN_BUCKETS));
         }
         true
     }

@@ -8,9 +8,9 @@
 
 use crate::conn::Conn;
 
-/// Records per chunk: 56 × 144 bytes fits an 8 KiB allocation, the size the
-/// index leaves behind when it doubles, so the allocator can reuse those.
-const CHUNK: usize = 56;
+/// Records per chunk: 60 × 136 bytes fills an 8 KiB allocation, a size the
+/// growing index leaves behind, so the allocator can reuse those buffers.
+const CHUNK: usize = 60;
 
 #[inline]
 fn split(slot: u32) -> (usize, usize) {

@@ -83,7 +83,8 @@ pub struct Shard {
     conns: Slab,
     pub(crate) wheel: Wheel,
     pub(crate) evict_cursor: u32,
-    next_id: u32,
+    /// This shard's number in the table (part of connection ids).
+    shard_no: u32,
     pub(crate) stats: ShardStats,
 }
 
@@ -106,14 +107,14 @@ fn has_nat_reply(c: &Conn) -> bool {
 }
 
 impl Shard {
-    /// An empty shard; `id_base` makes connection ids unique across shards.
-    pub fn new(id_base: u32, now_s: u32) -> Shard {
+    /// An empty shard, number `shard_no` of the table.
+    pub fn new(shard_no: u32, now_s: u32) -> Shard {
         Shard {
             index: Index::default(),
             conns: Slab::default(),
             wheel: Wheel::new(now_s),
             evict_cursor: 0,
-            next_id: id_base,
+            shard_no,
             stats: ShardStats::default(),
         }
     }
@@ -155,6 +156,15 @@ impl Shard {
             .map(|e| (e >> 1, dir))
     }
 
+    /// Identifier of the connection in `slot`, unique among live
+    /// connections of a table with `mask + 1` shards (below 2^32 records);
+    /// reused after the connection ends, like the kernel's conntrack ids.
+    #[inline]
+    pub fn conn_id(&self, slot: u32, mask: usize) -> u32 {
+        slot.wrapping_mul(mask as u32 + 1)
+            .wrapping_add(self.shard_no)
+    }
+
     /// Read the index bucket a lookup of `hash` starts at and, on a tag
     /// match, the first bytes of that record; returns a value to feed
     /// `black_box`. Run over a whole batch before the real lookups, it
@@ -191,17 +201,15 @@ impl Shard {
 
     /// Insert a connection whose keys hash into this shard; files it on the
     /// wheel at its expiry and gives it an id. Returns its slot.
-    pub fn insert(&mut self, mut conn: Conn, now_s: u32, seed: u64, mask: usize) -> u32 {
+    pub fn insert(&mut self, conn: Conn, now_s: u32, seed: u64, mask: usize) -> u32 {
         self.wheel.restart(now_s);
-        self.next_id = self.next_id.wrapping_add(mask as u32 + 1);
-        conn.id = self.next_id;
         let orig = conn.key;
         let nat_reply = has_nat_reply(&conn).then(|| conn.reply_key());
         let expire = conn.expire;
         let slot = self.conns.insert(conn);
         let tick = self.wheel.file(slot, expire.wrapping_add(1));
         if let Some(c) = self.conns.get_mut(slot) {
-            c.sched = tick;
+            c.sched = tick as u16;
         }
         self.index
             .insert(key_hash(&orig, seed, mask).hash, entry_both(slot));
@@ -230,6 +238,17 @@ impl Shard {
         Some(conn)
     }
 
+    /// Wheel entries due by `now_s` (see [`Wheel::take_due`]).
+    pub fn take_due(
+        &mut self,
+        now_s: u32,
+        budget: usize,
+        out: &mut Vec<crate::expiry::Entry>,
+    ) -> bool {
+        let Shard { wheel, conns, .. } = self;
+        wheel.take_due(now_s, budget, out, |s| conns.get(s).map(|c| c.sched))
+    }
+
     /// File a connection again at its current expiry (after the wheel
     /// reached its old tick, or when its timeout shrank).
     pub fn refile(&mut self, slot: u32) {
@@ -238,7 +257,7 @@ impl Shard {
         };
         let tick = self.wheel.file(slot, expire.wrapping_add(1));
         if let Some(c) = self.get_mut(slot) {
-            c.sched = tick;
+            c.sched = tick as u16;
         }
     }
 }
@@ -264,7 +283,6 @@ mod tests {
             start_ns: 0,
             proto: ProtoState::Udp(UdpState(Seen::First)),
             mark: 0,
-            id: 0,
             expire: 100,
             sched: 0,
             status: ConnStatus::empty(),

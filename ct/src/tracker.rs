@@ -480,6 +480,7 @@ impl Tracker {
         }
 
         if let Some((slot, dir)) = hit {
+            let id = shard.conn_id(slot, self.mask);
             let Some(c) = shard.get_mut(slot) else {
                 {
                     *out = invalid(params.zone, info.l4_csum_checked);
@@ -520,7 +521,9 @@ impl Tracker {
                         }
                         let timeout = self.policies.secs(c.policy, c.proto.timeout_attr());
                         let expire = ctx.now_s.saturating_add(timeout);
-                        let shrank = expire < c.expire && expire.wrapping_add(1) < c.sched;
+                        // A shorter timeout (e.g. TCP closing): file it
+                        // earlier too; the old entry goes stale.
+                        let shrank = expire < c.expire;
                         c.expire = expire;
                         // Field by field: no temporary to copy (store forwarding).
                         out.state = conn_state(c, dir);
@@ -530,7 +533,7 @@ impl Tracker {
                         out.orig = Some(c.key);
                         out.l4_csum_checked = info.l4_csum_checked;
                         if before.is_some_and(|b| b != (c.proto, c.status, c.mark, c.label())) {
-                            events.push(ConnEvent::of(EventKind::Update, c, ctx.now_s));
+                            events.push(ConnEvent::of(EventKind::Update, c, id, ctx.now_s));
                         }
                         if shrank {
                             shard.refile(slot);
@@ -584,7 +587,6 @@ impl Tracker {
             start_ns: ctx.now_ns,
             proto,
             mark: 0,
-            id: 0,
             expire: ctx.now_s.saturating_add(timeout),
             sched: 0,
             status: ConnStatus::empty(),
@@ -604,7 +606,12 @@ impl Tracker {
         *out = match shard.get(slot) {
             Some(c) => {
                 if ctx.want_events {
-                    events.push(ConnEvent::of(EventKind::New, c, ctx.now_s));
+                    events.push(ConnEvent::of(
+                        EventKind::New,
+                        c,
+                        shard.conn_id(slot, self.mask),
+                        ctx.now_s,
+                    ));
                 }
                 conn_result(c, state, info.l4_csum_checked)
             }
@@ -682,10 +689,11 @@ impl Tracker {
         ctx: &Ctx<'_>,
         events: &mut Vec<ConnEvent>,
     ) {
+        let id = shard.conn_id(slot, self.mask);
         if let Some(c) = shard.remove(slot, self.seed, self.mask) {
             self.release(&c);
             if ctx.want_events {
-                let mut ev = ConnEvent::of(EventKind::Destroy, &c, ctx.now_s);
+                let mut ev = ConnEvent::of(EventKind::Destroy, &c, id, ctx.now_s);
                 ev.end_ns = Some(ctx.now_ns);
                 ev.cause = Some(cause);
                 events.push(ev);
@@ -747,10 +755,10 @@ impl Tracker {
         for i in 0..self.shards.len() {
             let mut shard = self.lock_shard(i);
             due.clear();
-            shard.wheel.take_due(now_s, per_shard, &mut due);
+            shard.take_due(now_s, per_shard, &mut due);
             for e in &due {
                 let Some(c) = shard.get(e.slot) else { continue };
-                if c.sched != e.tick {
+                if c.sched != e.tick as u16 {
                     continue; // stale: re-filed or slot reused
                 }
                 if c.expired(now_s) {
