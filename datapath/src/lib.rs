@@ -1,0 +1,32 @@
+//! ferrovs userspace datapath.
+//!
+//! The packet path of the switch, built for poll-mode threads that move
+//! batches of up to [`BATCH_SIZE`] packets through every stage.
+//!
+//! Map of the crate (the layers that exist so far):
+//! - [`packet`]: the packet buffer with headroom ([`packet::Packet`]), its
+//!   per-packet metadata ([`packet::PacketMeta`]), the fixed-capacity
+//!   [`packet::PacketBatch`] and the recycling [`packet::PacketPool`].
+//! - [`flow`]: flow-key extraction ([`flow::extract`]) into the compact
+//!   [`flow::FlowKey`], with a counter per malformation reason, and the
+//!   key hash used by the exact-match cache.
+//! - [`port`]: the [`port::Port`] trait and the software ports (rings, pcap
+//!   replay/record, traffic generator, null sink, AF_PACKET).
+//! - [`stats`]: counters shared by ports and stages.
+//!
+//! Unsafe code is confined to `packet/` and `port/afpacket.rs`; every block
+//! carries a `// SAFETY:` comment (clippy's `undocumented_unsafe_blocks` is
+//! denied for the crate).
+
+pub mod flow;
+pub mod packet;
+pub mod port;
+pub mod stats;
+
+pub use flow::{extract, ExtractStats, FlowKey, Malformed};
+pub use packet::{OffloadFlags, Packet, PacketBatch, PacketMeta, PacketPool, PortNo};
+pub use port::{LinkState, Port, PortDropReason, PortStats};
+
+/// The most packets a batch carries through one stage (OVS's
+/// `NETDEV_MAX_BURST`).
+pub const BATCH_SIZE: usize = 32;
