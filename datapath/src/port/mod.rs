@@ -19,6 +19,9 @@
 //! - [`NullPort`]: a sink that counts and frees;
 //! - [`afpacket::AfPacketPort`]: a Linux kernel interface (Linux only).
 
+pub mod pcap;
+pub mod ring;
+
 use std::fmt;
 
 use crate::packet::{PacketBatch, PacketPool, PortNo};
