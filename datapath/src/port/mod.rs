@@ -19,6 +19,7 @@
 //! - [`NullPort`]: a sink that counts and frees;
 //! - [`afpacket::AfPacketPort`]: a Linux kernel interface (Linux only).
 
+pub mod generator;
 pub mod pcap;
 pub mod ring;
 
