@@ -19,6 +19,9 @@
 //! - [`NullPort`]: a sink that counts and frees;
 //! - [`afpacket::AfPacketPort`]: a Linux kernel interface (Linux only).
 
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub mod afpacket;
 pub mod generator;
 pub mod pcap;
 pub mod ring;

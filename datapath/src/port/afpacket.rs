@@ -1,0 +1,345 @@
+//! [`AfPacketPort`]: a Linux kernel network interface (a veth end, a tap, a
+//! NIC) driven through an `AF_PACKET` raw socket. Needs `CAP_NET_RAW`.
+//!
+//! One non-blocking socket bound to the interface, in promiscuous mode.
+//! A receive burst is one `recvmmsg` straight into pool buffers (no copy);
+//! a transmit burst is one `sendmmsg` from the packets' own bytes. The
+//! socket ignores its own transmissions (`PACKET_IGNORE_OUTGOING`; frames
+//! marked outgoing are also skipped, for kernels without that option).
+//!
+//! Limits for now: one receive queue (a `PACKET_FANOUT` group would give
+//! more), and VLAN tags that the kernel moved into packet metadata on
+//! receive are not put back into the frame (that needs `PACKET_AUXDATA`).
+//!
+//! This file is one of the two places of the crate allowed `unsafe` (the
+//! libc calls); each block says why it is sound.
+
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::{LinkState, Port, PortCounters, PortDropReason, PortStats};
+use crate::packet::{Packet, PacketBatch, PacketPool, PortNo};
+use crate::BATCH_SIZE;
+
+// Linux ABI constants (linux/if_packet.h).
+const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
+const PACKET_MR_PROMISC: libc::c_ushort = 1;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const PACKET_OUTGOING: u8 = 4;
+
+/// Mirror of `struct packet_mreq`.
+#[repr(C)]
+struct PacketMreq {
+    mr_ifindex: libc::c_int,
+    mr_type: libc::c_ushort,
+    mr_alen: libc::c_ushort,
+    mr_address: [u8; 8],
+}
+
+/// An error setting up the socket, naming the interface and the step.
+#[derive(Debug)]
+pub struct AfPacketError {
+    pub ifname: String,
+    pub step: &'static str,
+    pub source: io::Error,
+}
+
+impl fmt::Display for AfPacketError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AF_PACKET on {}: {}: {}",
+            self.ifname, self.step, self.source
+        )
+    }
+}
+
+impl std::error::Error for AfPacketError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// A port on a kernel interface.
+#[derive(Debug)]
+pub struct AfPacketPort {
+    name: String,
+    port_no: PortNo,
+    ifname: String,
+    ifindex: i32,
+    fd: OwnedFd,
+    counters: PortCounters,
+}
+
+fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, val: &T) -> io::Result<()> {
+    // SAFETY: `val` is a live reference to a `T` and the length passed is
+    // exactly `size_of::<T>()`, so the kernel reads only valid memory; `fd`
+    // is an open socket owned by the caller for the duration of the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (val as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl AfPacketPort {
+    /// Open a port on interface `ifname`.
+    pub fn open(
+        name: impl Into<String>,
+        port_no: PortNo,
+        ifname: &str,
+    ) -> Result<AfPacketPort, AfPacketError> {
+        let fail = |step, source| AfPacketError {
+            ifname: ifname.to_string(),
+            step,
+            source,
+        };
+        let cname = CString::new(ifname)
+            .map_err(|_| fail("name", io::Error::from(io::ErrorKind::InvalidInput)))?;
+        // SAFETY: `cname` is a NUL-terminated string that outlives the call.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(fail("if_nametoindex", io::Error::last_os_error()));
+        }
+        // Protocol 0: the socket receives nothing until bound to one
+        // interface below, so no frame of another interface slips in.
+        // SAFETY: plain syscall with constant arguments; the result is checked.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(fail("socket", io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` is a freshly created descriptor that nothing else
+        // owns; OwnedFd closes it exactly once.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: `sll` is a valid sockaddr_ll and the length matches it.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(fail("bind", io::Error::last_os_error()));
+        }
+        // Older kernels lack the option: outgoing frames are then skipped
+        // by their packet type on receive.
+        let _ = setsockopt(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32);
+        let mreq = PacketMreq {
+            mr_ifindex: ifindex as i32,
+            mr_type: PACKET_MR_PROMISC,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        setsockopt(&fd, libc::SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq)
+            .map_err(|e| fail("promiscuous mode", e))?;
+        Ok(AfPacketPort {
+            name: name.into(),
+            port_no,
+            ifname: ifname.to_string(),
+            ifindex: ifindex as i32,
+            fd,
+            counters: PortCounters::default(),
+        })
+    }
+
+    /// The kernel interface name.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// The kernel interface index.
+    pub fn ifindex(&self) -> i32 {
+        self.ifindex
+    }
+}
+
+impl Port for AfPacketPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn port_no(&self) -> PortNo {
+        self.port_no
+    }
+
+    fn rx_burst(&self, rxq: usize, batch: &mut PacketBatch, pool: &mut PacketPool) -> usize {
+        let want = batch.remaining().min(BATCH_SIZE);
+        if rxq != 0 || want == 0 {
+            return 0;
+        }
+        // Fresh buffers, each opened to its full tailroom to receive into.
+        let mut slots: [Option<Packet>; BATCH_SIZE] = [const { None }; BATCH_SIZE];
+        // SAFETY: iovec, mmsghdr and sockaddr_ll are plain old data; zero is
+        // a valid value for each.
+        let mut iov: [libc::iovec; BATCH_SIZE] = unsafe { zeroed() };
+        // SAFETY: as above.
+        let mut msgs: [libc::mmsghdr; BATCH_SIZE] = unsafe { zeroed() };
+        // SAFETY: as above.
+        let mut addrs: [libc::sockaddr_ll; BATCH_SIZE] = unsafe { zeroed() };
+        for i in 0..want {
+            let mut p = pool.alloc(self.port_no);
+            let room = p.tailroom();
+            if let Ok(buf) = p.append(room) {
+                iov[i].iov_base = buf.as_mut_ptr().cast();
+                iov[i].iov_len = buf.len();
+            }
+            slots[i] = Some(p);
+            msgs[i].msg_hdr.msg_iov = &mut iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_ll).cast();
+            msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        }
+        // SAFETY: `msgs[..want]` are initialised headers whose iovecs point
+        // into the heap buffers of the packets held in `slots` (moving a
+        // Packet does not move its buffer, and none is dropped or resized
+        // before the call returns), each iov_len is that buffer's length,
+        // and each msg_name points at a sockaddr_ll of the stated size.
+        let r = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                want as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let got = if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted {
+                self.counters.drop(PortDropReason::RxError, 1);
+            }
+            0
+        } else {
+            r as usize
+        };
+        let (mut n, mut bytes, mut trunc, mut runt) = (0u64, 0u64, 0u64, 0u64);
+        for (i, slot) in slots.iter_mut().enumerate().take(want) {
+            let Some(mut p) = slot.take() else { continue };
+            if i >= got || addrs[i].sll_pkttype == PACKET_OUTGOING {
+                pool.free(p);
+                continue;
+            }
+            let len = msgs[i].msg_len as usize;
+            if msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                trunc += 1;
+                pool.free(p);
+            } else if len < 14 {
+                runt += 1;
+                pool.free(p);
+            } else {
+                p.truncate(len);
+                bytes += len as u64;
+                n += 1;
+                // Cannot fail: at most `batch.remaining()` slots were filled.
+                let _ = batch.push(p);
+            }
+        }
+        self.counters.rx(n, bytes);
+        self.counters.drop(PortDropReason::TooLarge, trunc);
+        self.counters.drop(PortDropReason::RxRunt, runt);
+        n as usize
+    }
+
+    fn tx_burst(&self, _txq: usize, batch: &mut PacketBatch, pool: &mut PacketPool) -> usize {
+        let n = batch.len().min(BATCH_SIZE);
+        // SAFETY: plain old data; zero is a valid value.
+        let mut iov: [libc::iovec; BATCH_SIZE] = unsafe { zeroed() };
+        // SAFETY: as above.
+        let mut msgs: [libc::mmsghdr; BATCH_SIZE] = unsafe { zeroed() };
+        for (i, p) in batch.iter().enumerate().take(n) {
+            let d = p.data();
+            iov[i].iov_base = d.as_ptr() as *mut libc::c_void;
+            iov[i].iov_len = d.len();
+            msgs[i].msg_hdr.msg_iov = &mut iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        let (mut sent, mut bytes) = (0usize, 0u64);
+        let mut next = 0usize;
+        while next < n {
+            // SAFETY: `msgs[next..n]` are initialised headers whose iovecs
+            // point at the frames of packets owned by `batch`, which is not
+            // touched until the call returns; the kernel only reads them.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    msgs.as_mut_ptr().add(next),
+                    (n - next) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r > 0 {
+                let r = r as usize;
+                bytes += batch.as_slice()[next..next + r]
+                    .iter()
+                    .map(|p| p.len() as u64)
+                    .sum::<u64>();
+                sent += r;
+                next += r;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
+                    // The socket buffer is full: the rest of the burst drops.
+                    self.counters
+                        .drop(PortDropReason::TxQueueFull, (n - next) as u64);
+                    next = n;
+                }
+                Some(libc::EMSGSIZE) => {
+                    self.counters.drop(PortDropReason::TooLarge, 1);
+                    next += 1;
+                }
+                Some(libc::ENETDOWN) | Some(libc::ENXIO) => {
+                    self.counters
+                        .drop(PortDropReason::LinkDown, (n - next) as u64);
+                    next = n;
+                }
+                _ => {
+                    self.counters.drop(PortDropReason::TxError, 1);
+                    next += 1;
+                }
+            }
+        }
+        batch.free_into(pool);
+        self.counters.tx(sent as u64, bytes);
+        sent
+    }
+
+    fn stats(&self) -> PortStats {
+        self.counters.snapshot()
+    }
+
+    fn link_state(&self) -> LinkState {
+        let path = format!("/sys/class/net/{}/operstate", self.ifname);
+        match std::fs::read_to_string(path) {
+            Ok(s) if matches!(s.trim(), "up" | "unknown") => LinkState::Up,
+            _ => LinkState::Down,
+        }
+    }
+}
