@@ -201,6 +201,27 @@ fn veth_pair_carries_bursts_both_ways() {
     let got = receive(&pb, 1, 2, &mut pool);
     assert_eq!(got, vec![mixed[0].clone(), mixed[2].clone()]);
 
+    // A VLAN-tagged frame arrives with its tag in place (the kernel strips
+    // it on receive; the port puts it back from the auxdata).
+    let mut tagged = frame(1, 200, 96);
+    tagged.splice(12..12, [0x81, 0x00, 0x20, 0x64]);
+    let mut qinq = frame(1, 201, 96);
+    qinq.splice(12..12, [0x88, 0xa8, 0x00, 0x0a, 0x81, 0x00, 0x00, 0x14]);
+    assert_eq!(send(&pa, &[tagged.clone(), qinq.clone()], &mut pool), 2);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut got = Vec::new();
+    let mut b = PacketBatch::new();
+    while got.len() < 2 && Instant::now() < deadline {
+        pb.rx_burst(0, &mut b, &mut pool);
+        for p in b.drain() {
+            if p.data().get(6..12) == Some(&tagged[6..12]) {
+                got.push(p.data().to_vec());
+            }
+            pool.free(p);
+        }
+    }
+    assert_eq!(got, vec![tagged, qinq], "VLAN tags restored");
+
     // Peer down: the link goes down.
     ip(&["link", "set", &pair.b, "down"]).unwrap();
     assert!(

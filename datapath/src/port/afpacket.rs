@@ -7,9 +7,13 @@
 //! socket ignores its own transmissions (`PACKET_IGNORE_OUTGOING`; frames
 //! marked outgoing are also skipped, for kernels without that option).
 //!
-//! Limits for now: one receive queue (a `PACKET_FANOUT` group would give
-//! more), and VLAN tags that the kernel moved into packet metadata on
-//! receive are not put back into the frame (that needs `PACKET_AUXDATA`).
+//! The kernel takes the outer VLAN tag out of a received frame and keeps it
+//! as packet metadata; the port asks for that metadata (`PACKET_AUXDATA`)
+//! and puts the tag back into the frame, using the packet's headroom, so
+//! the datapath sees the frame as it was on the wire.
+//!
+//! Limit for now: one receive queue (a `PACKET_FANOUT` group would give
+//! more).
 //!
 //! This file is one of the two places of the crate allowed `unsafe` (the
 //! libc calls); each block says why it is sound.
@@ -29,6 +33,68 @@ const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
 const PACKET_MR_PROMISC: libc::c_ushort = 1;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_OUTGOING: u8 = 4;
+const PACKET_AUXDATA: libc::c_int = 8;
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+
+/// Mirror of `struct tpacket_auxdata`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TpacketAuxdata {
+    tp_status: u32,
+    tp_len: u32,
+    tp_snaplen: u32,
+    tp_mac: u16,
+    tp_net: u16,
+    tp_vlan_tci: u16,
+    tp_vlan_tpid: u16,
+}
+
+/// Ancillary-data buffer of one received message: room for the auxdata
+/// control message (`CMSG_SPACE(20)` is 40 on 64-bit Linux), aligned like a
+/// `cmsghdr`.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct ControlBuf([u8; 64]);
+
+/// The VLAN tag the kernel took out of a received frame, as `(tpid, tci)`,
+/// from the message's ancillary data.
+fn stripped_vlan(hdr: &libc::msghdr) -> Option<(u16, u16)> {
+    // SAFETY: `hdr` was filled in by recvmmsg: msg_control points at a live
+    // ControlBuf and msg_controllen is the length the kernel wrote, which
+    // CMSG_FIRSTHDR checks before returning a pointer (or null).
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(hdr) };
+    while !c.is_null() {
+        // SAFETY: non-null results of CMSG_FIRSTHDR/CMSG_NXTHDR point at a
+        // whole cmsghdr inside the control buffer.
+        let cm = unsafe { &*c };
+        // SAFETY: CMSG_LEN is arithmetic on its argument only.
+        let need = unsafe { libc::CMSG_LEN(size_of::<TpacketAuxdata>() as u32) } as usize;
+        if cm.cmsg_level == libc::SOL_PACKET
+            && cm.cmsg_type == PACKET_AUXDATA
+            && cm.cmsg_len as usize >= need
+        {
+            // SAFETY: the length check above shows that a whole
+            // TpacketAuxdata follows the header inside the buffer; it is
+            // read unaligned, so no alignment is assumed.
+            let aux: TpacketAuxdata =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast()) };
+            if aux.tp_status & TP_STATUS_VLAN_VALID == 0 {
+                return None;
+            }
+            let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                aux.tp_vlan_tpid
+            } else {
+                0x8100
+            };
+            return Some((tpid, aux.tp_vlan_tci));
+        }
+        // SAFETY: `c` is a valid cmsghdr of `hdr`'s buffer (see above);
+        // CMSG_NXTHDR bounds-checks against msg_controllen.
+        c = unsafe { libc::CMSG_NXTHDR(hdr, c) };
+    }
+    None
+}
 
 /// Mirror of `struct packet_mreq`.
 #[repr(C)]
@@ -149,6 +215,8 @@ impl AfPacketPort {
         // Older kernels lack the option: outgoing frames are then skipped
         // by their packet type on receive.
         let _ = setsockopt(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32);
+        setsockopt(&fd, libc::SOL_PACKET, PACKET_AUXDATA, &1i32)
+            .map_err(|e| fail("PACKET_AUXDATA", e))?;
         let mreq = PacketMreq {
             mr_ifindex: ifindex as i32,
             mr_type: PACKET_MR_PROMISC,
@@ -201,6 +269,7 @@ impl Port for AfPacketPort {
         let mut msgs: [libc::mmsghdr; BATCH_SIZE] = unsafe { zeroed() };
         // SAFETY: as above.
         let mut addrs: [libc::sockaddr_ll; BATCH_SIZE] = unsafe { zeroed() };
+        let mut ctrl = [ControlBuf([0; 64]); BATCH_SIZE];
         for i in 0..want {
             let mut p = pool.alloc(self.port_no);
             let room = p.tailroom();
@@ -213,12 +282,15 @@ impl Port for AfPacketPort {
             msgs[i].msg_hdr.msg_iovlen = 1;
             msgs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_ll).cast();
             msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            msgs[i].msg_hdr.msg_control = ctrl[i].0.as_mut_ptr().cast();
+            msgs[i].msg_hdr.msg_controllen = size_of::<ControlBuf>() as _;
         }
         // SAFETY: `msgs[..want]` are initialised headers whose iovecs point
         // into the heap buffers of the packets held in `slots` (moving a
         // Packet does not move its buffer, and none is dropped or resized
         // before the call returns), each iov_len is that buffer's length,
-        // and each msg_name points at a sockaddr_ll of the stated size.
+        // each msg_name points at a sockaddr_ll of the stated size and each
+        // msg_control at a ControlBuf of the stated size.
         let r = unsafe {
             libc::recvmmsg(
                 self.fd.as_raw_fd(),
@@ -238,6 +310,7 @@ impl Port for AfPacketPort {
             r as usize
         };
         let (mut n, mut bytes, mut trunc, mut runt) = (0u64, 0u64, 0u64, 0u64);
+        let mut no_headroom = 0u64;
         for (i, slot) in slots.iter_mut().enumerate().take(want) {
             let Some(mut p) = slot.take() else { continue };
             if i >= got || addrs[i].sll_pkttype == PACKET_OUTGOING {
@@ -253,6 +326,20 @@ impl Port for AfPacketPort {
                 pool.free(p);
             } else {
                 p.truncate(len);
+                if let Some((tpid, tci)) = stripped_vlan(&msgs[i].msg_hdr) {
+                    match p.insert_gap(12, 4) {
+                        Ok(tag) => {
+                            tag[0..2].copy_from_slice(&tpid.to_be_bytes());
+                            tag[2..4].copy_from_slice(&tci.to_be_bytes());
+                        }
+                        Err(_) => {
+                            no_headroom += 1;
+                            pool.free(p);
+                            continue;
+                        }
+                    }
+                }
+                let len = p.len();
                 bytes += len as u64;
                 n += 1;
                 // Cannot fail: at most `batch.remaining()` slots were filled.
@@ -260,7 +347,8 @@ impl Port for AfPacketPort {
             }
         }
         self.counters.rx(n, bytes);
-        self.counters.drop(PortDropReason::TooLarge, trunc);
+        self.counters
+            .drop(PortDropReason::TooLarge, trunc + no_headroom);
         self.counters.drop(PortDropReason::RxRunt, runt);
         n as usize
     }
