@@ -800,8 +800,41 @@ fn every_malformed_code_round_trips() {
     assert_eq!(Malformed::from_code(0), None);
 }
 
+#[test]
+fn oversized_frames_are_parsed_as_far_as_offsets_reach() {
+    // 70 000 bytes: longer than a u16 offset can describe. The headers at
+    // the front still parse; nothing panics; offsets stay in range.
+    let mut f = eth(0x0800, &[], &ipv4(V4::default(), &udp(1, 2, &[0u8; 1000])));
+    f.resize(70_000, 0);
+    let (k, m) = ok(&f);
+    assert_eq!(k.tp_dst(), 2);
+    assert_eq!(m.l4_offset(), Some(34));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// Valid frames with a few bytes overwritten at random: never panics,
+    /// offsets in range, and a clean result means no malformed code.
+    #[test]
+    fn mutated_corpus_frames_never_panic(
+        which in 0usize..9,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let corpus = corpus();
+        let mut frame = corpus[which % corpus.len()].clone();
+        for (at, byte) in edits {
+            let i = at.index(frame.len());
+            frame[i] = byte;
+        }
+        let len = frame.len();
+        frame.truncate(len - cut.index(len / 4 + 1));
+        let (k, m, r) = run(&frame);
+        prop_assert!(m.l3_offset().is_none_or(|o| o <= frame.len()));
+        prop_assert!(m.l4_offset().is_none_or(|o| o <= frame.len()));
+        prop_assert_eq!(r.is_ok(), k.malformed_code() == 0);
+    }
 
     /// Random bytes never panic, and offsets stay inside the frame.
     #[test]

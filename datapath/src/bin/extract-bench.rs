@@ -4,6 +4,10 @@
 //! batches of 32, and times `flow::extract_batch` over them: `--runs` runs
 //! of `--packets` packets each, reporting the median.
 //!
+//! A second table times the software-port path on one thread: generator
+//! port rx burst, extraction, null-port tx burst (packets recycled through
+//! one pool), for UDP flows and for TCP connections with handshakes.
+//!
 //!     cargo run --release -p datapath --bin extract-bench
 
 use std::hint::black_box;
@@ -11,8 +15,12 @@ use std::time::Instant;
 
 use clap::Parser;
 use datapath::flow::{extract_batch, ExtractStats, FlowKey};
-use datapath::packet::{Packet, PacketBatch, PortNo};
-use datapath::port::generator::{client_of, tcp4_frame, tcp_flags, udp4_frame, Endpoint};
+use datapath::packet::{Packet, PacketBatch, PacketPool, PortNo};
+use datapath::port::generator::{
+    client_of, tcp4_frame, tcp_flags, udp4_frame, Endpoint, GenProto, GeneratorConfig,
+    GeneratorPort,
+};
+use datapath::port::{NullPort, Port};
 use datapath::BATCH_SIZE;
 
 #[derive(Parser)]
@@ -30,6 +38,9 @@ struct Args {
     /// Frame size in bytes.
     #[arg(long, default_value_t = 64)]
     size: usize,
+    /// Packets per run of the port-path table (0 skips it).
+    #[arg(long, default_value_t = 2_000_000)]
+    port_packets: u64,
 }
 
 fn server(port: u16) -> Endpoint {
@@ -101,6 +112,39 @@ fn measure(batches: &mut [PacketBatch], packets: u64, runs: usize) -> (f64, Extr
     (samples[samples.len() / 2], stats)
 }
 
+/// Median ns/packet of generator rx + extract + null tx.
+fn measure_port_path(cfg: &GeneratorConfig, packets: u64, runs: usize) -> f64 {
+    let gen = GeneratorPort::new("gen", PortNo(1), cfg.clone());
+    let sink = NullPort::new("null", PortNo(2));
+    let mut pool = PacketPool::new(2048, 128, 256);
+    let mut batch = PacketBatch::new();
+    let mut keys = [FlowKey::ZERO; BATCH_SIZE];
+    let mut stats = ExtractStats::default();
+    let mut samples = Vec::with_capacity(runs);
+    for run in 0..=runs {
+        let t = Instant::now();
+        let mut done = 0u64;
+        while done < packets {
+            done += gen.rx_burst(0, &mut batch, &mut pool) as u64;
+            extract_batch(&mut batch, &mut keys, &mut stats);
+            black_box(&keys);
+            sink.tx_burst(0, &mut batch, &mut pool);
+        }
+        // run 0 warms up (first visit of every flow creates its state)
+        if run > 0 {
+            samples.push(t.elapsed().as_nanos() as f64 / done as f64);
+        }
+    }
+    assert_eq!(stats.malformed_total(), 0, "generated frames must parse");
+    assert_eq!(
+        pool.stats().heap_allocs,
+        0,
+        "steady state allocates nothing"
+    );
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
 fn main() {
     let args = Args::parse();
     let flows = u64::from(args.flows.max(1));
@@ -137,5 +181,44 @@ fn main() {
             "{name}: benchmark frames must parse"
         );
         println!("| {name:<9} | {ns:>9.2} | {:>6.1} |", 1000.0 / ns);
+    }
+    if args.port_packets == 0 {
+        return;
+    }
+    println!();
+    println!(
+        "port path (generator rx + extract + null tx, one thread): {} flows, median of {} runs x {} packets",
+        flows, runs, args.port_packets
+    );
+    println!();
+    println!("| traffic                               | ns/packet |   Mpps |");
+    println!("|---------------------------------------|----------:|-------:|");
+    let base = GeneratorConfig {
+        flows: flows as u32,
+        packet_size: args.size,
+        ..GeneratorConfig::default()
+    };
+    let cases = [
+        ("UDP/IPv4, requests only", base.clone()),
+        (
+            "UDP/IPv4, requests and replies",
+            GeneratorConfig {
+                replies: true,
+                ..base.clone()
+            },
+        ),
+        (
+            "TCP/IPv4, handshake + 16 data, replies",
+            GeneratorConfig {
+                proto: GenProto::Tcp,
+                replies: true,
+                conn_packets: 16,
+                ..base
+            },
+        ),
+    ];
+    for (name, cfg) in cases {
+        let ns = measure_port_path(&cfg, args.port_packets, runs);
+        println!("| {name:<37} | {ns:>9.2} | {:>6.1} |", 1000.0 / ns);
     }
 }
