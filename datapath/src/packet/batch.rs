@@ -55,9 +55,6 @@ impl PacketBatch {
     }
 
     /// Add a packet at the end; a full batch gives it back.
-    // The error hands the packet itself back to the caller, so it is as
-    // large as a packet; boxing it would allocate on the overflow path.
-    #[allow(clippy::result_large_err)]
     #[inline]
     pub fn push(&mut self, pkt: Packet) -> Result<(), Packet> {
         if self.is_full() {
@@ -131,7 +128,7 @@ impl PacketBatch {
             if keep(i, &self.pkts[i]) {
                 if kept != i {
                     // Moves packet i in front of the removed run, keeping
-                    // both runs in order (n <= 32: a short memmove).
+                    // both runs in order (n <= 32 handles: a short memmove).
                     self.pkts[kept..=i].rotate_right(1);
                 }
                 kept += 1;

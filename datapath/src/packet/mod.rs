@@ -14,5 +14,5 @@ pub mod buf;
 pub mod meta;
 
 pub use batch::{PacketBatch, PacketPool};
-pub use buf::{Packet, DEFAULT_BUF_SIZE, DEFAULT_HEADROOM};
+pub use buf::{Packet, PacketBuf, DEFAULT_BUF_SIZE, DEFAULT_HEADROOM};
 pub use meta::{OffloadFlags, PacketMeta, PortNo};

@@ -154,32 +154,30 @@ fn csum_fold(mut sum: u32) -> u16 {
     !(sum as u16)
 }
 
-/// Write Ethernet + IPv4 headers for a datagram of `l4_len` bytes into the
-/// start of `frame`; returns the L4 offset.
+/// Write Ethernet + IPv4 headers for a datagram of `l4_len` bytes.
+#[inline]
 fn write_eth_ipv4(
-    frame: &mut [u8],
+    h: &mut [u8; ETH_LEN + IPV4_LEN],
     src: &Endpoint,
     dst: &Endpoint,
     proto: u8,
     l4_len: usize,
-) -> usize {
-    frame[0..6].copy_from_slice(&dst.mac);
-    frame[6..12].copy_from_slice(&src.mac);
-    frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut frame[ETH_LEN..ETH_LEN + IPV4_LEN];
-    ip[0] = 0x45;
-    ip[1] = 0;
-    ip[2..4].copy_from_slice(&((IPV4_LEN + l4_len) as u16).to_be_bytes());
-    ip[4..6].copy_from_slice(&[0, 0]);
-    ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
-    ip[8] = 64;
-    ip[9] = proto;
-    ip[10..12].copy_from_slice(&[0, 0]);
-    ip[12..16].copy_from_slice(&src.ip);
-    ip[16..20].copy_from_slice(&dst.ip);
-    let c = csum_fold(csum_add(0, ip));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    ETH_LEN + IPV4_LEN
+) {
+    h[0..6].copy_from_slice(&dst.mac);
+    h[6..12].copy_from_slice(&src.mac);
+    h[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    h[14] = 0x45;
+    h[15] = 0;
+    h[16..18].copy_from_slice(&((IPV4_LEN + l4_len) as u16).to_be_bytes());
+    h[18..20].copy_from_slice(&[0, 0]);
+    h[20..22].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
+    h[22] = 64;
+    h[23] = proto;
+    h[24..26].copy_from_slice(&[0, 0]);
+    h[26..30].copy_from_slice(&src.ip);
+    h[30..34].copy_from_slice(&dst.ip);
+    let c = csum_fold(csum_add(0, &h[14..34]));
+    h[24..26].copy_from_slice(&c.to_be_bytes());
 }
 
 fn pseudo_header_sum(src: &Endpoint, dst: &Endpoint, proto: u8, l4_len: usize) -> u32 {
@@ -188,24 +186,32 @@ fn pseudo_header_sum(src: &Endpoint, dst: &Endpoint, proto: u8, l4_len: usize) -
     sum + u32::from(proto) + l4_len as u32
 }
 
-/// Write a UDP/IPv4 frame filling all of `frame` (at least 42 bytes; the
-/// payload is a fixed pattern).
+/// Write a UDP/IPv4 frame filling all of `frame` (the payload is a fixed
+/// pattern). A frame shorter than the 42 bytes of headers is left alone.
 pub fn write_udp4(frame: &mut [u8], src: &Endpoint, dst: &Endpoint) {
-    let l4_len = frame.len() - ETH_LEN - IPV4_LEN;
-    let l4 = write_eth_ipv4(frame, src, dst, 17, l4_len);
-    let udp = &mut frame[l4..];
+    const HDRS: usize = ETH_LEN + IPV4_LEN + UDP_LEN;
+    let l4_len = frame.len().saturating_sub(ETH_LEN + IPV4_LEN);
+    let Some((h, payload)) = frame.split_first_chunk_mut::<HDRS>() else {
+        return;
+    };
+    payload.fill(0x5a);
+    let (l3, udp) = h.split_at_mut(ETH_LEN + IPV4_LEN);
+    if let Ok(l3) = <&mut [u8; ETH_LEN + IPV4_LEN]>::try_from(l3) {
+        write_eth_ipv4(l3, src, dst, 17, l4_len);
+    }
     udp[0..2].copy_from_slice(&src.port.to_be_bytes());
     udp[2..4].copy_from_slice(&dst.port.to_be_bytes());
     udp[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
     udp[6..8].copy_from_slice(&[0, 0]);
-    udp[UDP_LEN..].fill(0x5a);
-    let c = csum_fold(csum_add(pseudo_header_sum(src, dst, 17, l4_len), udp));
+    let sum = csum_add(pseudo_header_sum(src, dst, 17, l4_len), udp);
+    let c = csum_fold(csum_add(sum, payload));
     let c = if c == 0 { 0xffff } else { c };
     udp[6..8].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Write a TCP/IPv4 frame: headers, then `payload` bytes of pattern, then
-/// zero padding up to the end of `frame` (outside the IP datagram).
+/// zero padding up to the end of `frame` (outside the IP datagram). A frame
+/// too short for the headers and payload is left alone.
 pub fn write_tcp4(
     frame: &mut [u8],
     src: &Endpoint,
@@ -215,10 +221,21 @@ pub fn write_tcp4(
     flags: u8,
     payload: usize,
 ) {
+    const HDRS: usize = ETH_LEN + IPV4_LEN + TCP_LEN;
     let l4_len = TCP_LEN + payload;
-    let l4 = write_eth_ipv4(frame, src, dst, 6, l4_len);
-    let (seg, pad) = frame[l4..].split_at_mut(l4_len);
+    let Some((h, rest)) = frame.split_first_chunk_mut::<HDRS>() else {
+        return;
+    };
+    if rest.len() < payload {
+        return;
+    }
+    let (data, pad) = rest.split_at_mut(payload);
+    data.fill(0xa5);
     pad.fill(0);
+    let (l3, seg) = h.split_at_mut(ETH_LEN + IPV4_LEN);
+    if let Ok(l3) = <&mut [u8; ETH_LEN + IPV4_LEN]>::try_from(l3) {
+        write_eth_ipv4(l3, src, dst, 6, l4_len);
+    }
     seg[0..2].copy_from_slice(&src.port.to_be_bytes());
     seg[2..4].copy_from_slice(&dst.port.to_be_bytes());
     seg[4..8].copy_from_slice(&seq.to_be_bytes());
@@ -227,8 +244,8 @@ pub fn write_tcp4(
     seg[13] = flags;
     seg[14..16].copy_from_slice(&0xffffu16.to_be_bytes());
     seg[16..20].fill(0);
-    seg[TCP_LEN..].fill(0xa5);
-    let c = csum_fold(csum_add(pseudo_header_sum(src, dst, 6, l4_len), seg));
+    let sum = csum_add(pseudo_header_sum(src, dst, 6, l4_len), seg);
+    let c = csum_fold(csum_add(sum, data));
     seg[16..18].copy_from_slice(&c.to_be_bytes());
 }
 
@@ -776,6 +793,22 @@ mod tests {
             b.free_into(&mut pool);
         }
         assert_eq!(pool.stats().heap_allocs, 0);
+    }
+
+    #[test]
+    fn writers_leave_too_short_frames_alone() {
+        let c = client_of(0);
+        let s = server(GenProto::Udp);
+        for len in 0..42 {
+            let mut f = vec![7u8; len];
+            write_udp4(&mut f, &c, &s);
+            assert!(f.iter().all(|&b| b == 7), "len {len}");
+        }
+        let mut f = vec![7u8; 60];
+        write_tcp4(&mut f, &c, &s, 1, 2, tcp_flags::ACK, 7);
+        assert!(f.iter().all(|&b| b == 7), "payload does not fit");
+        write_tcp4(&mut f, &c, &s, 1, 2, tcp_flags::ACK, 6);
+        check_frame(&f);
     }
 
     #[test]
