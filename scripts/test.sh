@@ -45,6 +45,9 @@ log "building release tools"
 cargo build --release --locked -p ct --bins
 log "ct-bench smoke run"
 ./target/release/ct-bench --threads 1 --packets 200000 --batch 32 --conns 1000 | tail -n 1
+log "extract-bench smoke run"
+cargo build --release --locked -p datapath --bin extract-bench
+./target/release/extract-bench --runs 1 --packets 100000 --port-packets 100000 | tail -n 3
 log "ct-replay over the golden traces"
 for f in ct/tests/golden/*.pcap; do
     ./target/release/ct-replay "$f" | diff -u "${f%.pcap}.expected" - \
