@@ -191,8 +191,8 @@ fn main() {
         flows, runs, args.port_packets
     );
     println!();
-    println!("| traffic                               | ns/packet |   Mpps |");
-    println!("|---------------------------------------|----------:|-------:|");
+    println!("| traffic                                | ns/packet |   Mpps |");
+    println!("|----------------------------------------|----------:|-------:|");
     let base = GeneratorConfig {
         flows: flows as u32,
         packet_size: args.size,
@@ -219,6 +219,6 @@ fn main() {
     ];
     for (name, cfg) in cases {
         let ns = measure_port_path(&cfg, args.port_packets, runs);
-        println!("| {name:<37} | {ns:>9.2} | {:>6.1} |", 1000.0 / ns);
+        println!("| {name:<38} | {ns:>9.2} | {:>6.1} |", 1000.0 / ns);
     }
 }
