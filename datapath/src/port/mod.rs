@@ -76,14 +76,15 @@ drop_reasons! {
     LinkDown, "link_down";
     /// The frame exceeds what the port can carry or the buffer can hold.
     TooLarge, "too_large";
-    /// The device or file reported an error while sending.
+    /// The device or file reported an error while sending, or the port
+    /// cannot send at all (a capture being replayed).
     TxError, "tx_error";
     /// The device or file reported an error while receiving.
     RxError, "rx_error";
     /// A received frame was shorter than an Ethernet header.
     RxRunt, "rx_runt";
-    /// The queue number does not exist on this port.
-    BadQueue, "bad_queue";
+    /// A replayed capture record of a link type other than Ethernet.
+    NotEthernet, "not_ethernet";
 }
 
 /// Number of [`PortDropReason`]s.
@@ -274,7 +275,8 @@ mod tests {
             c.drop(*r, i as u64 + 1);
         }
         let s = c.snapshot();
-        assert_eq!(s.drops(PortDropReason::BadQueue), 7);
+        assert_eq!(s.drops(PortDropReason::RxRunt), 6);
+        assert_eq!(s.drops(PortDropReason::NotEthernet), 7);
         assert_eq!(s.total_drops(), 28);
     }
 }

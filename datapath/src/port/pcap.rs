@@ -1,17 +1,22 @@
 //! Capture-file ports: [`PcapRxPort`] replays a pcap file as received
 //! traffic, [`PcapTxPort`] records what it is sent into a pcap file.
 //!
-//! Both keep their file behind a mutex taken once per burst. Only Ethernet
-//! captures (link type 1) in the classic pcap format are accepted.
+//! Both keep their file behind a mutex taken once per burst. Replay reads
+//! classic pcap and pcapng (told apart by the file's magic number); only
+//! Ethernet frames (link type 1) are delivered: a classic capture of another
+//! link type is refused when opened, and a pcapng record from a non-Ethernet
+//! interface is dropped as [`PortDropReason::NotEthernet`]. Recording writes
+//! classic pcap.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pcap_file::pcap::{PcapHeader, PcapReader};
+use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, Endianness, TsResolution};
 
 use super::{LinkState, Port, PortCounters, PortDropReason, PortStats};
@@ -39,7 +44,81 @@ fn err(path: &Path, what: impl std::fmt::Display) -> PcapPortError {
     }
 }
 
-type Reader = PcapReader<BufReader<Box<dyn Read + Send>>>;
+type Input = BufReader<Box<dyn Read + Send>>;
+
+/// An open capture of either format.
+enum Reader {
+    Pcap(PcapReader<Input>),
+    PcapNg {
+        reader: PcapNgReader<Input>,
+        /// Link type of each interface of the current section, by id.
+        links: Vec<DataLink>,
+    },
+}
+
+/// What the next record of a capture is.
+enum Record<'a> {
+    /// An Ethernet frame.
+    Frame(&'a [u8]),
+    /// A frame of another link type.
+    NotEthernet,
+    /// A block that carries no frame (pcapng metadata).
+    Other,
+    /// A record that could not be decoded.
+    Corrupt,
+}
+
+impl Reader {
+    fn next_record(&mut self) -> Option<Record<'_>> {
+        match self {
+            Reader::Pcap(r) => Some(match r.next_packet()? {
+                Ok(p) => match p.data {
+                    std::borrow::Cow::Borrowed(d) => Record::Frame(d),
+                    // pcap_file borrows from its own buffer; an owned record
+                    // would be a change in that crate: treat it as corrupt
+                    // rather than allocate per packet.
+                    std::borrow::Cow::Owned(_) => Record::Corrupt,
+                },
+                Err(_) => Record::Corrupt,
+            }),
+            Reader::PcapNg { reader, links } => {
+                let block = match reader.next_block()? {
+                    Ok(b) => b,
+                    Err(_) => return Some(Record::Corrupt),
+                };
+                let link_of = |id: u32| links.get(id as usize).copied();
+                Some(match block {
+                    Block::SectionHeader(_) => {
+                        links.clear();
+                        Record::Other
+                    }
+                    Block::InterfaceDescription(idb) => {
+                        links.push(idb.linktype);
+                        Record::Other
+                    }
+                    Block::EnhancedPacket(epb) => match link_of(epb.interface_id) {
+                        Some(DataLink::ETHERNET) => match epb.data {
+                            std::borrow::Cow::Borrowed(d) => Record::Frame(d),
+                            std::borrow::Cow::Owned(_) => Record::Corrupt,
+                        },
+                        _ => Record::NotEthernet,
+                    },
+                    Block::SimplePacket(spb) => match link_of(0) {
+                        Some(DataLink::ETHERNET) => match spb.data {
+                            std::borrow::Cow::Borrowed(d) => Record::Frame(d),
+                            std::borrow::Cow::Owned(_) => Record::Corrupt,
+                        },
+                        _ => Record::NotEthernet,
+                    },
+                    _ => Record::Other,
+                })
+            }
+        }
+    }
+}
+
+/// First four bytes of a pcapng file (the section header block type).
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
 struct RxState {
     reader: Option<Reader>,
@@ -65,12 +144,19 @@ pub struct PcapRxPort {
 fn open_reader(path: &Path) -> Result<Reader, PcapPortError> {
     let file = File::open(path).map_err(|e| err(path, e))?;
     let boxed: Box<dyn Read + Send> = Box::new(file);
-    let reader = PcapReader::new(BufReader::new(boxed)).map_err(|e| err(path, e))?;
+    let mut input = BufReader::new(boxed);
+    let head = input.fill_buf().map_err(|e| err(path, e))?;
+    if head.starts_with(&PCAPNG_MAGIC) {
+        let reader = PcapNgReader::new(input).map_err(|e| err(path, e))?;
+        let links = reader.interfaces().iter().map(|i| i.linktype).collect();
+        return Ok(Reader::PcapNg { reader, links });
+    }
+    let reader = PcapReader::new(input).map_err(|e| err(path, e))?;
     let link = reader.header().datalink;
     if link != DataLink::ETHERNET {
         return Err(err(path, format!("link type {link:?} is not Ethernet")));
     }
-    Ok(reader)
+    Ok(Reader::Pcap(reader))
 }
 
 impl PcapRxPort {
@@ -125,15 +211,17 @@ impl Port for PcapRxPort {
             return 0;
         };
         let (mut n, mut bytes, mut too_large, mut errors) = (0u64, 0u64, 0u64, 0u64);
+        let mut not_ethernet = 0u64;
         let mut empty_passes = 0;
         while !batch.is_full() {
+            let st = &mut *st;
             let Some(reader) = st.reader.as_mut() else {
                 break;
             };
-            match reader.next_packet() {
-                Some(Ok(pkt)) => {
+            match reader.next_record() {
+                Some(Record::Frame(data)) => {
                     let mut p = pool.alloc(self.port_no);
-                    if p.set_frame(&pkt.data).is_err() {
+                    if p.set_frame(data).is_err() {
                         too_large += 1;
                         pool.free(p);
                         continue;
@@ -144,9 +232,12 @@ impl Port for PcapRxPort {
                     // Cannot fail: the loop checked that the batch has room.
                     let _ = batch.push(p);
                 }
-                other => {
-                    // End of file, or a corrupt record (counted): a pass ends.
-                    if matches!(other, Some(Err(_))) {
+                Some(Record::NotEthernet) => not_ethernet += 1,
+                Some(Record::Other) => {}
+                end => {
+                    // End of file, or a corrupt record (counted): a pass
+                    // ends (the rest of a corrupt file cannot be trusted).
+                    if matches!(end, Some(Record::Corrupt)) {
                         errors += 1;
                     }
                     st.passes += 1;
@@ -173,6 +264,8 @@ impl Port for PcapRxPort {
         self.counters.rx(n, bytes);
         self.counters.drop(PortDropReason::TooLarge, too_large);
         self.counters.drop(PortDropReason::RxError, errors);
+        self.counters
+            .drop(PortDropReason::NotEthernet, not_ethernet);
         n as usize
     }
 
@@ -464,6 +557,59 @@ mod tests {
         let mut b = PacketBatch::new();
         assert_eq!(rx.rx_burst(0, &mut b, &mut pool), 0);
         assert!(rx.is_done());
+    }
+
+    #[test]
+    fn pcapng_replay_delivers_ethernet_and_drops_other_links() {
+        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+        use pcap_file::pcapng::PcapNgWriter;
+
+        let path = tmp("replay.pcapng");
+        let frames: Vec<Vec<u8>> = (0..5).map(|i| frame(i, 70)).collect();
+        {
+            let mut w = PcapNgWriter::new(File::create(&path).unwrap()).unwrap();
+            w.write_pcapng_block(InterfaceDescriptionBlock::new(DataLink::ETHERNET, 65535))
+                .unwrap();
+            w.write_pcapng_block(InterfaceDescriptionBlock::new(DataLink::RAW, 65535))
+                .unwrap();
+            for (i, f) in frames.iter().enumerate() {
+                for iface in [0u32, 1] {
+                    let epb = EnhancedPacketBlock {
+                        interface_id: iface,
+                        timestamp: Duration::from_micros(i as u64),
+                        original_len: f.len() as u32,
+                        data: std::borrow::Cow::Borrowed(&f[..]),
+                        options: vec![],
+                    };
+                    w.write_pcapng_block(epb).unwrap();
+                }
+            }
+        }
+        let rx = PcapRxPort::open("in", PortNo(4), &path, false).unwrap();
+        let mut pool = PacketPool::new(2048, 64, 64);
+        let mut b = PacketBatch::new();
+        assert_eq!(rx.rx_burst(0, &mut b, &mut pool), 5);
+        let got: Vec<Vec<u8>> = b.iter().map(|p| p.data().to_vec()).collect();
+        assert_eq!(got, frames);
+        assert!(rx.is_done());
+        assert_eq!(rx.stats().drops(PortDropReason::NotEthernet), 5);
+    }
+
+    #[test]
+    fn a_classic_capture_of_another_link_type_is_refused() {
+        let path = tmp("raw.pcap");
+        let header = PcapHeader {
+            datalink: DataLink::RAW,
+            ..PcapHeader::default()
+        };
+        let mut f = File::create(&path).unwrap();
+        header.write_to(&mut f).unwrap();
+        drop(f);
+        let e = PcapRxPort::open("in", PortNo(1), &path, false)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("not Ethernet"), "{e}");
     }
 
     #[test]
