@@ -14,6 +14,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use clap::Parser;
+use datapath::flow::hash::flow_hash;
 use datapath::flow::{extract_batch, ExtractStats, FlowKey};
 use datapath::packet::{Packet, PacketBatch, PacketPool, PortNo};
 use datapath::port::generator::{
@@ -86,8 +87,14 @@ fn batches(frames: impl Iterator<Item = Vec<u8>>) -> Vec<PacketBatch> {
     out
 }
 
-/// Median ns/packet over `runs` runs of `packets` packets.
-fn measure(batches: &mut [PacketBatch], packets: u64, runs: usize) -> (f64, ExtractStats) {
+/// Median ns/packet over `runs` runs of `packets` packets; with `hash`,
+/// each key is also hashed (as the exact-match cache will).
+fn measure(
+    batches: &mut [PacketBatch],
+    packets: u64,
+    runs: usize,
+    hash: bool,
+) -> (f64, ExtractStats) {
     let mut keys = [FlowKey::ZERO; BATCH_SIZE];
     let mut stats = ExtractStats::default();
     let per_pass: u64 = batches.iter().map(|b| b.len() as u64).sum();
@@ -102,6 +109,13 @@ fn measure(batches: &mut [PacketBatch], packets: u64, runs: usize) -> (f64, Extr
         for _ in 0..passes {
             for b in batches.iter_mut() {
                 extract_batch(black_box(b), &mut keys, &mut stats);
+                if hash {
+                    let mut hashes = [0u32; BATCH_SIZE];
+                    for (h, k) in hashes.iter_mut().zip(keys.iter()).take(b.len()) {
+                        *h = flow_hash(k, 0);
+                    }
+                    black_box(&hashes);
+                }
                 black_box(&keys);
             }
         }
@@ -171,16 +185,21 @@ fn main() {
         flows, args.size, BATCH_SIZE, runs, args.packets
     );
     println!();
-    println!("| packet    | ns/packet |   Mpps |");
-    println!("|-----------|----------:|-------:|");
+    println!("| packet    | ns/packet |   Mpps | with key hash: ns/packet |   Mpps |");
+    println!("|-----------|----------:|-------:|-------------------------:|-------:|");
     for (name, mut b) in kinds {
-        let (ns, stats) = measure(&mut b, args.packets, runs);
+        let (ns, stats) = measure(&mut b, args.packets, runs, false);
         assert_eq!(
             stats.malformed_total(),
             0,
             "{name}: benchmark frames must parse"
         );
-        println!("| {name:<9} | {ns:>9.2} | {:>6.1} |", 1000.0 / ns);
+        let (hns, _) = measure(&mut b, args.packets, runs, true);
+        println!(
+            "| {name:<9} | {ns:>9.2} | {:>6.1} | {hns:>24.2} | {:>6.1} |",
+            1000.0 / ns,
+            1000.0 / hns
+        );
     }
     if args.port_packets == 0 {
         return;

@@ -1,21 +1,51 @@
 //! The hash of a [`FlowKey`] used to index the exact-match cache.
 //!
-//! Four independent multiply–rotate lanes run over the key's words (so the
-//! multiplies overlap in the pipeline instead of forming one long chain),
-//! then a final avalanche mixes the lanes. Not cryptographic: the caches
-//! that use it bound their probe length, so a poor distribution costs hit
-//! rate, never correctness.
+//! The key's words are taken in pairs; each pair, XORed with its own secret
+//! constant (and the caller's basis), is multiplied as a 64x64->128-bit
+//! product whose halves are folded together, and the ten folded products
+//! are summed. The products do not depend on each other, so they run in
+//! parallel; a final avalanche spreads every bit over the result. Not
+//! cryptographic: the caches that use it bound their probe length, so a
+//! poor distribution costs hit rate, never correctness.
+//!
+//! Cost: about 8 ns per key on the development machine (`extract-bench`'s
+//! "with key hash" column). A cache may instead start from the NIC's RSS
+//! hash ([`crate::PacketMeta::rss_hash`]) when the port provides one,
+//! mixed with the recirculation id, as OVS's exact-match cache does; any
+//! function of the key is correct, since cache entries compare whole keys.
 
 use super::key::{FlowKey, FLOW_WORDS};
 
-const K0: u64 = 0x9e37_79b9_7f4a_7c15;
-const K1: u64 = 0xc2b2_ae3d_27d4_eb4f;
-const K2: u64 = 0x1656_67b1_9e37_79f9;
-const K3: u64 = 0xd6e8_feb8_6659_fd93;
+/// One secret per key word (random odd constants, fixed so hashes are
+/// stable across runs).
+const SECRETS: [u64; FLOW_WORDS] = [
+    0x90e9079313ded041,
+    0xf4ccfb30e6d2a3bd,
+    0xcfc7d7df8d8f4473,
+    0x63b512325954db6d,
+    0x191034e1b22ea03b,
+    0x3e5e5d9d52c58fa5,
+    0x283ad0369efd11ed,
+    0x72189e0c471455e9,
+    0xb7d9d7a1c7e6f269,
+    0xbc3e821497deaea1,
+    0xf5516ac14b667195,
+    0x246f395242dbcf5d,
+    0xcdbf4d2685ee5323,
+    0xfe35e41fd5b2d9ed,
+    0xa9044c4f63f0f8b1,
+    0x4af0d811151e3615,
+    0x27e350c2297516bf,
+    0x5bb16ff2a035fc97,
+    0x487b8034b3715d11,
+    0x40628752037ed6e5,
+];
 
+/// The 128-bit product of `a` and `b`, high half XOR low half.
 #[inline(always)]
-fn lane(h: u64, w: u64, k: u64) -> u64 {
-    (h ^ w).wrapping_mul(k).rotate_left(29)
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
 }
 
 /// Final avalanche (every input bit affects every output bit).
@@ -32,21 +62,16 @@ fn avalanche(mut h: u64) -> u64 {
 #[inline]
 pub fn flow_hash(key: &FlowKey, basis: u64) -> u32 {
     let w = key.words();
-    let (mut a, mut b, mut c, mut d) = (basis ^ K0, basis ^ K1, basis ^ K2, basis ^ K3);
+    let mut acc = basis;
     let mut i = 0;
-    while i + 4 <= FLOW_WORDS {
-        a = lane(a, w[i], K0);
-        b = lane(b, w[i + 1], K1);
-        c = lane(c, w[i + 2], K2);
-        d = lane(d, w[i + 3], K3);
-        i += 4;
+    while i + 1 < FLOW_WORDS {
+        acc = acc.wrapping_add(folded_multiply(
+            w[i] ^ SECRETS[i] ^ basis,
+            w[i + 1] ^ SECRETS[i + 1],
+        ));
+        i += 2;
     }
-    while i < FLOW_WORDS {
-        a = lane(a, w[i], K0);
-        i += 1;
-    }
-    let h = a ^ b.rotate_left(17) ^ c.rotate_left(31) ^ d.rotate_left(47);
-    let h = avalanche(h);
+    let h = avalanche(acc);
     (h ^ (h >> 32)) as u32
 }
 
@@ -66,15 +91,40 @@ mod tests {
 
     #[test]
     fn every_single_bit_change_changes_the_hash() {
-        let base = FlowKey::ZERO;
-        let h0 = flow_hash(&base, 7);
-        for w in 0..FLOW_WORDS {
-            for bit in 0..64 {
-                let mut k = base;
-                k.words_mut()[w] ^= 1 << bit;
-                assert_ne!(flow_hash(&k, 7), h0, "word {w} bit {bit}");
+        let mut typical = FlowKey::ZERO;
+        typical.set_dl_type(0x0800);
+        typical.set_nw_src(0x0a00_0001);
+        typical.set_nw_dst(0xac10_0001);
+        typical.set_nw_proto(6);
+        typical.set_tp_src(40000);
+        typical.set_tp_dst(80);
+        for base in [FlowKey::ZERO, typical] {
+            let h0 = flow_hash(&base, 7);
+            for w in 0..FLOW_WORDS {
+                for bit in 0..64 {
+                    let mut k = base;
+                    k.words_mut()[w] ^= 1 << bit;
+                    assert_ne!(flow_hash(&k, 7), h0, "word {w} bit {bit}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn swapping_two_words_changes_the_hash() {
+        // Position matters: the same values in other words hash apart.
+        let mut a = FlowKey::ZERO;
+        a.set_nw_src(0x0a00_0001);
+        a.set_nw_dst(0x0a00_0002);
+        let mut b = FlowKey::ZERO;
+        b.set_nw_src(0x0a00_0002);
+        b.set_nw_dst(0x0a00_0001);
+        assert_ne!(flow_hash(&a, 0), flow_hash(&b, 0));
+        let mut c = FlowKey::ZERO;
+        c.set_tp_src(80);
+        let mut d = FlowKey::ZERO;
+        d.set_tp_dst(80);
+        assert_ne!(flow_hash(&c, 0), flow_hash(&d, 0));
     }
 
     #[test]
