@@ -8,9 +8,12 @@
 //! - [`batch`]: [`PacketBatch`], up to [`crate::BATCH_SIZE`] packets, and
 //!   [`PacketPool`], the per-thread free list the software ports allocate
 //!   from so the steady state allocates nothing.
+//! - [`csum`]: the Internet checksum, full and incremental (for header
+//!   rewrites).
 
 pub mod batch;
 pub mod buf;
+pub mod csum;
 pub mod meta;
 
 pub use batch::{PacketBatch, PacketPool};

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::{LinkState, Port, PortCounters, PortStats};
-use crate::packet::{PacketBatch, PacketPool, PortNo};
+use crate::packet::{csum, PacketBatch, PacketPool, PortNo};
 
 /// Transport of the generated flows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,28 +132,6 @@ fn server(proto: GenProto) -> Endpoint {
     }
 }
 
-/// Ones'-complement sum of `data` (as big-endian 16-bit words) added to
-/// `sum`, not yet folded.
-#[inline]
-fn csum_add(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
-#[inline]
-fn csum_fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// Write Ethernet + IPv4 headers for a datagram of `l4_len` bytes.
 #[inline]
 fn write_eth_ipv4(
@@ -176,14 +154,8 @@ fn write_eth_ipv4(
     h[24..26].copy_from_slice(&[0, 0]);
     h[26..30].copy_from_slice(&src.ip);
     h[30..34].copy_from_slice(&dst.ip);
-    let c = csum_fold(csum_add(0, &h[14..34]));
+    let c = csum::checksum(&h[14..34]);
     h[24..26].copy_from_slice(&c.to_be_bytes());
-}
-
-fn pseudo_header_sum(src: &Endpoint, dst: &Endpoint, proto: u8, l4_len: usize) -> u32 {
-    let sum = csum_add(0, &src.ip);
-    let sum = csum_add(sum, &dst.ip);
-    sum + u32::from(proto) + l4_len as u32
 }
 
 /// Write a UDP/IPv4 frame filling all of `frame` (the payload is a fixed
@@ -203,8 +175,11 @@ pub fn write_udp4(frame: &mut [u8], src: &Endpoint, dst: &Endpoint) {
     udp[2..4].copy_from_slice(&dst.port.to_be_bytes());
     udp[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
     udp[6..8].copy_from_slice(&[0, 0]);
-    let sum = csum_add(pseudo_header_sum(src, dst, 17, l4_len), udp);
-    let c = csum_fold(csum_add(sum, payload));
+    let sum = csum::sum(
+        csum::pseudo_header_v4(src.ip, dst.ip, 17, l4_len as u16),
+        udp,
+    );
+    let c = csum::fold(csum::sum(sum, payload));
     let c = if c == 0 { 0xffff } else { c };
     udp[6..8].copy_from_slice(&c.to_be_bytes());
 }
@@ -244,8 +219,11 @@ pub fn write_tcp4(
     seg[13] = flags;
     seg[14..16].copy_from_slice(&0xffffu16.to_be_bytes());
     seg[16..20].fill(0);
-    let sum = csum_add(pseudo_header_sum(src, dst, 6, l4_len), seg);
-    let c = csum_fold(csum_add(sum, data));
+    let sum = csum::sum(
+        csum::pseudo_header_v4(src.ip, dst.ip, 6, l4_len as u16),
+        seg,
+    );
+    let c = csum::fold(csum::sum(sum, data));
     seg[16..18].copy_from_slice(&c.to_be_bytes());
 }
 
