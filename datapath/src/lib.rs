@@ -6,8 +6,9 @@
 //! Map of the crate (the layers that exist so far):
 //! - [`packet`]: the packet buffer with headroom ([`packet::Packet`]), its
 //!   per-packet metadata ([`packet::PacketMeta`]), the fixed-capacity
-//!   [`packet::PacketBatch`] and the recycling [`packet::PacketPool`].
-//! - [`flow`]: flow-key extraction ([`flow::extract`]) into the compact
+//!   [`packet::PacketBatch`], the recycling [`packet::PacketPool`], and the
+//!   Internet checksum ([`packet::csum`]).
+//! - [`flow`]: flow-key extraction ([`flow::extract()`]) into the compact
 //!   [`flow::FlowKey`], with a counter per malformation reason, and the
 //!   key hash used by the exact-match cache.
 //! - [`port`]: the [`port::Port`] trait and the software ports (rings, pcap

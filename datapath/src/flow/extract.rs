@@ -17,6 +17,10 @@
 //!
 //! The L3 and L4 offsets go into the packet's [`PacketMeta`] so later stages
 //! (conntrack takes the bytes from the L3 header on) need not parse again.
+//!
+//! Checksums are not verified here: a bad checksum does not change the
+//! key, and conntrack verifies them once (or trusts the NIC's offload
+//! flags) when it needs to.
 
 use super::key::{mac_to_u64, FlowKey, DL_TYPE_NONE, FRAG_ANY, FRAG_LATER, MAX_VLANS};
 use crate::packet::meta::NO_OFFSET;
