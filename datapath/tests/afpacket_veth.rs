@@ -222,6 +222,25 @@ fn veth_pair_carries_bursts_both_ways() {
     }
     assert_eq!(got, vec![tagged, qinq], "VLAN tags restored");
 
+    // Frames the kernel drops because B does not poll show up as
+    // rx_overflow, and nothing is counted twice.
+    pb.set_rx_buffer(4096).unwrap();
+    let _ = pb.stats(); // reset the kernel's counters
+    let flood: Vec<Vec<u8>> = (0..2000).map(|i| frame(3, i, 1000)).collect();
+    let sent = send(&pa, &flood, &mut pool) as u64;
+    let received =
+        receive_for(&pb, 3, flood.len(), &mut pool, Duration::from_millis(300)).len() as u64;
+    let overflow = pb.stats().drops(PortDropReason::RxOverflow);
+    assert!(
+        overflow > 0,
+        "a 4 KiB socket queue overflows under 2000 frames"
+    );
+    assert!(
+        received + overflow <= sent,
+        "{received} + {overflow} > {sent}"
+    );
+    assert!(received > 0);
+
     // Peer down: the link goes down.
     ip(&["link", "set", &pair.b, "down"]).unwrap();
     assert!(

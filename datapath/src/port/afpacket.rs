@@ -34,6 +34,19 @@ const PACKET_MR_PROMISC: libc::c_ushort = 1;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_OUTGOING: u8 = 4;
 const PACKET_AUXDATA: libc::c_int = 8;
+const PACKET_STATISTICS: libc::c_int = 6;
+
+/// Mirror of `struct tpacket_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct TpacketStats {
+    tp_packets: u32,
+    tp_drops: u32,
+}
+
+/// Socket buffer size asked for in each direction (the kernel caps it at
+/// `net.core.rmem_max`/`wmem_max` unless the process may force more).
+pub const SOCKET_BUFFER_BYTES: i32 = 4 << 20;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 
@@ -225,6 +238,16 @@ impl AfPacketPort {
         };
         setsockopt(&fd, libc::SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq)
             .map_err(|e| fail("promiscuous mode", e))?;
+        // Room for bursts between polls; the FORCE variants pass the sysctl
+        // caps with CAP_NET_ADMIN, the plain ones are the fallback.
+        for (force, plain) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
+            if setsockopt(&fd, libc::SOL_SOCKET, force, &SOCKET_BUFFER_BYTES).is_err() {
+                let _ = setsockopt(&fd, libc::SOL_SOCKET, plain, &SOCKET_BUFFER_BYTES);
+            }
+        }
         Ok(AfPacketPort {
             name: name.into(),
             port_no,
@@ -243,6 +266,36 @@ impl AfPacketPort {
     /// The kernel interface index.
     pub fn ifindex(&self) -> i32 {
         self.ifindex
+    }
+
+    /// Set the kernel receive buffer of the socket (bytes; the kernel
+    /// doubles it for bookkeeping and applies its limits).
+    pub fn set_rx_buffer(&self, bytes: i32) -> io::Result<()> {
+        setsockopt(&self.fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &bytes)
+            .or_else(|_| setsockopt(&self.fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &bytes))
+    }
+
+    /// Move the kernel's count of frames it dropped because the socket
+    /// queue was full into [`PortDropReason::RxOverflow`] (reading the
+    /// kernel counters resets them).
+    fn collect_kernel_drops(&self) {
+        let mut st = TpacketStats::default();
+        let mut len = size_of::<TpacketStats>() as libc::socklen_t;
+        // SAFETY: `st` is a live TpacketStats and `len` holds its size, so
+        // the kernel writes at most that many bytes into it; `fd` is open.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                PACKET_STATISTICS,
+                (&mut st as *mut TpacketStats).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            self.counters
+                .drop(PortDropReason::RxOverflow, u64::from(st.tp_drops));
+        }
     }
 }
 
@@ -420,6 +473,7 @@ impl Port for AfPacketPort {
     }
 
     fn stats(&self) -> PortStats {
+        self.collect_kernel_drops();
         self.counters.snapshot()
     }
 

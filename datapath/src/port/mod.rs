@@ -85,10 +85,13 @@ drop_reasons! {
     RxRunt, "rx_runt";
     /// A replayed capture record of a link type other than Ethernet.
     NotEthernet, "not_ethernet";
+    /// The receive queue overflowed before the port polled it (the
+    /// kernel's socket queue, for AF_PACKET).
+    RxOverflow, "rx_overflow";
 }
 
 /// Number of [`PortDropReason`]s.
-pub const DROP_REASONS: usize = 7;
+pub const DROP_REASONS: usize = 8;
 
 /// A snapshot of a port's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -110,6 +113,14 @@ impl PortStats {
     /// Drops of every reason.
     pub fn total_drops(&self) -> u64 {
         self.drops.iter().sum()
+    }
+
+    /// `(label, count)` for each reason with a non-zero count.
+    pub fn nonzero_drops(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        PortDropReason::ALL
+            .iter()
+            .map(|r| (r.label(), self.drops(*r)))
+            .filter(|(_, n)| *n != 0)
     }
 }
 
@@ -275,8 +286,11 @@ mod tests {
             c.drop(*r, i as u64 + 1);
         }
         let s = c.snapshot();
+        assert_eq!(s.nonzero_drops().count(), DROP_REASONS);
+        assert_eq!(s.nonzero_drops().next(), Some(("tx_queue_full", 1)));
         assert_eq!(s.drops(PortDropReason::RxRunt), 6);
         assert_eq!(s.drops(PortDropReason::NotEthernet), 7);
-        assert_eq!(s.total_drops(), 28);
+        assert_eq!(s.drops(PortDropReason::RxOverflow), 8);
+        assert_eq!(s.total_drops(), 36);
     }
 }
