@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use datapath::packet::{PacketBatch, PacketPool, PortNo};
 use datapath::port::afpacket::AfPacketPort;
+use datapath::port::generator::{client_of, udp4_frame, Endpoint};
 use datapath::port::{LinkState, Port, PortDropReason};
 
 const MARKER_TYPE: u16 = 0x88b5; // IEEE local experimental ethertype
@@ -39,8 +40,13 @@ struct VethPair {
 
 impl VethPair {
     fn create() -> Result<VethPair, String> {
+        Self::create_named("")
+    }
+
+    /// Names `fvdp<pid><tag>a` / `...b` (tags keep parallel tests apart).
+    fn create_named(tag: &str) -> Result<VethPair, String> {
         let id = std::process::id() % 100_000;
-        let (a, b) = (format!("fvdp{id}a"), format!("fvdp{id}b"));
+        let (a, b) = (format!("fvdp{id}{tag}a"), format!("fvdp{id}{tag}b"));
         let _ = ip(&["link", "del", &a]);
         ip(&["link", "add", &a, "type", "veth", "peer", "name", &b])?;
         let pair = VethPair { a, b };
@@ -247,4 +253,60 @@ fn veth_pair_carries_bursts_both_ways() {
         wait_link(&pa, LinkState::Down),
         "link state follows the peer"
     );
+}
+
+#[test]
+fn fanout_queues_split_flows_and_keep_each_flow_on_one_queue() {
+    let pair = match VethPair::create_named("q") {
+        Ok(p) => p,
+        Err(reason) => return skip_or_fail(&reason),
+    };
+    let pa = match AfPacketPort::open("a", PortNo(1), &pair.a) {
+        Ok(p) => p,
+        Err(e) => return skip_or_fail(&e.to_string()),
+    };
+    let pb = AfPacketPort::open_with_queues("b", PortNo(2), &pair.b, 2).expect("fanout group");
+    assert_eq!((pb.n_rxq(), pb.n_txq()), (2, 2));
+    assert!(wait_link(&pa, LinkState::Up));
+    let mut pool = PacketPool::new(2048, 128, 256);
+
+    let server = Endpoint {
+        mac: [0x02, 0xfe, 0, 0, 0, 9],
+        ip: [192, 0, 2, 1],
+        port: 9,
+    };
+    let frames: Vec<Vec<u8>> = (0..256u64)
+        .map(|i| udp4_frame(64, &client_of(i % 64), &server))
+        .collect();
+    assert_eq!(send(&pa, &frames, &mut pool), 256);
+
+    // source port -> queue that saw it
+    let mut seen: std::collections::HashMap<[u8; 2], usize> = Default::default();
+    let mut per_queue = [0usize; 2];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut b = PacketBatch::new();
+    while per_queue.iter().sum::<usize>() < 256 && Instant::now() < deadline {
+        for (q, count) in per_queue.iter_mut().enumerate() {
+            pb.rx_burst(q, &mut b, &mut pool);
+            for p in b.drain() {
+                let d = p.data();
+                if d.len() >= 42 && d[0..6] == server.mac && d[12..14] == [0x08, 0x00] {
+                    *count += 1;
+                    let port = [d[34], d[35]];
+                    let first = *seen.entry(port).or_insert(q);
+                    assert_eq!(first, q, "a flow moved between queues");
+                }
+                pool.free(p);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(per_queue.iter().sum::<usize>(), 256, "{per_queue:?}");
+    assert_eq!(seen.len(), 64);
+    assert!(
+        per_queue.iter().all(|&n| n > 0),
+        "both queues get flows: {per_queue:?}"
+    );
+    let mut none = PacketBatch::new();
+    assert_eq!(pb.rx_burst(2, &mut none, &mut pool), 0, "no third queue");
 }

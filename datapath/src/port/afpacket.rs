@@ -1,7 +1,7 @@
 //! [`AfPacketPort`]: a Linux kernel network interface (a veth end, a tap, a
 //! NIC) driven through an `AF_PACKET` raw socket. Needs `CAP_NET_RAW`.
 //!
-//! One non-blocking socket bound to the interface, in promiscuous mode.
+//! A non-blocking socket bound to the interface, in promiscuous mode.
 //! A receive burst is one `recvmmsg` straight into pool buffers (no copy);
 //! a transmit burst is one `sendmmsg` from the packets' own bytes. The
 //! socket ignores its own transmissions (`PACKET_IGNORE_OUTGOING`; frames
@@ -12,8 +12,9 @@
 //! and puts the tag back into the frame, using the packet's headroom, so
 //! the datapath sees the frame as it was on the wire.
 //!
-//! Limit for now: one receive queue (a `PACKET_FANOUT` group would give
-//! more).
+//! Several receive queues are several sockets in one `PACKET_FANOUT_HASH`
+//! group ([`AfPacketPort::open_with_queues`]): the kernel hashes each flow
+//! to one socket, so poll-mode threads can poll one queue each.
 //!
 //! This file is one of the two places of the crate allowed `unsafe` (the
 //! libc calls); each block says why it is sound.
@@ -35,6 +36,8 @@ const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_OUTGOING: u8 = 4;
 const PACKET_AUXDATA: libc::c_int = 8;
 const PACKET_STATISTICS: libc::c_int = 6;
+const PACKET_FANOUT: libc::c_int = 18;
+const PACKET_FANOUT_HASH: i32 = 0;
 
 /// Mirror of `struct tpacket_stats`.
 #[repr(C)]
@@ -149,7 +152,8 @@ pub struct AfPacketPort {
     port_no: PortNo,
     ifname: String,
     ifindex: i32,
-    fd: OwnedFd,
+    /// One socket per receive queue.
+    fds: Box<[OwnedFd]>,
     counters: PortCounters,
 }
 
@@ -173,12 +177,94 @@ fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, val: &T) ->
     }
 }
 
+/// Open, bind and configure one socket on interface `ifindex`.
+fn open_socket(ifindex: u32) -> Result<OwnedFd, (&'static str, io::Error)> {
+    // Protocol 0: the socket receives nothing until bound to one
+    // interface below, so no frame of another interface slips in.
+    // SAFETY: plain syscall with constant arguments; the result is checked.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(("socket", io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a freshly created descriptor that nothing else
+    // owns; OwnedFd closes it exactly once.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: `sll` is a valid sockaddr_ll and the length matches it.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(("bind", io::Error::last_os_error()));
+    }
+    // Older kernels lack the option: outgoing frames are then skipped
+    // by their packet type on receive.
+    let _ = setsockopt(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32);
+    setsockopt(&fd, libc::SOL_PACKET, PACKET_AUXDATA, &1i32).map_err(|e| ("PACKET_AUXDATA", e))?;
+    let mreq = PacketMreq {
+        mr_ifindex: ifindex as i32,
+        mr_type: PACKET_MR_PROMISC,
+        mr_alen: 0,
+        mr_address: [0; 8],
+    };
+    setsockopt(&fd, libc::SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq)
+        .map_err(|e| ("promiscuous mode", e))?;
+    // Room for bursts between polls; the FORCE variants pass the sysctl
+    // caps with CAP_NET_ADMIN, the plain ones are the fallback.
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if setsockopt(&fd, libc::SOL_SOCKET, force, &SOCKET_BUFFER_BYTES).is_err() {
+            let _ = setsockopt(&fd, libc::SOL_SOCKET, plain, &SOCKET_BUFFER_BYTES);
+        }
+    }
+    Ok(fd)
+}
+
+/// A fanout group id no other port of this process uses.
+fn next_fanout_group() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    (std::process::id() as u16)
+        .wrapping_mul(251)
+        .wrapping_add(n as u16)
+}
+
 impl AfPacketPort {
-    /// Open a port on interface `ifname`.
+    /// Open a port with one receive queue on interface `ifname`.
     pub fn open(
         name: impl Into<String>,
         port_no: PortNo,
         ifname: &str,
+    ) -> Result<AfPacketPort, AfPacketError> {
+        Self::open_with_queues(name, port_no, ifname, 1)
+    }
+
+    /// Open a port with `n_rxq` receive queues (at least 1): one socket per
+    /// queue, joined in a `PACKET_FANOUT_HASH` group so that the kernel
+    /// spreads flows over the queues and keeps each flow on one queue.
+    /// Transmit queue `q` sends on socket `q % n_rxq`.
+    pub fn open_with_queues(
+        name: impl Into<String>,
+        port_no: PortNo,
+        ifname: &str,
+        n_rxq: usize,
     ) -> Result<AfPacketPort, AfPacketError> {
         let fail = |step, source| AfPacketError {
             ifname: ifname.to_string(),
@@ -192,68 +278,24 @@ impl AfPacketPort {
         if ifindex == 0 {
             return Err(fail("if_nametoindex", io::Error::last_os_error()));
         }
-        // Protocol 0: the socket receives nothing until bound to one
-        // interface below, so no frame of another interface slips in.
-        // SAFETY: plain syscall with constant arguments; the result is checked.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(fail("socket", io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a freshly created descriptor that nothing else
-        // owns; OwnedFd closes it exactly once.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-
-        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: `sll` is a valid sockaddr_ll and the length matches it.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(fail("bind", io::Error::last_os_error()));
-        }
-        // Older kernels lack the option: outgoing frames are then skipped
-        // by their packet type on receive.
-        let _ = setsockopt(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32);
-        setsockopt(&fd, libc::SOL_PACKET, PACKET_AUXDATA, &1i32)
-            .map_err(|e| fail("PACKET_AUXDATA", e))?;
-        let mreq = PacketMreq {
-            mr_ifindex: ifindex as i32,
-            mr_type: PACKET_MR_PROMISC,
-            mr_alen: 0,
-            mr_address: [0; 8],
-        };
-        setsockopt(&fd, libc::SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq)
-            .map_err(|e| fail("promiscuous mode", e))?;
-        // Room for bursts between polls; the FORCE variants pass the sysctl
-        // caps with CAP_NET_ADMIN, the plain ones are the fallback.
-        for (force, plain) in [
-            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-        ] {
-            if setsockopt(&fd, libc::SOL_SOCKET, force, &SOCKET_BUFFER_BYTES).is_err() {
-                let _ = setsockopt(&fd, libc::SOL_SOCKET, plain, &SOCKET_BUFFER_BYTES);
+        let n_rxq = n_rxq.clamp(1, 64);
+        let group = next_fanout_group();
+        let mut fds = Vec::with_capacity(n_rxq);
+        for _ in 0..n_rxq {
+            let fd = open_socket(ifindex).map_err(|(step, e)| fail(step, e))?;
+            if n_rxq > 1 {
+                let arg = i32::from(group) | (PACKET_FANOUT_HASH << 16);
+                setsockopt(&fd, libc::SOL_PACKET, PACKET_FANOUT, &arg)
+                    .map_err(|e| fail("PACKET_FANOUT", e))?;
             }
+            fds.push(fd);
         }
         Ok(AfPacketPort {
             name: name.into(),
             port_no,
             ifname: ifname.to_string(),
             ifindex: ifindex as i32,
-            fd,
+            fds: fds.into_boxed_slice(),
             counters: PortCounters::default(),
         })
     }
@@ -268,33 +310,39 @@ impl AfPacketPort {
         self.ifindex
     }
 
-    /// Set the kernel receive buffer of the socket (bytes; the kernel
-    /// doubles it for bookkeeping and applies its limits).
+    /// Set the kernel receive buffer of every queue's socket (bytes; the
+    /// kernel doubles it for bookkeeping and applies its limits).
     pub fn set_rx_buffer(&self, bytes: i32) -> io::Result<()> {
-        setsockopt(&self.fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &bytes)
-            .or_else(|_| setsockopt(&self.fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &bytes))
+        for fd in self.fds.iter() {
+            setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &bytes)
+                .or_else(|_| setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &bytes))?;
+        }
+        Ok(())
     }
 
     /// Move the kernel's count of frames it dropped because the socket
     /// queue was full into [`PortDropReason::RxOverflow`] (reading the
     /// kernel counters resets them).
     fn collect_kernel_drops(&self) {
-        let mut st = TpacketStats::default();
-        let mut len = size_of::<TpacketStats>() as libc::socklen_t;
-        // SAFETY: `st` is a live TpacketStats and `len` holds its size, so
-        // the kernel writes at most that many bytes into it; `fd` is open.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                PACKET_STATISTICS,
-                (&mut st as *mut TpacketStats).cast(),
-                &mut len,
-            )
-        };
-        if r == 0 {
-            self.counters
-                .drop(PortDropReason::RxOverflow, u64::from(st.tp_drops));
+        for fd in self.fds.iter() {
+            let mut st = TpacketStats::default();
+            let mut len = size_of::<TpacketStats>() as libc::socklen_t;
+            // SAFETY: `st` is a live TpacketStats and `len` holds its size,
+            // so the kernel writes at most that many bytes into it; `fd` is
+            // open.
+            let r = unsafe {
+                libc::getsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_PACKET,
+                    PACKET_STATISTICS,
+                    (&mut st as *mut TpacketStats).cast(),
+                    &mut len,
+                )
+            };
+            if r == 0 {
+                self.counters
+                    .drop(PortDropReason::RxOverflow, u64::from(st.tp_drops));
+            }
         }
     }
 }
@@ -308,9 +356,20 @@ impl Port for AfPacketPort {
         self.port_no
     }
 
+    fn n_rxq(&self) -> usize {
+        self.fds.len()
+    }
+
+    fn n_txq(&self) -> usize {
+        self.fds.len()
+    }
+
     fn rx_burst(&self, rxq: usize, batch: &mut PacketBatch, pool: &mut PacketPool) -> usize {
         let want = batch.remaining().min(BATCH_SIZE);
-        if rxq != 0 || want == 0 {
+        let Some(fd) = self.fds.get(rxq) else {
+            return 0;
+        };
+        if want == 0 {
             return 0;
         }
         // Fresh buffers, each opened to its full tailroom to receive into.
@@ -346,7 +405,7 @@ impl Port for AfPacketPort {
         // msg_control at a ControlBuf of the stated size.
         let r = unsafe {
             libc::recvmmsg(
-                self.fd.as_raw_fd(),
+                fd.as_raw_fd(),
                 msgs.as_mut_ptr(),
                 want as libc::c_uint,
                 libc::MSG_DONTWAIT,
@@ -406,7 +465,8 @@ impl Port for AfPacketPort {
         n as usize
     }
 
-    fn tx_burst(&self, _txq: usize, batch: &mut PacketBatch, pool: &mut PacketPool) -> usize {
+    fn tx_burst(&self, txq: usize, batch: &mut PacketBatch, pool: &mut PacketPool) -> usize {
+        let fd = &self.fds[txq % self.fds.len()];
         let n = batch.len().min(BATCH_SIZE);
         // SAFETY: plain old data; zero is a valid value.
         let mut iov: [libc::iovec; BATCH_SIZE] = unsafe { zeroed() };
@@ -427,7 +487,7 @@ impl Port for AfPacketPort {
             // touched until the call returns; the kernel only reads them.
             let r = unsafe {
                 libc::sendmmsg(
-                    self.fd.as_raw_fd(),
+                    fd.as_raw_fd(),
                     msgs.as_mut_ptr().add(next),
                     (n - next) as libc::c_uint,
                     libc::MSG_DONTWAIT,
