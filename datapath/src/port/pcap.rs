@@ -56,10 +56,11 @@ enum Reader {
     },
 }
 
-/// What the next record of a capture is.
-enum Record<'a> {
-    /// An Ethernet frame.
-    Frame(&'a [u8]),
+/// What the next record of a capture was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Record {
+    /// An Ethernet frame (handed to the caller's closure).
+    Frame,
     /// A frame of another link type.
     NotEthernet,
     /// A block that carries no frame (pcapng metadata).
@@ -69,16 +70,15 @@ enum Record<'a> {
 }
 
 impl Reader {
-    fn next_record(&mut self) -> Option<Record<'_>> {
+    /// Read the next record; an Ethernet frame is passed to `on_frame`
+    /// (borrowed from the reader's buffer). `None` at the end of the file.
+    fn next_record(&mut self, on_frame: impl FnOnce(&[u8])) -> Option<Record> {
         match self {
             Reader::Pcap(r) => Some(match r.next_packet()? {
-                Ok(p) => match p.data {
-                    std::borrow::Cow::Borrowed(d) => Record::Frame(d),
-                    // pcap_file borrows from its own buffer; an owned record
-                    // would be a change in that crate: treat it as corrupt
-                    // rather than allocate per packet.
-                    std::borrow::Cow::Owned(_) => Record::Corrupt,
-                },
+                Ok(p) => {
+                    on_frame(&p.data);
+                    Record::Frame
+                }
                 Err(_) => Record::Corrupt,
             }),
             Reader::PcapNg { reader, links } => {
@@ -86,31 +86,26 @@ impl Reader {
                     Ok(b) => b,
                     Err(_) => return Some(Record::Corrupt),
                 };
-                let link_of = |id: u32| links.get(id as usize).copied();
-                Some(match block {
-                    Block::SectionHeader(_) => {
-                        links.clear();
+                let is_ethernet = |id: u32| links.get(id as usize) == Some(&DataLink::ETHERNET);
+                let frame = match &block {
+                    Block::EnhancedPacket(epb) => Some((is_ethernet(epb.interface_id), &epb.data)),
+                    Block::SimplePacket(spb) => Some((is_ethernet(0), &spb.data)),
+                    _ => None,
+                };
+                Some(match frame {
+                    Some((true, data)) => {
+                        on_frame(data);
+                        Record::Frame
+                    }
+                    Some((false, _)) => Record::NotEthernet,
+                    None => {
+                        match block {
+                            Block::SectionHeader(_) => links.clear(),
+                            Block::InterfaceDescription(idb) => links.push(idb.linktype),
+                            _ => {}
+                        }
                         Record::Other
                     }
-                    Block::InterfaceDescription(idb) => {
-                        links.push(idb.linktype);
-                        Record::Other
-                    }
-                    Block::EnhancedPacket(epb) => match link_of(epb.interface_id) {
-                        Some(DataLink::ETHERNET) => match epb.data {
-                            std::borrow::Cow::Borrowed(d) => Record::Frame(d),
-                            std::borrow::Cow::Owned(_) => Record::Corrupt,
-                        },
-                        _ => Record::NotEthernet,
-                    },
-                    Block::SimplePacket(spb) => match link_of(0) {
-                        Some(DataLink::ETHERNET) => match spb.data {
-                            std::borrow::Cow::Borrowed(d) => Record::Frame(d),
-                            std::borrow::Cow::Owned(_) => Record::Corrupt,
-                        },
-                        _ => Record::NotEthernet,
-                    },
-                    _ => Record::Other,
                 })
             }
         }
@@ -218,20 +213,29 @@ impl Port for PcapRxPort {
             let Some(reader) = st.reader.as_mut() else {
                 break;
             };
-            match reader.next_record() {
-                Some(Record::Frame(data)) => {
-                    let mut p = pool.alloc(self.port_no);
-                    if p.set_frame(data).is_err() {
+            let mut frame_result = None;
+            let record = reader.next_record(|data| {
+                let mut p = pool.alloc(self.port_no);
+                frame_result = Some(match p.set_frame(data) {
+                    Ok(()) => Ok(p),
+                    Err(_) => Err(p),
+                });
+            });
+            match record {
+                Some(Record::Frame) => match frame_result {
+                    Some(Ok(p)) => {
+                        empty_passes = 0;
+                        bytes += p.len() as u64;
+                        n += 1;
+                        // Cannot fail: the loop checked that the batch has room.
+                        let _ = batch.push(p);
+                    }
+                    Some(Err(p)) => {
                         too_large += 1;
                         pool.free(p);
-                        continue;
                     }
-                    empty_passes = 0;
-                    bytes += p.len() as u64;
-                    n += 1;
-                    // Cannot fail: the loop checked that the batch has room.
-                    let _ = batch.push(p);
-                }
+                    None => {}
+                },
                 Some(Record::NotEthernet) => not_ethernet += 1,
                 Some(Record::Other) => {}
                 end => {
