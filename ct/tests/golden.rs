@@ -41,107 +41,33 @@ fn scenarios() -> Vec<Scenario> {
         name: "tcp_handshake_data_close",
         packets: vec![
             (tcp4(a, b, 40000, 80, 1000, 0, SYN, 29200, 0), "new|trk", 0),
-            (
-                tcp4(b, a, 80, 40000, 9000, 1001, SYN | ACK, 28960, 0),
-                "est|rpl|trk",
-                0,
-            ),
-            (
-                tcp4(a, b, 40000, 80, 1001, 9001, ACK, 29200, 0),
-                "est|trk",
-                0,
-            ),
-            (
-                tcp4(a, b, 40000, 80, 1001, 9001, ACK | PSH, 29200, 100),
-                "est|trk",
-                0,
-            ),
-            (
-                tcp4(b, a, 80, 40000, 9001, 1101, ACK | PSH, 28960, 500),
-                "est|rpl|trk",
-                0,
-            ),
-            (
-                tcp4(a, b, 40000, 80, 1101, 9501, ACK | FIN, 29200, 0),
-                "est|trk",
-                1,
-            ),
-            (
-                tcp4(b, a, 80, 40000, 9501, 1102, ACK | FIN, 28960, 0),
-                "est|rpl|trk",
-                1,
-            ),
-            (
-                tcp4(a, b, 40000, 80, 1102, 9502, ACK, 29200, 0),
-                "est|trk",
-                1,
-            ),
+            (tcp4(b, a, 80, 40000, 9000, 1001, SYN | ACK, 28960, 0), "est|rpl|trk", 0),
+            (tcp4(a, b, 40000, 80, 1001, 9001, ACK, 29200, 0), "est|trk", 0),
+            (tcp4(a, b, 40000, 80, 1001, 9001, ACK | PSH, 29200, 100), "est|trk", 0),
+            (tcp4(b, a, 80, 40000, 9001, 1101, ACK | PSH, 28960, 500), "est|rpl|trk", 0),
+            (tcp4(a, b, 40000, 80, 1101, 9501, ACK | FIN, 29200, 0), "est|trk", 1),
+            (tcp4(b, a, 80, 40000, 9501, 1102, ACK | FIN, 28960, 0), "est|rpl|trk", 1),
+            (tcp4(a, b, 40000, 80, 1102, 9502, ACK, 29200, 0), "est|trk", 1),
             // TIME_WAIT: a new SYN on the same tuple reopens.
-            (
-                tcp4(a, b, 40000, 80, 500000, 0, SYN, 29200, 0),
-                "new|trk",
-                2,
-            ),
+            (tcp4(a, b, 40000, 80, 500000, 0, SYN, 29200, 0), "new|trk", 2),
         ],
     });
     v.push(Scenario {
         name: "tcp_invalid",
         packets: vec![
             (tcp4(a, b, 40001, 80, 1000, 5, ACK, 29200, 0), "inv|trk", 0),
-            (
-                tcp4(a, b, 40001, 80, 1000, 0, SYN | FIN, 29200, 0),
-                "inv|trk",
-                0,
-            ),
-            (
-                tcp4(a, b, 40001, 80, 1000, 0, SYN | ACK, 29200, 0),
-                "inv|trk",
-                0,
-            ),
+            (tcp4(a, b, 40001, 80, 1000, 0, SYN | FIN, 29200, 0), "inv|trk", 0),
+            (tcp4(a, b, 40001, 80, 1000, 0, SYN | ACK, 29200, 0), "inv|trk", 0),
             (tcp4(a, b, 40001, 80, 1000, 0, 0, 29200, 0), "inv|trk", 0),
             (tcp4(a, b, 40001, 80, 1000, 0, SYN, 29200, 0), "new|trk", 0),
-            (
-                tcp4(b, a, 80, 40001, 7000, 1001, SYN | ACK, 28960, 0),
-                "est|rpl|trk",
-                0,
-            ),
-            (
-                tcp4(a, b, 40001, 80, 1001, 7001, ACK, 29200, 0),
-                "est|trk",
-                0,
-            ),
+            (tcp4(b, a, 80, 40001, 7000, 1001, SYN | ACK, 28960, 0), "est|rpl|trk", 0),
+            (tcp4(a, b, 40001, 80, 1001, 7001, ACK, 29200, 0), "est|trk", 0),
             // Injected segment far outside the window, and a blind RST.
-            (
-                tcp4(
-                    b,
-                    a,
-                    80,
-                    40001,
-                    7001 + 1_000_000_000,
-                    1001,
-                    ACK | PSH,
-                    28960,
-                    20,
-                ),
-                "inv|trk",
-                0,
-            ),
-            (
-                tcp4(b, a, 80, 40001, 7001 + 3_000_000, 0, RST, 0, 0),
-                "inv|trk",
-                0,
-            ),
+            (tcp4(b, a, 80, 40001, 7001 + 1_000_000_000, 1001, ACK | PSH, 28960, 20), "inv|trk", 0),
+            (tcp4(b, a, 80, 40001, 7001 + 3_000_000, 0, RST, 0, 0), "inv|trk", 0),
             // The real connection continues, then a valid RST closes it.
-            (
-                tcp4(b, a, 80, 40001, 7001, 1001, ACK | PSH, 28960, 20),
-                "est|rpl|trk",
-                0,
-            ),
-            (
-                tcp4(a, b, 40001, 80, 1001, 7021, RST | ACK, 0, 0),
-                "est|trk",
-                0,
-            ),
+            (tcp4(b, a, 80, 40001, 7001, 1001, ACK | PSH, 28960, 20), "est|rpl|trk", 0),
+            (tcp4(a, b, 40001, 80, 1001, 7021, RST | ACK, 0, 0), "est|trk", 0),
         ],
     });
     let req = icmp4_echo(a, b, 0x1234, true);
@@ -155,11 +81,7 @@ fn scenarios() -> Vec<Scenario> {
             (req, "est|trk", 1),
             (u.clone(), "new|trk", 1),
             (icmp4_error("192.168.1.30", a, 3, 3, &u), "rel|rpl|trk", 1),
-            (
-                icmp4_error("192.168.1.30", a, 3, 3, &udp4(a, "192.168.1.31", 6000, 161)),
-                "inv|trk",
-                1,
-            ),
+            (icmp4_error("192.168.1.30", a, 3, 3, &udp4(a, "192.168.1.31", 6000, 161)), "inv|trk", 1),
         ],
     });
     let p6 = udp6("fd00::10", "fd00::20", 4000, 4001);
@@ -168,17 +90,9 @@ fn scenarios() -> Vec<Scenario> {
         packets: vec![
             (p6.clone(), "new|trk", 0),
             (udp6("fd00::20", "fd00::10", 4001, 4000), "est|rpl|trk", 0),
-            (
-                icmp6_error("fd00::20", "fd00::10", 1, 4, &p6),
-                "rel|rpl|trk",
-                0,
-            ),
+            (icmp6_error("fd00::20", "fd00::10", 1, 4, &p6), "rel|rpl|trk", 0),
             (icmp6_echo("fd00::10", "fd00::20", 9, true), "new|trk", 0),
-            (
-                icmp6_echo("fd00::20", "fd00::10", 9, false),
-                "est|rpl|trk",
-                0,
-            ),
+            (icmp6_echo("fd00::20", "fd00::10", 9, false), "est|rpl|trk", 0),
         ],
     });
     v.push(Scenario {
@@ -203,28 +117,19 @@ fn pcap_bytes(s: &Scenario) -> Vec<u8> {
     let mut w = PcapWriter::new(Vec::new()).expect("pcap header");
     for (i, (l3, _, secs)) in s.packets.iter().enumerate() {
         let frame = ether(l3);
-        let ts = std::time::Duration::from_secs(START + *secs as u64)
-            + std::time::Duration::from_micros(i as u64);
-        w.write_packet(&PcapPacket::new(ts, frame.len() as u32, &frame))
-            .expect("write");
+        let ts = std::time::Duration::from_secs(START + *secs as u64) + std::time::Duration::from_micros(i as u64);
+        w.write_packet(&PcapPacket::new(ts, frame.len() as u32, &frame)).expect("write");
     }
     w.into_writer()
 }
 
 fn expected_text(s: &Scenario) -> String {
-    s.packets
-        .iter()
-        .enumerate()
-        .map(|(i, (_, e, _))| format!("{}: {e}\n", i + 1))
-        .collect()
+    s.packets.iter().enumerate().map(|(i, (_, e, _))| format!("{}: {e}\n", i + 1)).collect()
 }
 
 fn replay(pcap: &[u8]) -> String {
     let t = Tracker::default();
-    let params = CtParams {
-        commit: true,
-        ..Default::default()
-    };
+    let params = CtParams { commit: true, ..Default::default() };
     let mut r = PcapReader::new(pcap).expect("pcap");
     let mut out = String::new();
     let mut n = 0;
@@ -232,22 +137,9 @@ fn replay(pcap: &[u8]) -> String {
         let p = p.expect("packet");
         n += 1;
         let l3 = &p.data[14..];
-        let family = if u16::from_be_bytes([p.data[12], p.data[13]]) == 0x86dd {
-            Family::Ipv6
-        } else {
-            Family::Ipv4
-        };
+        let family = if u16::from_be_bytes([p.data[12], p.data[13]]) == 0x86dd { Family::Ipv6 } else { Family::Ipv4 };
         let mut res = [CtResult::default()];
-        t.execute(
-            &[CtPacket {
-                l3,
-                family,
-                flags: PktFlags::empty(),
-            }],
-            &params,
-            p.timestamp.as_nanos() as u64,
-            &mut res,
-        );
+        t.execute(&[CtPacket { l3, family, flags: PktFlags::empty() }], &params, p.timestamp.as_nanos() as u64, &mut res);
         out.push_str(&format!("{n}: {}\n", res[0].state.pipe_names()));
     }
     out
@@ -265,28 +157,10 @@ fn golden_traces() {
             std::fs::write(&pcap_path, &pcap).unwrap();
             std::fs::write(&exp_path, &expected).unwrap();
         }
-        let committed = std::fs::read(&pcap_path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (FERROVS_REGEN_GOLDEN=1 writes it)",
-                pcap_path.display()
-            )
-        });
-        assert!(
-            committed == pcap,
-            "{}: committed capture differs from its scenario",
-            s.name
-        );
+        let committed = std::fs::read(&pcap_path).unwrap_or_else(|e| panic!("{}: {e} (FERROVS_REGEN_GOLDEN=1 writes it)", pcap_path.display()));
+        assert!(committed == pcap, "{}: committed capture differs from its scenario", s.name);
         let committed_exp = std::fs::read_to_string(&exp_path).unwrap();
-        assert_eq!(
-            committed_exp, expected,
-            "{}: .expected differs from its scenario",
-            s.name
-        );
-        assert_eq!(
-            replay(&committed),
-            expected,
-            "{}: conntrack disagrees with the golden trace",
-            s.name
-        );
+        assert_eq!(committed_exp, expected, "{}: .expected differs from its scenario", s.name);
+        assert_eq!(replay(&committed), expected, "{}: conntrack disagrees with the golden trace", s.name);
     }
 }

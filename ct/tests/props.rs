@@ -30,47 +30,24 @@ struct Step {
 fn step() -> impl Strategy<Value = Step> {
     (
         (0u8..5, 0u8..4, 0u8..4, 1u16..4, 1u16..4),
-        (
-            any::<u32>(),
-            any::<u32>(),
-            prop_oneof![
-                Just(SYN),
-                Just(SYN | ACK),
-                Just(ACK),
-                Just(FIN | ACK),
-                Just(RST),
-                any::<u8>()
-            ],
-        ),
-        (
-            0u16..3,
-            any::<bool>(),
-            any::<bool>(),
-            0u8..40,
-            proptest::option::of((0usize..80, any::<u8>())),
-        ),
+        (any::<u32>(), any::<u32>(), prop_oneof![Just(SYN), Just(SYN | ACK), Just(ACK), Just(FIN | ACK), Just(RST), any::<u8>()]),
+        (0u16..3, any::<bool>(), any::<bool>(), 0u8..40, proptest::option::of((0usize..80, any::<u8>()))),
     )
-        .prop_map(
-            |(
-                (kind, a, b, sport, dport),
-                (seq, ack, flags),
-                (zone, commit, force, secs, corrupt),
-            )| Step {
-                kind,
-                a,
-                b,
-                sport,
-                dport,
-                seq,
-                ack,
-                flags,
-                zone,
-                commit,
-                force,
-                secs,
-                corrupt,
-            },
-        )
+        .prop_map(|((kind, a, b, sport, dport), (seq, ack, flags), (zone, commit, force, secs, corrupt))| Step {
+            kind,
+            a,
+            b,
+            sport,
+            dport,
+            seq,
+            ack,
+            flags,
+            zone,
+            commit,
+            force,
+            secs,
+            corrupt,
+        })
 }
 
 fn build(s: &Step) -> Vec<u8> {
@@ -78,25 +55,9 @@ fn build(s: &Step) -> Vec<u8> {
     let ip6 = |x: u8| format!("fd00::{x}");
     let mut p = match s.kind {
         0 => udp4(&ip(s.a), &ip(s.b), s.sport, s.dport),
-        1 => tcp4(
-            &ip(s.a),
-            &ip(s.b),
-            s.sport,
-            s.dport,
-            s.seq % 4096,
-            s.ack % 4096,
-            s.flags,
-            1000,
-            (s.seq % 3) as usize,
-        ),
+        1 => tcp4(&ip(s.a), &ip(s.b), s.sport, s.dport, s.seq % 4096, s.ack % 4096, s.flags, 1000, (s.seq % 3) as usize),
         2 => icmp4_echo(&ip(s.a), &ip(s.b), s.sport, s.flags & 1 == 0),
-        3 => icmp4_error(
-            &ip(s.a),
-            &ip(s.b),
-            3,
-            1,
-            &udp4(&ip(s.b), &ip(s.a), s.sport, s.dport),
-        ),
+        3 => icmp4_error(&ip(s.a), &ip(s.b), 3, 1, &udp4(&ip(s.b), &ip(s.a), s.sport, s.dport)),
         _ => udp6(&ip6(s.a), &ip6(s.b), s.sport, s.dport),
     };
     if let Some((i, x)) = s.corrupt {

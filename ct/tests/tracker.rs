@@ -9,53 +9,28 @@ use ct::events::{ConnEvent, EventKind, EventSink};
 use ct::expect::{ExpectKey, Expectation};
 use ct::flush::{Cidr, FlushFilter, StateClass, TupleFilter};
 use ct::packet::tcp_flags::{ACK, FIN, PSH, RST, SYN};
-use ct::{
-    ConnKey, CtPacket, CtParams, CtResult, CtState, Family, PktFlags, TimeoutPolicy, Tracker,
-    TrackerConfig, Zone,
-};
+use ct::{ConnKey, CtPacket, CtParams, CtResult, CtState, Family, PktFlags, TimeoutPolicy, Tracker, TrackerConfig, Zone};
 use pkts::*;
 
 const S: u64 = 1_000_000_000;
 const T0: u64 = 1000 * S;
 
 fn st(s: &str) -> CtState {
-    s.split('|').fold(CtState::empty(), |acc, n| {
-        acc | CtState::by_name(n).unwrap_or_else(|| panic!("bad state {n}"))
-    })
+    s.split('|').fold(CtState::empty(), |acc, n| acc | CtState::by_name(n).unwrap_or_else(|| panic!("bad state {n}")))
 }
 
 fn run_at(t: &Tracker, l3: &[u8], params: &CtParams, now: u64) -> CtResult {
-    let family = if l3[0] >> 4 == 6 {
-        Family::Ipv6
-    } else {
-        Family::Ipv4
-    };
+    let family = if l3[0] >> 4 == 6 { Family::Ipv6 } else { Family::Ipv4 };
     let mut out = [CtResult::default()];
-    t.execute(
-        &[CtPacket {
-            l3,
-            family,
-            flags: PktFlags::empty(),
-        }],
-        params,
-        now,
-        &mut out,
-    );
+    t.execute(&[CtPacket { l3, family, flags: PktFlags::empty() }], params, now, &mut out);
     out[0]
 }
 
 fn commit(zone: u16) -> CtParams {
-    CtParams {
-        zone: Zone(zone),
-        commit: true,
-        ..Default::default()
-    }
+    CtParams { zone: Zone(zone), commit: true, ..Default::default() }
 }
 fn nocommit(zone: u16) -> CtParams {
-    CtParams {
-        zone: Zone(zone),
-        ..Default::default()
-    }
+    CtParams { zone: Zone(zone), ..Default::default() }
 }
 fn run(t: &Tracker, l3: &[u8], params: &CtParams) -> CtState {
     run_at(t, l3, params, T0).state
@@ -69,11 +44,7 @@ fn uncommitted_first_packet_is_new_and_leaves_nothing() {
     assert_eq!(t.len(), 0);
     assert_eq!(run(&t, &p, &nocommit(0)), st("new|trk"));
     let r = udp4("10.0.0.2", "10.0.0.1", 53, 1000);
-    assert_eq!(
-        run(&t, &r, &nocommit(0)),
-        st("new|trk"),
-        "reply with no committed conn starts its own"
-    );
+    assert_eq!(run(&t, &r, &nocommit(0)), st("new|trk"), "reply with no committed conn starts its own");
 }
 
 #[test]
@@ -91,11 +62,7 @@ fn udp_commit_then_reply_is_established() {
     assert_eq!(orig.src_ip().to_string(), "10.0.0.1");
     assert_eq!((orig.src_port, orig.dst_port), (1000, 53));
     let res = run_at(&t, &r, &nocommit(0), T0);
-    assert_eq!(
-        res.orig,
-        Some(orig),
-        "reply packets report the original tuple"
-    );
+    assert_eq!(res.orig, Some(orig), "reply packets report the original tuple");
 }
 
 #[test]
@@ -104,27 +71,14 @@ fn zones_are_isolated() {
     let p = udp4("10.0.0.1", "10.0.0.2", 1000, 53);
     let r = udp4("10.0.0.2", "10.0.0.1", 53, 1000);
     run(&t, &p, &commit(1));
-    assert_eq!(
-        run(&t, &r, &nocommit(2)),
-        st("new|trk"),
-        "reply in another zone must not match"
-    );
+    assert_eq!(run(&t, &r, &nocommit(2)), st("new|trk"), "reply in another zone must not match");
     assert_eq!(run(&t, &r, &nocommit(1)), st("est|rpl|trk"));
     run(&t, &p, &commit(2));
     assert_eq!(t.len(), 2, "same tuple in two zones is two connections");
     assert_eq!(t.zones.count(Zone(1)), 1);
     assert_eq!(t.zones.count(Zone(2)), 1);
     // Flushing zone 1 leaves zone 2.
-    assert_eq!(
-        t.flush(
-            &FlushFilter {
-                zone: Some(Zone(1)),
-                ..Default::default()
-            },
-            T0
-        ),
-        1
-    );
+    assert_eq!(t.flush(&FlushFilter { zone: Some(Zone(1)), ..Default::default() }, T0), 1);
     assert_eq!(run(&t, &p, &nocommit(2)), st("new|trk"));
     assert_eq!(t.len(), 1);
 }
@@ -135,20 +89,9 @@ fn force_replaces_connection_seen_in_reply_direction() {
     let p = udp4("10.0.0.1", "10.0.0.2", 1000, 53);
     let r = udp4("10.0.0.2", "10.0.0.1", 53, 1000);
     run(&t, &p, &commit(0));
-    let force = CtParams {
-        force: true,
-        ..commit(0)
-    };
-    assert_eq!(
-        run(&t, &p, &force),
-        st("new|trk"),
-        "orig direction: force does nothing"
-    );
-    assert_eq!(
-        run(&t, &r, &force),
-        st("new|trk"),
-        "reply direction: old conn ended, new one started"
-    );
+    let force = CtParams { force: true, ..commit(0) };
+    assert_eq!(run(&t, &p, &force), st("new|trk"), "orig direction: force does nothing");
+    assert_eq!(run(&t, &r, &force), st("new|trk"), "reply direction: old conn ended, new one started");
     assert_eq!(t.len(), 1);
     // The new connection's original direction is the former reply.
     assert_eq!(run(&t, &p, &nocommit(0)), st("est|rpl|trk"));
@@ -159,11 +102,7 @@ fn notrack_is_untracked_and_leaves_nothing() {
     let t = Tracker::default();
     let p = udp4("10.0.0.1", "10.0.0.2", 1000, 53);
     let mut out = [CtResult::default()];
-    let pkt = CtPacket {
-        l3: &p,
-        family: Family::Ipv4,
-        flags: PktFlags::NOTRACK,
-    };
+    let pkt = CtPacket { l3: &p, family: Family::Ipv4, flags: PktFlags::NOTRACK };
     t.execute(&[pkt], &commit(0), T0, &mut out);
     assert_eq!(out[0].state, st("trk|untracked"));
     assert_eq!(t.len(), 0);
@@ -175,33 +114,15 @@ fn mark_and_label_set_on_commit_with_masks() {
     let t = Tracker::default();
     let p = udp4("10.0.0.1", "10.0.0.2", 1000, 53);
     let r = udp4("10.0.0.2", "10.0.0.1", 53, 1000);
-    let set = CtParams {
-        mark: Some((0x12, 0xff)),
-        label: Some((1 << 100, u128::MAX)),
-        ..commit(0)
-    };
+    let set = CtParams { mark: Some((0x12, 0xff)), label: Some((1 << 100, u128::MAX)), ..commit(0) };
     let res = run_at(&t, &p, &set, T0);
     assert_eq!((res.mark, res.label), (0x12, 1 << 100));
     let res = run_at(&t, &r, &nocommit(0), T0);
-    assert_eq!(
-        (res.mark, res.label),
-        (0x12, 1 << 100),
-        "reply sees the mark and label"
-    );
-    let upd = CtParams {
-        mark: Some((0x300, 0xf00)),
-        ..commit(0)
-    };
+    assert_eq!((res.mark, res.label), (0x12, 1 << 100), "reply sees the mark and label");
+    let upd = CtParams { mark: Some((0x300, 0xf00)), ..commit(0) };
     assert_eq!(run_at(&t, &p, &upd, T0).mark, 0x312);
-    let no_commit_set = CtParams {
-        mark: Some((0, u32::MAX)),
-        ..nocommit(0)
-    };
-    assert_eq!(
-        run_at(&t, &p, &no_commit_set, T0).mark,
-        0x312,
-        "mark only changes on commit"
-    );
+    let no_commit_set = CtParams { mark: Some((0, u32::MAX)), ..nocommit(0) };
+    assert_eq!(run_at(&t, &p, &no_commit_set, T0).mark, 0x312, "mark only changes on commit");
 }
 
 #[test]
@@ -209,64 +130,24 @@ fn tcp_handshake_data_and_close() {
     let t = Tracker::default();
     let c = commit(0);
     let (a, b) = ("10.0.0.1", "10.0.0.2");
-    assert_eq!(
-        run(&t, &tcp4(a, b, 40000, 80, 100, 0, SYN, 64000, 0), &c),
-        st("new|trk")
-    );
-    assert_eq!(
-        run(
-            &t,
-            &tcp4(b, a, 80, 40000, 5000, 101, SYN | ACK, 64000, 0),
-            &c
-        ),
-        st("est|rpl|trk")
-    );
-    assert_eq!(
-        run(&t, &tcp4(a, b, 40000, 80, 101, 5001, ACK, 64000, 0), &c),
-        st("est|trk")
-    );
-    assert_eq!(
-        run(
-            &t,
-            &tcp4(a, b, 40000, 80, 101, 5001, ACK | PSH, 64000, 100),
-            &c
-        ),
-        st("est|trk")
-    );
-    assert_eq!(
-        run(&t, &tcp4(b, a, 80, 40000, 5001, 201, ACK, 64000, 0), &c),
-        st("est|rpl|trk")
-    );
+    assert_eq!(run(&t, &tcp4(a, b, 40000, 80, 100, 0, SYN, 64000, 0), &c), st("new|trk"));
+    assert_eq!(run(&t, &tcp4(b, a, 80, 40000, 5000, 101, SYN | ACK, 64000, 0), &c), st("est|rpl|trk"));
+    assert_eq!(run(&t, &tcp4(a, b, 40000, 80, 101, 5001, ACK, 64000, 0), &c), st("est|trk"));
+    assert_eq!(run(&t, &tcp4(a, b, 40000, 80, 101, 5001, ACK | PSH, 64000, 100), &c), st("est|trk"));
+    assert_eq!(run(&t, &tcp4(b, a, 80, 40000, 5001, 201, ACK, 64000, 0), &c), st("est|rpl|trk"));
     let dump = t.dump(&FlushFilter::default(), T0);
     assert_eq!(dump[0].tcp_state, Some("ESTABLISHED"));
     assert_eq!(
         dump[0].to_string(),
         "tcp,orig=(src=10.0.0.1,dst=10.0.0.2,sport=40000,dport=80),reply=(src=10.0.0.2,dst=10.0.0.1,sport=80,dport=40000),protoinfo=(state=ESTABLISHED)"
     );
-    run(
-        &t,
-        &tcp4(a, b, 40000, 80, 201, 5001, FIN | ACK, 64000, 0),
-        &c,
-    );
-    run(
-        &t,
-        &tcp4(b, a, 80, 40000, 5001, 202, FIN | ACK, 64000, 0),
-        &c,
-    );
+    run(&t, &tcp4(a, b, 40000, 80, 201, 5001, FIN | ACK, 64000, 0), &c);
+    run(&t, &tcp4(b, a, 80, 40000, 5001, 202, FIN | ACK, 64000, 0), &c);
     run(&t, &tcp4(a, b, 40000, 80, 202, 5002, ACK, 64000, 0), &c);
-    assert_eq!(
-        t.dump(&FlushFilter::default(), T0)[0].tcp_state,
-        Some("TIME_WAIT")
-    );
+    assert_eq!(t.dump(&FlushFilter::default(), T0)[0].tcp_state, Some("TIME_WAIT"));
     // A new SYN on the same tuple in TIME_WAIT reopens the connection.
-    assert_eq!(
-        run(&t, &tcp4(a, b, 40000, 80, 90000, 0, SYN, 64000, 0), &c),
-        st("new|trk")
-    );
-    assert_eq!(
-        t.dump(&FlushFilter::default(), T0)[0].tcp_state,
-        Some("SYN_SENT")
-    );
+    assert_eq!(run(&t, &tcp4(a, b, 40000, 80, 90000, 0, SYN, 64000, 0), &c), st("new|trk"));
+    assert_eq!(t.dump(&FlushFilter::default(), T0)[0].tcp_state, Some("SYN_SENT"));
     assert_eq!(t.len(), 1);
 }
 
@@ -275,47 +156,21 @@ fn tcp_invalid_cases() {
     let t = Tracker::default();
     let c = commit(0);
     let (a, b) = ("10.0.0.1", "10.0.0.2");
-    assert_eq!(
-        run(&t, &tcp4(a, b, 1, 2, 100, 0, ACK, 64000, 0), &c),
-        st("inv|trk"),
-        "non-SYN cannot start"
-    );
-    assert_eq!(
-        run(&t, &tcp4(a, b, 1, 2, 100, 0, SYN | ACK, 64000, 0), &c),
-        st("inv|trk")
-    );
-    assert_eq!(
-        run(&t, &tcp4(a, b, 1, 2, 100, 0, RST, 64000, 0), &c),
-        st("inv|trk")
-    );
+    assert_eq!(run(&t, &tcp4(a, b, 1, 2, 100, 0, ACK, 64000, 0), &c), st("inv|trk"), "non-SYN cannot start");
+    assert_eq!(run(&t, &tcp4(a, b, 1, 2, 100, 0, SYN | ACK, 64000, 0), &c), st("inv|trk"));
+    assert_eq!(run(&t, &tcp4(a, b, 1, 2, 100, 0, RST, 64000, 0), &c), st("inv|trk"));
     assert_eq!(t.len(), 0);
     // Established connection; then an out-of-window injected segment.
     run(&t, &tcp4(a, b, 1, 2, 100, 0, SYN, 64000, 0), &c);
     run(&t, &tcp4(b, a, 2, 1, 5000, 101, SYN | ACK, 64000, 0), &c);
     run(&t, &tcp4(a, b, 1, 2, 101, 5001, ACK, 64000, 0), &c);
-    let far = tcp4(
-        b,
-        a,
-        2,
-        1,
-        5001u32.wrapping_add(2_000_000_000),
-        101,
-        ACK | PSH,
-        64000,
-        10,
-    );
+    let far = tcp4(b, a, 2, 1, 5001u32.wrapping_add(2_000_000_000), 101, ACK | PSH, 64000, 10);
     assert_eq!(run(&t, &far, &c), st("inv|trk"));
     let rst = tcp4(b, a, 2, 1, 5001u32.wrapping_add(1_000_000), 0, RST, 0, 0);
     assert_eq!(run(&t, &rst, &c), st("inv|trk"), "blind RST out of window");
-    assert_eq!(
-        t.dump(&FlushFilter::default(), T0)[0].tcp_state,
-        Some("ESTABLISHED")
-    );
+    assert_eq!(t.dump(&FlushFilter::default(), T0)[0].tcp_state, Some("ESTABLISHED"));
     // The real connection goes on.
-    assert_eq!(
-        run(&t, &tcp4(b, a, 2, 1, 5001, 101, ACK | PSH, 64000, 10), &c),
-        st("est|rpl|trk")
-    );
+    assert_eq!(run(&t, &tcp4(b, a, 2, 1, 5001, 101, ACK | PSH, 64000, 10), &c), st("est|rpl|trk"));
     // Liberal zone: same injection accepted.
     t.zones.set_liberal(Zone(0), true);
     assert_eq!(run(&t, &far, &c), st("est|rpl|trk"));
@@ -328,11 +183,7 @@ fn icmp_echo_and_related_errors() {
     let c = commit(0);
     let req = icmp4_echo("10.0.0.1", "10.0.0.2", 7, true);
     let rep = icmp4_echo("10.0.0.2", "10.0.0.1", 7, false);
-    assert_eq!(
-        run(&t, &rep, &c),
-        st("inv|trk"),
-        "echo reply without request"
-    );
+    assert_eq!(run(&t, &rep, &c), st("inv|trk"), "echo reply without request");
     assert_eq!(run(&t, &req, &c), st("new|trk"));
     assert_eq!(run(&t, &rep, &c), st("est|rpl|trk"));
     let d = t.dump(&FlushFilter::default(), T0);
@@ -345,16 +196,10 @@ fn icmp_echo_and_related_errors() {
     assert_eq!(run(&t, &err, &c), st("rel|rpl|trk"));
     // An error quoting a packet of no connection is invalid.
     let other = udp4("10.0.0.1", "10.0.0.9", 1000, 53);
-    assert_eq!(
-        run(&t, &icmp4_error("10.0.0.9", "10.0.0.1", 3, 3, &other), &c),
-        st("inv|trk")
-    );
+    assert_eq!(run(&t, &icmp4_error("10.0.0.9", "10.0.0.1", 3, 3, &other), &c), st("inv|trk"));
     // An error in the original direction (about a reply-direction packet).
     let ur = udp4("10.0.0.2", "10.0.0.1", 53, 1000);
-    assert_eq!(
-        run(&t, &icmp4_error("10.0.0.1", "10.0.0.2", 3, 3, &ur), &c),
-        st("rel|trk")
-    );
+    assert_eq!(run(&t, &icmp4_error("10.0.0.1", "10.0.0.2", 3, 3, &ur), &c), st("rel|trk"));
     assert_eq!(t.len(), 2, "errors create no connections");
 }
 
@@ -380,11 +225,7 @@ fn bad_checksums_are_invalid_unless_nic_validated() {
     p[n - 1] ^= 0xff; // corrupt payload → bad UDP checksum
     assert_eq!(run(&t, &p, &commit(0)), st("inv|trk"));
     let mut out = [CtResult::default()];
-    let good = CtPacket {
-        l3: &p,
-        family: Family::Ipv4,
-        flags: PktFlags::L4_CSUM_GOOD,
-    };
+    let good = CtPacket { l3: &p, family: Family::Ipv4, flags: PktFlags::L4_CSUM_GOOD };
     t.execute(&[good], &commit(0), T0, &mut out);
     assert_eq!(out[0].state, st("new|trk"));
     let mut h = udp4("10.0.0.1", "10.0.0.3", 1000, 53);
@@ -395,40 +236,18 @@ fn bad_checksums_are_invalid_unless_nic_validated() {
 #[test]
 fn timeout_policy_expiry_with_injected_clock() {
     let t = Tracker::default();
-    let short = t
-        .policies
-        .set(
-            "short",
-            &TimeoutPolicy::parse("udp_first=3,udp_single=3,udp_multiple=5").unwrap(),
-        )
-        .unwrap();
+    let short = t.policies.set("short", &TimeoutPolicy::parse("udp_first=3,udp_single=3,udp_multiple=5").unwrap()).unwrap();
     let p = udp4("10.0.0.1", "10.0.0.2", 1000, 53);
     let r = udp4("10.0.0.2", "10.0.0.1", 53, 1000);
-    let c = CtParams {
-        policy: Some(short),
-        ..commit(0)
-    };
+    let c = CtParams { policy: Some(short), ..commit(0) };
     run_at(&t, &p, &c, T0);
-    assert_eq!(
-        run_at(&t, &r, &nocommit(0), T0 + 2 * S).state,
-        st("est|rpl|trk")
-    );
+    assert_eq!(run_at(&t, &r, &nocommit(0), T0 + 2 * S).state, st("est|rpl|trk"));
     // Now udp_multiple=5 from T0+2.
-    assert_eq!(
-        run_at(&t, &p, &nocommit(0), T0 + 6 * S).state,
-        st("est|trk")
-    );
-    assert_eq!(
-        t.sweep(T0 + 10 * S, 1 << 20),
-        0,
-        "refreshed at +6s, lives until +11s"
-    );
+    assert_eq!(run_at(&t, &p, &nocommit(0), T0 + 6 * S).state, st("est|trk"));
+    assert_eq!(t.sweep(T0 + 10 * S, 1 << 20), 0, "refreshed at +6s, lives until +11s");
     assert_eq!(t.sweep(T0 + 13 * S, 1 << 20), 1);
     assert_eq!(t.len(), 0);
-    assert_eq!(
-        run_at(&t, &r, &nocommit(0), T0 + 13 * S).state,
-        st("new|trk")
-    );
+    assert_eq!(run_at(&t, &r, &nocommit(0), T0 + 13 * S).state, st("new|trk"));
 
     // Default policy: kernel's udp 30 s; zone default policy overrides.
     run_at(&t, &p, &commit(0), T0);
@@ -446,53 +265,32 @@ fn expired_connection_found_by_a_packet_is_replaced() {
     let r = udp4("10.0.0.2", "10.0.0.1", 53, 1000);
     run_at(&t, &p, &commit(0), T0);
     // No sweep ran; the reply arrives after udp_first (30 s) expired.
-    assert_eq!(
-        run_at(&t, &r, &nocommit(0), T0 + 40 * S).state,
-        st("new|trk")
-    );
+    assert_eq!(run_at(&t, &r, &nocommit(0), T0 + 40 * S).state, st("new|trk"));
     assert_eq!(t.len(), 0);
 }
 
 #[test]
 fn limits_early_drop_unreplied_then_refuse() {
-    let t = Tracker::new(TrackerConfig {
-        max_conns: 4,
-        shards: 1,
-        ..Default::default()
-    });
+    let t = Tracker::new(TrackerConfig { max_conns: 4, shards: 1, ..Default::default() });
     for i in 0..4 {
         let p = udp4("10.0.0.1", &format!("10.0.1.{i}"), 1000, 53);
         run(&t, &p, &commit(0));
     }
     assert_eq!(t.len(), 4);
     // Table full of unreplied entries: the 5th early-drops one.
-    assert_eq!(
-        run(&t, &udp4("10.0.0.1", "10.0.2.1", 1, 2), &commit(0)),
-        st("new|trk")
-    );
+    assert_eq!(run(&t, &udp4("10.0.0.1", "10.0.2.1", 1, 2), &commit(0)), st("new|trk"));
     assert_eq!(t.len(), 4);
     assert_eq!(t.counters().early_drops, 1);
     // Make all replied: nothing can be early-dropped, the next is refused.
     for d in t.dump(&FlushFilter::default(), T0) {
-        let r = udp4(
-            &d.reply.src_ip().to_string(),
-            &d.reply.dst_ip().to_string(),
-            d.reply.src_port,
-            d.reply.dst_port,
-        );
+        let r = udp4(&d.reply.src_ip().to_string(), &d.reply.dst_ip().to_string(), d.reply.src_port, d.reply.dst_port);
         run(&t, &r, &commit(0));
     }
-    assert_eq!(
-        run(&t, &udp4("10.0.0.1", "10.0.3.1", 1, 2), &commit(0)),
-        st("inv|trk")
-    );
+    assert_eq!(run(&t, &udp4("10.0.0.1", "10.0.3.1", 1, 2), &commit(0)), st("inv|trk"));
     assert_eq!(t.counters().refused, 1);
     assert_eq!(t.len(), 4);
     // Uncommitted traffic is unaffected by the limit.
-    assert_eq!(
-        run(&t, &udp4("10.0.0.1", "10.0.3.1", 1, 2), &nocommit(0)),
-        st("new|trk")
-    );
+    assert_eq!(run(&t, &udp4("10.0.0.1", "10.0.3.1", 1, 2), &nocommit(0)), st("new|trk"));
 }
 
 #[test]
@@ -500,22 +298,12 @@ fn zone_limit_counts_only_its_zone() {
     let t = Tracker::default();
     t.zones.set_limit(Zone(7), 2);
     for i in 0..2 {
-        run(
-            &t,
-            &udp4("10.0.0.1", &format!("10.0.1.{i}"), 1000, 53),
-            &commit(7),
-        );
+        run(&t, &udp4("10.0.0.1", &format!("10.0.1.{i}"), 1000, 53), &commit(7));
         let r = udp4(&format!("10.0.1.{i}"), "10.0.0.1", 53, 1000);
         run(&t, &r, &commit(7));
     }
-    assert_eq!(
-        run(&t, &udp4("10.0.0.1", "10.0.9.9", 1, 2), &commit(7)),
-        st("inv|trk")
-    );
-    assert_eq!(
-        run(&t, &udp4("10.0.0.1", "10.0.9.9", 1, 2), &commit(8)),
-        st("new|trk")
-    );
+    assert_eq!(run(&t, &udp4("10.0.0.1", "10.0.9.9", 1, 2), &commit(7)), st("inv|trk"));
+    assert_eq!(run(&t, &udp4("10.0.0.1", "10.0.9.9", 1, 2), &commit(8)), st("new|trk"));
     assert_eq!(t.zones.count(Zone(7)), 2);
 }
 
@@ -524,71 +312,22 @@ fn flush_filters() {
     let t = Tracker::default();
     // zone 1: 10 UDP unreplied, 10 UDP replied (mark 1); zone 2: 5 TCP.
     for i in 0..10 {
-        run(
-            &t,
-            &udp4("10.1.0.1", &format!("10.2.0.{i}"), 1000, 53),
-            &commit(1),
-        );
+        run(&t, &udp4("10.1.0.1", &format!("10.2.0.{i}"), 1000, 53), &commit(1));
         let p = udp4("10.1.0.2", &format!("10.3.0.{i}"), 2000, 53);
-        run(
-            &t,
-            &p,
-            &CtParams {
-                mark: Some((1, 1)),
-                ..commit(1)
-            },
-        );
-        run(
-            &t,
-            &udp4(&format!("10.3.0.{i}"), "10.1.0.2", 53, 2000),
-            &commit(1),
-        );
+        run(&t, &p, &CtParams { mark: Some((1, 1)), ..commit(1) });
+        run(&t, &udp4(&format!("10.3.0.{i}"), "10.1.0.2", 53, 2000), &commit(1));
     }
     for i in 0..5 {
-        run(
-            &t,
-            &tcp4(
-                "10.1.0.1",
-                &format!("10.4.0.{i}"),
-                3000,
-                80,
-                1,
-                0,
-                SYN,
-                1000,
-                0,
-            ),
-            &commit(2),
-        );
+        run(&t, &tcp4("10.1.0.1", &format!("10.4.0.{i}"), 3000, 80, 1, 0, SYN, 1000, 0), &commit(2));
     }
     assert_eq!(t.len(), 25);
-    let unreplied_udp = FlushFilter {
-        zone: Some(Zone(1)),
-        proto: Some(17),
-        state: StateClass::Unreplied,
-        ..Default::default()
-    };
+    let unreplied_udp = FlushFilter { zone: Some(Zone(1)), proto: Some(17), state: StateClass::Unreplied, ..Default::default() };
     assert_eq!(t.dump(&unreplied_udp, T0).len(), 10);
-    let by_reply = FlushFilter {
-        reply: TupleFilter {
-            src: Some(Cidr::parse("10.3.0.0/29").unwrap()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let by_reply = FlushFilter { reply: TupleFilter { src: Some(Cidr::parse("10.3.0.0/29").unwrap()), ..Default::default() }, ..Default::default() };
     assert_eq!(t.flush(&by_reply, T0), 8);
-    let by_mark = FlushFilter {
-        mark: Some((1, 1)),
-        ..Default::default()
-    };
+    let by_mark = FlushFilter { mark: Some((1, 1)), ..Default::default() };
     assert_eq!(t.flush(&by_mark, T0), 2);
-    let by_orig = FlushFilter {
-        orig: TupleFilter {
-            dst_port: Some(80),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let by_orig = FlushFilter { orig: TupleFilter { dst_port: Some(80), ..Default::default() }, ..Default::default() };
     assert_eq!(t.flush(&by_orig, T0), 5);
     assert_eq!(t.flush(&unreplied_udp, T0), 10);
     assert_eq!(t.len(), 0);
@@ -617,10 +356,7 @@ fn lifecycle_events_carry_tuples_and_counters() {
     t.flush(&FlushFilter::default(), T0 + 5 * S);
     let evs = sink.0.lock().unwrap().clone();
     let kinds: Vec<EventKind> = evs.iter().map(|e| e.kind).collect();
-    assert_eq!(
-        kinds,
-        vec![EventKind::New, EventKind::Update, EventKind::Destroy]
-    );
+    assert_eq!(kinds, vec![EventKind::New, EventKind::Update, EventKind::Destroy]);
     let d = &evs[2];
     assert_eq!(d.zone, Zone(9));
     assert_eq!(d.counters[0].packets, 1);
@@ -634,35 +370,10 @@ fn lifecycle_events_carry_tuples_and_counters() {
 fn expected_connection_is_related() {
     let t = Tracker::default();
     let data = udp4("10.0.0.2", "10.0.0.1", 20, 5001);
-    let key = ConnKey::v4(
-        Zone(0),
-        "10.0.0.2".parse().unwrap(),
-        "10.0.0.1".parse().unwrap(),
-        17,
-        0,
-        5001,
-    );
-    let master = ConnKey::v4(
-        Zone(0),
-        "10.0.0.1".parse().unwrap(),
-        "10.0.0.2".parse().unwrap(),
-        6,
-        4000,
-        21,
-    );
-    t.expectations
-        .add(Expectation {
-            key: ExpectKey::of(&key),
-            master,
-            helper: "ftp",
-            expire: 2000,
-        })
-        .unwrap();
-    assert_eq!(
-        run(&t, &data, &nocommit(0)),
-        st("new|rel|trk"),
-        "peek does not consume"
-    );
+    let key = ConnKey::v4(Zone(0), "10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap(), 17, 0, 5001);
+    let master = ConnKey::v4(Zone(0), "10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), 6, 4000, 21);
+    t.expectations.add(Expectation { key: ExpectKey::of(&key), master, helper: "ftp", expire: 2000 }).unwrap();
+    assert_eq!(run(&t, &data, &nocommit(0)), st("new|rel|trk"), "peek does not consume");
     assert_eq!(run(&t, &data, &commit(0)), st("new|rel|trk"));
     let back = udp4("10.0.0.1", "10.0.0.2", 5001, 20);
     assert_eq!(run(&t, &back, &commit(0)), st("est|rel|rpl|trk"));
@@ -691,23 +402,13 @@ fn two_threads_share_one_table() {
     assert_eq!(t.zones.count(Zone(1)), 2000);
     let counts = t.counts();
     assert_eq!(counts.by_zone[&0]["udp"], 2000);
-    assert!(t
-        .dump(&FlushFilter::default(), T0)
-        .iter()
-        .all(|d| d.status.contains(ct::conn::ConnStatus::SEEN_REPLY)));
+    assert!(t.dump(&FlushFilter::default(), T0).iter().all(|d| d.status.contains(ct::conn::ConnStatus::SEEN_REPLY)));
 }
 
 #[test]
 fn dump_json_is_valid() {
     let t = Tracker::default();
-    run(
-        &t,
-        &udp4("10.0.0.1", "10.0.0.2", 1000, 53),
-        &CtParams {
-            mark: Some((5, !0)),
-            ..commit(2)
-        },
-    );
+    run(&t, &udp4("10.0.0.1", "10.0.0.2", 1000, 53), &CtParams { mark: Some((5, !0)), ..commit(2) });
     let d = t.dump(&FlushFilter::default(), T0);
     let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
     assert_eq!(v[0]["proto"], "udp");

@@ -69,9 +69,7 @@ fn csum(data: &[u8], init: u32) -> u16 {
 /// IPv4 header for `proto` carrying `l4_len` bytes, checksummed.
 fn ipv4(buf: &mut [u8], src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: usize) {
     let total = (20 + l4_len) as u16;
-    buf[..20].copy_from_slice(&[
-        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
+    buf[..20].copy_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     buf[2..4].copy_from_slice(&total.to_be_bytes());
     buf[12..16].copy_from_slice(&src);
     buf[16..20].copy_from_slice(&dst);
@@ -113,18 +111,11 @@ fn syn4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> [u8; 40] {
 
 /// Addresses of connection `j` of thread `t`.
 fn conn_addrs(t: usize, j: usize) -> ([u8; 4], [u8; 4]) {
-    (
-        [10 + t as u8, (j >> 16) as u8, (j >> 8) as u8, j as u8],
-        [172, 16, (j >> 24) as u8, 1],
-    )
+    ([10 + t as u8, (j >> 16) as u8, (j >> 8) as u8, j as u8], [172, 16, (j >> 24) as u8, 1])
 }
 
 fn pkt(l3: &[u8]) -> CtPacket<'_> {
-    CtPacket {
-        l3,
-        family: Family::Ipv4,
-        flags: PktFlags::empty(),
-    }
+    CtPacket { l3, family: Family::Ipv4, flags: PktFlags::empty() }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -133,10 +124,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn tracker(max: usize) -> Tracker {
-    Tracker::new(TrackerConfig {
-        max_conns: max.min(u32::MAX as usize) as u32,
-        ..Default::default()
-    })
+    Tracker::new(TrackerConfig { max_conns: max.min(u32::MAX as usize) as u32, ..Default::default() })
 }
 
 /// Established traffic: returns Mpps over all threads.
@@ -161,11 +149,7 @@ fn established(a: &Args) -> f64 {
             (fwd, rev)
         })
         .collect();
-    let params = CtParams {
-        zone: Zone(0),
-        commit: true,
-        ..Default::default()
-    };
+    let params = CtParams { zone: Zone(0), commit: true, ..Default::default() };
     let barrier = Barrier::new(a.threads);
     let elapsed: Vec<Duration> = std::thread::scope(|s| {
         let handles: Vec<_> = bufs
@@ -197,10 +181,7 @@ fn established(a: &Args) -> f64 {
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("bench thread"))
-            .collect()
+        handles.into_iter().map(|h| h.join().expect("bench thread")).collect()
     });
     let total = (a.packets / a.batch * a.batch * a.threads) as f64;
     let secs = elapsed.iter().max().map_or(1.0, |d| d.as_secs_f64());
@@ -226,10 +207,7 @@ fn setup(a: &Args) -> (f64, f64) {
                     .collect()
             })
             .collect();
-        let params = CtParams {
-            commit: true,
-            ..Default::default()
-        };
+        let params = CtParams { commit: true, ..Default::default() };
         let barrier = Barrier::new(a.threads);
         let el: Vec<Duration> = std::thread::scope(|s| {
             let hs: Vec<_> = bufs
@@ -248,15 +226,9 @@ fn setup(a: &Args) -> (f64, f64) {
                     })
                 })
                 .collect();
-            hs.into_iter()
-                .map(|h| h.join().expect("bench thread"))
-                .collect()
+            hs.into_iter().map(|h| h.join().expect("bench thread")).collect()
         });
-        assert_eq!(
-            t.len(),
-            a.packets * a.threads,
-            "every new connection committed"
-        );
+        assert_eq!(t.len(), a.packets * a.threads, "every new connection committed");
         *rate = (a.packets * a.threads) as f64 / el.iter().max().map_or(1.0, |d| d.as_secs_f64());
     }
     (rates[0], rates[1])
@@ -264,21 +236,12 @@ fn setup(a: &Args) -> (f64, f64) {
 
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let pages: usize = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
     pages * 4096
 }
 
 /// Insert C established UDP connections generating packets on the fly.
-fn fill(
-    t: &Tracker,
-    conns: usize,
-    zone_of: impl Fn(usize) -> u16,
-    reply_of: impl Fn(usize) -> bool,
-) {
+fn fill(t: &Tracker, conns: usize, zone_of: impl Fn(usize) -> u16, reply_of: impl Fn(usize) -> bool) {
     let mut res = [CtResult::default(); 32];
     let mut j = 0;
     while j < conns {
@@ -290,11 +253,7 @@ fn fill(
             })
             .collect();
         for (k, p) in fwd.iter().enumerate() {
-            let params = CtParams {
-                zone: Zone(zone_of(j + k)),
-                commit: true,
-                ..Default::default()
-            };
+            let params = CtParams { zone: Zone(zone_of(j + k)), commit: true, ..Default::default() };
             t.execute(&[pkt(p)], &params, NOW, &mut res);
             if reply_of(j + k) {
                 let (s, d) = conn_addrs(0, j + k);
@@ -328,11 +287,7 @@ fn flush(a: &Args) -> (f64, usize, f64) {
         })
         .collect();
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let params = CtParams {
-        zone: Zone(2),
-        commit: true,
-        ..Default::default()
-    };
+    let params = CtParams { zone: Zone(2), commit: true, ..Default::default() };
     std::thread::scope(|s| {
         let h = s.spawn(|| {
             let pkts: Vec<CtPacket> = traffic.iter().map(|p| pkt(p)).collect();
@@ -373,10 +328,7 @@ fn main() {
             let v: Vec<f64> = (0..runs).map(|_| established(&a)).collect();
             println!("threads  batch  conns      packets/thread  mpps (median of {runs})");
             let m = median(v);
-            println!(
-                "{:<8} {:<6} {:<10} {:<15} {:.2}",
-                a.threads, a.batch, a.conns, a.packets, m
-            );
+            println!("{:<8} {:<6} {:<10} {:<15} {:.2}", a.threads, a.batch, a.conns, a.packets, m);
             println!("mpps={m:.2}");
         }
         Mode::Setup => {
@@ -384,10 +336,7 @@ fn main() {
             let udp = median(v.iter().map(|x| x.0).collect());
             let tcp = median(v.iter().map(|x| x.1).collect());
             println!("threads  conns/thread  udp_conns_per_s  tcp_conns_per_s");
-            println!(
-                "{:<8} {:<13} {:<16.0} {:.0}",
-                a.threads, a.packets, udp, tcp
-            );
+            println!("{:<8} {:<13} {:<16.0} {:.0}", a.threads, a.packets, udp, tcp);
             println!("udp_setup_per_s={udp:.0} tcp_setup_per_s={tcp:.0}");
         }
         Mode::Memory => {

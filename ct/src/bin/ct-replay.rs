@@ -82,9 +82,7 @@ fn read_capture(path: &str) -> Result<Vec<(DataLink, u64, Vec<u8>)>, String> {
         .and_then(|f| BufReader::new(f).read_to_end(&mut data))
         .map_err(|e| format!("{path}: {e}"))?;
     let mut frames = Vec::new();
-    let magic = data
-        .get(..4)
-        .ok_or_else(|| format!("{path}: too short for a capture"))?;
+    let magic = data.get(..4).ok_or_else(|| format!("{path}: too short for a capture"))?;
     if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
         let mut r = PcapNgReader::new(&data[..]).map_err(|e| format!("{path}: {e}"))?;
         let mut links = Vec::new();
@@ -92,16 +90,12 @@ fn read_capture(path: &str) -> Result<Vec<(DataLink, u64, Vec<u8>)>, String> {
             match block.map_err(|e| format!("{path}: {e}"))? {
                 Block::InterfaceDescription(idb) => links.push(idb.linktype),
                 Block::EnhancedPacket(p) => {
-                    let link = *links
-                        .get(p.interface_id as usize)
-                        .unwrap_or(&DataLink::ETHERNET);
+                    let link = *links.get(p.interface_id as usize).unwrap_or(&DataLink::ETHERNET);
                     frames.push((link, p.timestamp.as_nanos() as u64, p.data.into_owned()));
                 }
-                Block::SimplePacket(p) => frames.push((
-                    *links.first().unwrap_or(&DataLink::ETHERNET),
-                    0,
-                    p.data.into_owned(),
-                )),
+                Block::SimplePacket(p) => {
+                    frames.push((*links.first().unwrap_or(&DataLink::ETHERNET), 0, p.data.into_owned()))
+                }
                 _ => {}
             }
         }
@@ -127,22 +121,14 @@ fn main() -> ExitCode {
     };
     let tracker = Tracker::default();
     tracker.set_liberal(args.liberal);
-    let params = CtParams {
-        zone: Zone(args.zone),
-        commit: !args.no_commit,
-        ..Default::default()
-    };
+    let params = CtParams { zone: Zone(args.zone), commit: !args.no_commit, ..Default::default() };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for (i, (link, ts, frame)) in frames.iter().enumerate() {
         let n = i + 1;
         let state = match l3_of(*link, frame) {
             Some((l3, family)) => {
-                let pkt = CtPacket {
-                    l3,
-                    family,
-                    flags: PktFlags::empty(),
-                };
+                let pkt = CtPacket { l3, family, flags: PktFlags::empty() };
                 let mut res = [CtResult::default()];
                 tracker.execute(&[pkt], &params, *ts, &mut res);
                 res[0].state
@@ -150,8 +136,7 @@ fn main() -> ExitCode {
             None => CtState::empty(),
         };
         let line = if args.json {
-            serde_json::json!({ "n": n, "state": state.pipe_names(), "bits": state.bits() })
-                .to_string()
+            serde_json::json!({ "n": n, "state": state.pipe_names(), "bits": state.bits() }).to_string()
         } else {
             format!("{n}: {}", state.pipe_names())
         };
