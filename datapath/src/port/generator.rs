@@ -28,7 +28,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::{LinkState, Port, PortCounters, PortStats};
+use super::{LinkState, Port, PortCounters, PortDropReason, PortStats};
 use crate::packet::{csum, PacketBatch, PacketPool, PortNo};
 
 /// Transport of the generated flows.
@@ -492,6 +492,7 @@ impl Port for GeneratorPort {
             let Ok(buf) = p.append(self.cfg.packet_size) else {
                 // The pool's buffers are too small for the configured size.
                 pool.free(p);
+                self.counters.drop(PortDropReason::TooLarge, 1);
                 break;
             };
             let i = q.next;
@@ -803,5 +804,10 @@ mod tests {
         let mut b = PacketBatch::new();
         assert_eq!(g.rx_burst(0, &mut b, &mut pool), 0);
         assert!(b.is_empty());
+        assert_eq!(
+            g.stats().drops(PortDropReason::TooLarge),
+            1,
+            "counted, not silent"
+        );
     }
 }

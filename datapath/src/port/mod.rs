@@ -278,6 +278,44 @@ mod tests {
     }
 
     #[test]
+    fn ports_are_shared_trait_objects_polled_from_another_thread() {
+        use std::sync::Arc;
+        let (r1, r2) = ring::RingPort::pair(("r1", PortNo(1)), ("r2", PortNo(2)), 1, 64);
+        let gen = generator::GeneratorPort::new(
+            "gen",
+            PortNo(3),
+            generator::GeneratorConfig {
+                flows: 4,
+                ..Default::default()
+            },
+        );
+        let ports: Vec<Arc<dyn Port>> = vec![
+            Arc::new(gen),
+            Arc::new(r1),
+            Arc::new(r2),
+            Arc::new(NullPort::new("null", PortNo(4))),
+        ];
+        let worker = {
+            let ports = ports.clone();
+            std::thread::spawn(move || {
+                // gen -> r1 (arrives at r2) -> null
+                let mut pool = PacketPool::new(2048, 128, 64);
+                let mut batch = PacketBatch::new();
+                assert_eq!(ports[0].rx_burst(0, &mut batch, &mut pool), 32);
+                assert_eq!(ports[1].tx_burst(0, &mut batch, &mut pool), 32);
+                assert_eq!(ports[2].rx_burst(0, &mut batch, &mut pool), 32);
+                assert!(batch.iter().all(|p| p.meta.in_port == PortNo(2)));
+                assert_eq!(ports[3].tx_burst(0, &mut batch, &mut pool), 32);
+            })
+        };
+        worker.join().unwrap();
+        let names: Vec<&str> = ports.iter().map(|p| p.name()).collect();
+        assert_eq!(names, ["gen", "r1", "r2", "null"]);
+        assert_eq!(ports[3].stats().tx_packets, 32);
+        assert_eq!(ports[2].stats().rx_packets, 32);
+    }
+
+    #[test]
     fn drop_reasons_index_their_counters() {
         assert_eq!(PortDropReason::ALL.len(), DROP_REASONS);
         let c = PortCounters::default();
