@@ -15,6 +15,7 @@ log() { printf '\n==> %s\n' "$*"; }
 # --- install what is missing ------------------------------------------------
 need_pkgs=()
 command -v ovs-ofctl >/dev/null 2>&1 || need_pkgs+=(openvswitch-common)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)   # veth pairs (AF_PACKET test)
 if [ "${FERROVS_QUICK:-0}" != 1 ] && [ ${#need_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         log "installing ${need_pkgs[*]}"
