@@ -233,11 +233,20 @@ fn be128(b: &[u8; 16]) -> u128 {
     u128::from_be_bytes(*b)
 }
 
+/// The MAC address at `at` in a header view, as the key's number. When
+/// eight bytes are readable it is one big-endian load and a shift (`at` and
+/// `N` are constants at every call, so the choice folds away).
 #[inline(always)]
 fn mac_at<const N: usize>(h: &[u8; N], at: usize) -> u64 {
-    let mut m = [0u8; 6];
-    m.copy_from_slice(&h[at..at + 6]);
-    mac_to_u64(&m)
+    if at + 8 <= N {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&h[at..at + 8]);
+        u64::from_be_bytes(w) >> 16
+    } else {
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&h[at..at + 6]);
+        mac_to_u64(&m)
+    }
 }
 
 /// Fill `key` from `frame` and `meta`, and set `meta.l3_ofs`/`l4_ofs`.
@@ -265,6 +274,7 @@ pub fn extract(frame: &[u8], meta: &mut PacketMeta, key: &mut FlowKey) -> Result
     r
 }
 
+#[inline(always)]
 fn extract_headers(
     frame: &[u8],
     meta: &mut PacketMeta,
@@ -332,6 +342,7 @@ fn extract_headers(
     }
 }
 
+#[inline(always)]
 fn extract_arp(frame: &[u8], ofs: usize, key: &mut FlowKey) -> Result<(), Malformed> {
     let fixed = view::<8>(frame, ofs).ok_or(Malformed::ArpTruncated)?;
     let op = be16([fixed[6], fixed[7]]);
@@ -354,6 +365,7 @@ fn extract_arp(frame: &[u8], ofs: usize, key: &mut FlowKey) -> Result<(), Malfor
     Ok(())
 }
 
+#[inline(always)]
 fn extract_ipv4(
     frame: &[u8],
     ofs: usize,
@@ -413,6 +425,7 @@ fn extract_ipv4(
     }
 }
 
+#[inline(always)]
 fn extract_ipv6(
     frame: &[u8],
     ofs: usize,
@@ -503,7 +516,7 @@ fn extract_ipv6(
     }
 }
 
-#[inline]
+#[inline(always)]
 fn extract_tcp(l3: &[u8], at: usize, key: &mut FlowKey) -> Result<(), Malformed> {
     let h = view::<20>(l3, at).ok_or(Malformed::TcpTruncated)?;
     let data_ofs = usize::from(h[12] >> 4) * 4;
@@ -516,7 +529,7 @@ fn extract_tcp(l3: &[u8], at: usize, key: &mut FlowKey) -> Result<(), Malformed>
     Ok(())
 }
 
-#[inline]
+#[inline(always)]
 fn extract_udp(l3: &[u8], at: usize, key: &mut FlowKey) -> Result<(), Malformed> {
     let h = view::<8>(l3, at).ok_or(Malformed::UdpTruncated)?;
     key.set_tp_src(be16([h[0], h[1]]));
@@ -524,7 +537,7 @@ fn extract_udp(l3: &[u8], at: usize, key: &mut FlowKey) -> Result<(), Malformed>
     Ok(())
 }
 
-#[inline]
+#[inline(always)]
 fn extract_sctp(l3: &[u8], at: usize, key: &mut FlowKey) -> Result<(), Malformed> {
     let h = view::<12>(l3, at).ok_or(Malformed::SctpTruncated)?;
     key.set_tp_src(be16([h[0], h[1]]));
@@ -539,6 +552,7 @@ const ND_NEIGHBOR_ADVERT: u8 = 136;
 const ND_OPT_SLL: u8 = 1;
 const ND_OPT_TLL: u8 = 2;
 
+#[inline(always)]
 fn extract_icmpv6(l3: &[u8], at: usize, key: &mut FlowKey) -> Result<(), Malformed> {
     let h = view::<8>(l3, at).ok_or(Malformed::Icmpv6Truncated)?;
     key.set_tp_src(u16::from(h[0]));
