@@ -133,12 +133,17 @@ impl Packet {
     }
 
     /// A packet holding a copy of `frame` with [`DEFAULT_HEADROOM`] in front
-    /// (allocates: for tests, tools and the control plane).
+    /// (allocates: for tests, tools and the control plane). A frame longer
+    /// than a buffer can describe (4 GiB) is cut to what fits.
     pub fn from_bytes(frame: &[u8]) -> Packet {
-        let mut p = Packet::with_capacity(DEFAULT_HEADROOM + frame.len(), DEFAULT_HEADROOM);
-        p.append(frame.len())
-            .expect("buffer sized for the frame")
-            .copy_from_slice(frame);
+        let mut p = Packet::with_capacity(
+            DEFAULT_HEADROOM.saturating_add(frame.len()),
+            DEFAULT_HEADROOM,
+        );
+        let n = frame.len().min(p.tailroom());
+        if let Ok(buf) = p.append(n) {
+            buf.copy_from_slice(&frame[..n]);
+        }
         p
     }
 }
