@@ -15,6 +15,7 @@ log() { printf '\n==> %s\n' "$*"; }
 # --- install what is missing ------------------------------------------------
 need_pkgs=()
 command -v ovs-ofctl >/dev/null 2>&1 || need_pkgs+=(openvswitch-common)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)   # veth pairs (AF_PACKET test)
 if [ "${FERROVS_QUICK:-0}" != 1 ] && [ ${#need_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         log "installing ${need_pkgs[*]}"
@@ -27,6 +28,8 @@ if [ "${FERROVS_QUICK:-0}" != 1 ] && [ ${#need_pkgs[@]} -gt 0 ]; then
     fi
 fi
 command -v ovs-ofctl >/dev/null 2>&1 && export FERROVS_REQUIRE_OVS=1
+# As root the tests that need it (veth pairs for AF_PACKET) must run, not skip.
+if [ "$(id -u)" = 0 ]; then export FERROVS_REQUIRE_ROOT=1; fi
 
 if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
 if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
@@ -43,6 +46,9 @@ log "building release tools"
 cargo build --release --locked -p ct --bins
 log "ct-bench smoke run"
 ./target/release/ct-bench --threads 1 --packets 200000 --batch 32 --conns 1000 | tail -n 1
+log "extract-bench smoke run"
+cargo build --release --locked -p datapath --bin extract-bench
+./target/release/extract-bench --runs 1 --packets 100000 --port-packets 100000 | tail -n 3
 log "ct-replay over the golden traces"
 for f in ct/tests/golden/*.pcap; do
     ./target/release/ct-replay "$f" | diff -u "${f%.pcap}.expected" - \
