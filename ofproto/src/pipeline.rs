@@ -1,0 +1,314 @@
+//! A bridge's pipeline: its flow tables, its ports (for NORMAL, FLOOD, ALL),
+//! its MAC-learning table, the queue of packets for the controller, and the
+//! offline `trace` that `ferrovs-flows trace` and the daemon share.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+use parking_lot::{Mutex, RwLock};
+
+use crate::action::ControllerSpec;
+use crate::fields::{Field, FlowKey, PortNo};
+use crate::table::FlowTables;
+use crate::text::format::format_match;
+use crate::xlate::{format_program, xlate, DpAction, DpCt, Xlate};
+use ct::CtState;
+
+/// How a port treats VLANs (for NORMAL).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VlanMode {
+    /// Untagged frames belong to this VLAN (0: the untagged "VLAN").
+    Access(u16),
+    /// Tagged frames of these VLANs (empty: all); untagged frames are VLAN 0.
+    Trunk(Vec<u16>),
+}
+
+impl VlanMode {
+    /// The VLAN a frame with this TCI belongs to on input, or None to drop it.
+    pub fn input_vlan(&self, tci: u16) -> Option<u16> {
+        let tagged = tci & 0x1000 != 0;
+        let vid = tci & 0x0fff;
+        match self {
+            VlanMode::Access(v) => (!tagged || vid == 0).then_some(*v),
+            VlanMode::Trunk(list) => {
+                let v = if tagged { vid } else { 0 };
+                (v == 0 || list.is_empty() || list.contains(&v)).then_some(v)
+            }
+        }
+    }
+    /// Does this port carry `vlan`?
+    pub fn carries(&self, vlan: u16) -> bool {
+        match self {
+            VlanMode::Access(v) => *v == vlan,
+            VlanMode::Trunk(list) => vlan == 0 || list.is_empty() || list.contains(&vlan),
+        }
+    }
+    /// The tag a frame of `vlan` leaves this port with (None: untagged).
+    pub fn output_tci(&self, vlan: u16) -> Option<u16> {
+        match self {
+            VlanMode::Access(_) => None,
+            VlanMode::Trunk(_) => (vlan != 0).then_some(vlan),
+        }
+    }
+}
+
+/// One bridge port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortConfig {
+    pub port: PortNo,
+    pub vlan: VlanMode,
+    /// Excluded from FLOOD and NORMAL flooding (still in ALL).
+    pub no_flood: bool,
+}
+
+impl PortConfig {
+    pub fn access(port: u32, vlan: u16) -> Self {
+        PortConfig { port: PortNo(port), vlan: VlanMode::Access(vlan), no_flood: false }
+    }
+    pub fn trunk(port: u32, vlans: &[u16]) -> Self {
+        PortConfig { port: PortNo(port), vlan: VlanMode::Trunk(vlans.to_vec()), no_flood: false }
+    }
+}
+
+/// MAC learning for NORMAL: (MAC, VLAN) -> port, aged out after `max_age_ms`.
+#[derive(Debug)]
+pub struct MacTable {
+    entries: Mutex<HashMap<(u64, u16), (PortNo, u64)>>,
+    pub max_age_ms: u64,
+    pub capacity: usize,
+}
+
+impl Default for MacTable {
+    fn default() -> Self {
+        MacTable { entries: Mutex::new(HashMap::new()), max_age_ms: 300_000, capacity: 8192 }
+    }
+}
+
+impl MacTable {
+    pub fn learn(&self, mac: u64, vlan: u16, port: PortNo, now_ms: u64) {
+        let mut e = self.entries.lock();
+        if e.len() >= self.capacity && !e.contains_key(&(mac, vlan)) {
+            let max_age = self.max_age_ms;
+            e.retain(|_, (_, t)| now_ms.saturating_sub(*t) < max_age);
+            if e.len() >= self.capacity {
+                return;
+            }
+        }
+        e.insert((mac, vlan), (port, now_ms));
+    }
+    pub fn lookup(&self, mac: u64, vlan: u16, now_ms: u64) -> Option<PortNo> {
+        let e = self.entries.lock();
+        e.get(&(mac, vlan)).filter(|(_, t)| now_ms.saturating_sub(*t) < self.max_age_ms).map(|(p, _)| *p)
+    }
+    pub fn len(&self) -> usize {
+        self.entries.lock().len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A packet queued for the control channel by a `controller` action.
+#[derive(Clone, Debug)]
+pub struct PacketIn {
+    pub spec: ControllerSpec,
+    pub key: FlowKey,
+    pub data: Vec<u8>,
+}
+
+/// Bounded queue of packet-ins; overflow is dropped and counted.
+#[derive(Debug)]
+pub struct ControllerQueue {
+    q: Mutex<VecDeque<PacketIn>>,
+    pub capacity: usize,
+    pub dropped: AtomicU64,
+}
+
+impl Default for ControllerQueue {
+    fn default() -> Self {
+        ControllerQueue { q: Mutex::new(VecDeque::new()), capacity: 1024, dropped: AtomicU64::new(0) }
+    }
+}
+
+impl ControllerQueue {
+    /// Queue a packet (the datapath calls this for [`DpAction::Controller`]).
+    /// Returns false if the queue was full.
+    pub fn push(&self, p: PacketIn) -> bool {
+        let mut q = self.q.lock();
+        if q.len() >= self.capacity {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let max = p.spec.max_len as usize;
+        let mut p = p;
+        p.data.truncate(max);
+        q.push_back(p);
+        true
+    }
+    pub fn pop(&self) -> Option<PacketIn> {
+        self.q.lock().pop_front()
+    }
+    pub fn len(&self) -> usize {
+        self.q.lock().len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One bridge's pipeline.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    pub flows: FlowTables,
+    ports: RwLock<Arc<Vec<PortConfig>>>,
+    pub mac: MacTable,
+    pub controller: ControllerQueue,
+}
+
+impl Pipeline {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn set_ports(&self, ports: Vec<PortConfig>) {
+        *self.ports.write() = Arc::new(ports);
+    }
+    pub fn ports(&self) -> Arc<Vec<PortConfig>> {
+        self.ports.read().clone()
+    }
+
+    /// The datapath's entry point on a cache miss.
+    pub fn xlate(&self, key: &FlowKey, now_ms: u64) -> Xlate {
+        let snap = self.flows.snapshot();
+        xlate(self, &snap, key, now_ms, false)
+    }
+
+    /// `ofproto/trace`: translate `key`, and follow every ct recirculation,
+    /// assuming the i-th recirculation returns `ct_states[i]` (default
+    /// `trk|new`). Returns the report text.
+    pub fn trace(&self, key: &FlowKey, ct_states: &[CtState], now_ms: u64) -> String {
+        let snap = self.flows.snapshot();
+        let mut out = String::new();
+        let mut queue: VecDeque<(FlowKey, Option<(CtState, DpCt)>)> = VecDeque::new();
+        queue.push_back((*key, None));
+        let mut pass = 0usize;
+        let mut notrack = false;
+        while let Some((k, via)) = queue.pop_front() {
+            if pass >= 32 {
+                out.push_str("\n>>>> too many recirculations, stopping the trace <<<<\n");
+                break;
+            }
+            if let Some((state, ct)) = &via {
+                out.push_str(&format!(
+                    "\n{}\nrecirc({:#x}) - resume conntrack with ct_state={}\n{}\n",
+                    "=".repeat(76),
+                    ct.recirc.unwrap_or(0),
+                    state_text(*state),
+                    "=".repeat(76)
+                ));
+            }
+            out.push_str(&format!("Flow: {}\n\nbridge(\"br0\")\n-------------\n", crate::text::format::format_key(&k)));
+            let x = xlate(self, &snap, &k, now_ms, true);
+            for l in &x.trace {
+                out.push_str(&format!(" {l}\n"));
+            }
+            let m = crate::matches::Match { key: k.masked(&x.wc), mask: x.wc };
+            out.push_str(&format!("\nFinal flow: {}\n", crate::text::format::format_key(&final_key(&k, &x))));
+            out.push_str(&format!("Megaflow: {}\n", format_match(&m)));
+            out.push_str(&format!("Datapath actions: {}\n", format_program(&x.actions)));
+            if x.actions.contains(&DpAction::Notrack) {
+                notrack = true;
+            }
+            for (rk, ct) in x.recirc_keys {
+                let state = if notrack {
+                    CtState::TRK | CtState::UNTRACKED
+                } else {
+                    ct_states.get(pass).copied().unwrap_or(CtState::TRK | CtState::NEW)
+                };
+                pass += 1;
+                queue.push_back((recirc_key(&rk, &ct, state), Some((state, ct))));
+            }
+        }
+        out
+    }
+}
+
+fn state_text(s: CtState) -> String {
+    let mut v = Vec::new();
+    for (bit, name) in ct::state::STATE_NAMES {
+        if s.contains(bit) {
+            v.push(name);
+        }
+    }
+    if v.is_empty() {
+        "0".into()
+    } else {
+        v.join("|")
+    }
+}
+
+/// The key after applying the program's Set actions (what the pipeline saw last).
+fn final_key(k: &FlowKey, x: &Xlate) -> FlowKey {
+    let mut k = *k;
+    for a in &x.actions {
+        match a {
+            DpAction::Set { field, value, mask } => k.set_masked(*field, *value, *mask),
+            DpAction::PopVlan => k.set(Field::VLAN_TCI, 0),
+            DpAction::PushVlan { .. } => k.set(Field::VLAN_TCI, 0x1000),
+            _ => {}
+        }
+    }
+    k
+}
+
+/// The metadata a recirculated packet carries: ct fields as conntrack would
+/// set them for `state` (original-direction tuple from the packet, swapped
+/// for replies; mark/label from a committing exec).
+pub fn recirc_key(k: &FlowKey, ct: &DpCt, state: CtState) -> FlowKey {
+    let mut r = *k;
+    r.set(Field::RECIRC_ID, ct.recirc.unwrap_or(0) as u128);
+    r.set(Field::CT_STATE, state.bits() as u128);
+    if state.contains(CtState::UNTRACKED) || !state.contains(CtState::TRK) {
+        return r;
+    }
+    r.set(Field::CT_ZONE, ct.zone as u128);
+    if ct.commit {
+        if let Some((v, m)) = ct.mark {
+            r.set_masked(Field::CT_MARK, v as u128, m as u128);
+        }
+        if let Some((v, m)) = ct.label {
+            r.set_masked(Field::CT_LABEL, v, m);
+        }
+    }
+    if state.contains(CtState::INV) {
+        return r;
+    }
+    let rpl = state.contains(CtState::RPL);
+    let pairs = [
+        (Field::NW_SRC, Field::NW_DST, Field::CT_NW_SRC, Field::CT_NW_DST),
+        (Field::IPV6_SRC, Field::IPV6_DST, Field::CT_IPV6_SRC, Field::CT_IPV6_DST),
+        (Field::TP_SRC, Field::TP_DST, Field::CT_TP_SRC, Field::CT_TP_DST),
+    ];
+    for (s, d, cs, cd) in pairs {
+        let (a, b) = if rpl { (k.get(d), k.get(s)) } else { (k.get(s), k.get(d)) };
+        r.set(cs, a);
+        r.set(cd, b);
+    }
+    r.set(Field::CT_NW_PROTO, k.get(Field::NW_PROTO));
+    r
+}
+
+/// Parse `--ct-state trk+new,trk+est` (one state per recirculation; `+` or
+/// `|` between flags).
+pub fn parse_ct_states(s: &str) -> Result<Vec<CtState>, crate::text::parse::ParseError> {
+    s.split(',')
+        .map(|one| {
+            let mut st = CtState::empty();
+            for name in one.split(['+', '|']).filter(|n| !n.is_empty()) {
+                st |= CtState::by_name(name).ok_or_else(|| crate::text::parse::err(name, "unknown ct_state flag"))?;
+            }
+            Ok(st)
+        })
+        .collect()
+}

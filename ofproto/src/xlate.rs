@@ -1,0 +1,537 @@
+//! Translation: packet metadata in, a datapath action program and the
+//! consulted-field mask out. This is what the datapath calls on a megaflow
+//! miss (an "upcall"); it may allocate, the per-packet path does not.
+//!
+//! # Semantics
+//!
+//! * Processing starts in table 0, or, for a recirculated packet
+//!   (`recirc_id != 0`), in the table the `ct(table=N)` named: ferrovs encodes
+//!   that table directly as `recirc_id = N + 1`, so no recirculation state
+//!   needs to be stored. Registers and `metadata` travel with the packet: the
+//!   program's [`DpAction::Set`] actions write them too, and the datapath keeps
+//!   them in the packet's metadata across recirculation.
+//! * A table miss drops (the OpenFlow 1.3 default).
+//! * `resubmit` runs another table and comes back; nesting is bounded at
+//!   [`MAX_DEPTH`] (64) and the total number of resubmits at
+//!   [`MAX_RESUBMITS`]. Re-entering the same rule with identical metadata is a
+//!   loop: translation stops, the packet is dropped and the error is reported.
+//! * `ct` (OVS semantics, `ovs-actions(7)`): with `table=N` the packet is
+//!   forked: a copy goes through conntrack and then through table N with the
+//!   ct fields set ([`DpAction::Ct`] with `recirc`); the original carries on
+//!   with the remaining actions. Either way, after the ct action the current
+//!   pass sees the packet as untracked: its ct fields are cleared.
+//! * `notrack` (ferrovs extension) emits [`DpAction::Notrack`]: the datapath
+//!   marks the packet so that a later ct does not track it and reports
+//!   `+trk+untracked`.
+//! * Output to the packet's own input port is skipped unless it is spelled
+//!   `in_port`, as OpenFlow requires.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::action::{Action, ControllerSpec, CtAction, CtAlg, CtZone, Nat};
+use crate::fields::{Field, FlowKey, FlowMask, PortNo, TableId};
+use crate::pipeline::Pipeline;
+use crate::table::{Rule, Tables};
+use crate::text::format::{format_key, format_match, format_value};
+
+/// Maximum resubmit nesting.
+pub const MAX_DEPTH: usize = 64;
+/// Maximum resubmits in one translation (guards against exponential fan-out).
+pub const MAX_RESUBMITS: usize = 4096;
+
+/// The ct parameters the datapath hands to conntrack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DpCt {
+    pub zone: u16,
+    pub commit: bool,
+    pub force: bool,
+    /// (value, mask) to apply to ct_mark on commit.
+    pub mark: Option<(u32, u32)>,
+    /// (value, mask) to apply to ct_label on commit.
+    pub label: Option<(u128, u128)>,
+    pub alg: Option<CtAlg>,
+    pub timeout: Option<Arc<str>>,
+    pub nat: Option<Nat>,
+    /// Fork and recirculate with this `recirc_id` (table + 1) after conntrack.
+    pub recirc: Option<u32>,
+}
+
+/// One step of the datapath program, executed in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DpAction {
+    Output(PortNo),
+    /// Write `value` into the bits `mask` of `field` (headers or metadata).
+    Set { field: Field, value: u128, mask: u128 },
+    PushVlan { tpid: u16 },
+    PopVlan,
+    Ct(DpCt),
+    CtClear,
+    Notrack,
+    /// Queue the packet for the control channel.
+    Controller(ControllerSpec),
+}
+
+impl fmt::Display for DpAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DpAction::Output(p) => write!(f, "{p}"),
+            DpAction::Set { field, value, mask } => {
+                if *mask == field.info().slot.ones() {
+                    write!(f, "set({}={})", field.name(), format_value(*field, *value))
+                } else {
+                    write!(f, "set({}={}/{})", field.name(), format_value(*field, *value), format_value(*field, *mask))
+                }
+            }
+            DpAction::PushVlan { tpid } => write!(f, "push_vlan(tpid={tpid:#06x})"),
+            DpAction::PopVlan => f.write_str("pop_vlan"),
+            DpAction::Ct(c) => {
+                let mut p = Vec::new();
+                if c.commit {
+                    p.push("commit".to_string());
+                }
+                if c.force {
+                    p.push("force".to_string());
+                }
+                p.push(format!("zone={}", c.zone));
+                if let Some((v, m)) = c.mark {
+                    p.push(format!("mark={v:#x}/{m:#x}"));
+                }
+                if let Some((v, m)) = c.label {
+                    p.push(format!("label={v:#x}/{m:#x}"));
+                }
+                if let Some(a) = c.alg {
+                    p.push(format!("helper={}", if a == CtAlg::Ftp { "ftp" } else { "tftp" }));
+                }
+                if let Some(t) = &c.timeout {
+                    p.push(format!("timeout={t}"));
+                }
+                if let Some(n) = &c.nat {
+                    p.push(n.to_string());
+                }
+                write!(f, "ct({})", p.join(","))?;
+                if let Some(r) = c.recirc {
+                    write!(f, ",recirc({r:#x})")?;
+                }
+                Ok(())
+            }
+            DpAction::CtClear => f.write_str("ct_clear"),
+            DpAction::Notrack => f.write_str("notrack"),
+            DpAction::Controller(c) => write!(f, "userspace(controller,reason={},max_len={})", c.reason, c.max_len),
+        }
+    }
+}
+
+/// Format a program as `Datapath actions:` shows it.
+pub fn format_program(p: &[DpAction]) -> String {
+    if p.is_empty() {
+        return "drop".into();
+    }
+    p.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// Why translation stopped early.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum XlateError {
+    TooDeep,
+    TooManyResubmits,
+    Loop { table: TableId, priority: u16 },
+}
+
+impl fmt::Display for XlateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            XlateError::TooDeep => write!(f, "resubmit nesting exceeded {MAX_DEPTH}"),
+            XlateError::TooManyResubmits => write!(f, "more than {MAX_RESUBMITS} resubmits"),
+            XlateError::Loop { table, priority } => {
+                write!(f, "resubmit loop: table {table} priority {priority} re-entered with identical metadata")
+            }
+        }
+    }
+}
+
+/// The result of translating one packet.
+#[derive(Debug, Default)]
+pub struct Xlate {
+    /// The program; empty means drop.
+    pub actions: Vec<DpAction>,
+    /// Every key bit translation depended on (the megaflow mask).
+    pub wc: FlowMask,
+    /// Rules that matched, for crediting statistics.
+    pub rules: Vec<Arc<Rule>>,
+    /// Metadata at each forked ct(table=): the packet conntrack will see.
+    pub recirc_keys: Vec<(FlowKey, DpCt)>,
+    pub error: Option<XlateError>,
+    /// Human-readable trace, when asked for.
+    pub trace: Vec<String>,
+}
+
+impl Xlate {
+    /// Credit datapath statistics to every rule this translation used.
+    pub fn credit(&self, packets: u64, bytes: u64, now_ms: u64) {
+        for r in &self.rules {
+            r.credit(packets, bytes, now_ms);
+        }
+    }
+}
+
+struct Ctx<'a> {
+    tables: &'a Tables,
+    env: &'a Pipeline,
+    key: FlowKey,
+    out: Xlate,
+    depth: usize,
+    resubmits: usize,
+    /// (rule seq, metadata) on the current resubmit path, for loop detection.
+    stack: Vec<(u64, FlowKey)>,
+    tracing: bool,
+    stop: bool,
+    now_ms: u64,
+}
+
+/// Translate `key` through `env`'s tables.
+pub fn xlate(env: &Pipeline, tables: &Tables, key: &FlowKey, now_ms: u64, trace: bool) -> Xlate {
+    let mut cx = Ctx {
+        tables,
+        env,
+        key: *key,
+        out: Xlate::default(),
+        depth: 0,
+        resubmits: 0,
+        stack: Vec::new(),
+        tracing: trace,
+        stop: false,
+        now_ms,
+    };
+    cx.out.wc.set_exact(Field::RECIRC_ID);
+    let recirc = key.get(Field::RECIRC_ID) as u32;
+    let start = if recirc == 0 { TableId(0) } else { TableId(recirc.saturating_sub(1).min(254) as u8) };
+    cx.run_table(start);
+    if let Some(e) = &cx.out.error {
+        cx.note(format!(">>>> {e}: packet dropped <<<<"));
+        cx.out.actions.clear();
+    }
+    cx.out
+}
+
+impl Ctx<'_> {
+    fn note(&mut self, s: String) {
+        if self.tracing {
+            let pad = "    ".repeat(self.depth);
+            self.out.trace.push(format!("{pad}{s}"));
+        }
+    }
+
+    /// Look up `table` and run the matching rule (or report the miss).
+    fn run_table(&mut self, table: TableId) {
+        if self.stop {
+            return;
+        }
+        let hit = self.tables.table(table).lookup(&self.key, &mut self.out.wc).map(|e| e.value.clone());
+        let Some(rule) = hit else {
+            self.note(format!("{:2}. No match.", table.0));
+            self.note("    drop".to_string());
+            return;
+        };
+        if self.stack.iter().any(|(seq, k)| *seq == rule.seq && *k == self.key) {
+            self.out.error = Some(XlateError::Loop { table, priority: rule.priority });
+            self.stop = true;
+            return;
+        }
+        if self.tracing {
+            let m = format_match(&rule.mtch);
+            let cookie = if rule.cookie != 0 { format!(", cookie {:#x}", rule.cookie) } else { String::new() };
+            self.note(format!("{:2}. {}{}priority {}{}", table.0, m, if m.is_empty() { "" } else { ", " }, rule.priority, cookie));
+        }
+        self.out.rules.push(rule.clone());
+        self.stack.push((rule.seq, self.key));
+        self.run_actions(&rule.actions, table);
+        self.stack.pop();
+    }
+
+    fn emit(&mut self, a: DpAction) {
+        self.out.actions.push(a);
+    }
+
+    fn set(&mut self, field: Field, value: u128, mask: u128) {
+        self.key.set_masked(field, value, mask);
+        self.emit(DpAction::Set { field, value: value & mask, mask });
+    }
+
+    fn clear_ct(&mut self) {
+        for f in [
+            Field::CT_STATE,
+            Field::CT_ZONE,
+            Field::CT_MARK,
+            Field::CT_LABEL,
+            Field::CT_NW_SRC,
+            Field::CT_NW_DST,
+            Field::CT_IPV6_SRC,
+            Field::CT_IPV6_DST,
+            Field::CT_NW_PROTO,
+            Field::CT_TP_SRC,
+            Field::CT_TP_DST,
+        ] {
+            self.key.set(f, 0);
+        }
+    }
+
+    fn run_actions(&mut self, acts: &[Action], table: TableId) {
+        for a in acts {
+            if self.stop {
+                return;
+            }
+            if self.tracing {
+                self.note(format!("    {a}"));
+            }
+            self.run_action(a, table);
+        }
+    }
+
+    fn output(&mut self, p: PortNo) {
+        let in_port = PortNo(self.key.get(Field::IN_PORT) as u32);
+        self.out.wc.set_exact(Field::IN_PORT);
+        if p == in_port {
+            self.note(format!("    >> skipping output to input port {p}"));
+            return;
+        }
+        self.emit(DpAction::Output(p));
+    }
+
+    fn run_action(&mut self, a: &Action, table: TableId) {
+        match a {
+            Action::Output(p) => match *p {
+                PortNo::IN_PORT => {
+                    let ip = PortNo(self.key.get(Field::IN_PORT) as u32);
+                    self.out.wc.set_exact(Field::IN_PORT);
+                    self.emit(DpAction::Output(ip));
+                }
+                PortNo::NORMAL => self.normal(),
+                PortNo::FLOOD | PortNo::ALL => {
+                    let in_port = PortNo(self.key.get(Field::IN_PORT) as u32);
+                    self.out.wc.set_exact(Field::IN_PORT);
+                    let ports = self.env.ports();
+                    for pc in ports.iter() {
+                        if pc.port != in_port && (*p == PortNo::ALL || !pc.no_flood) {
+                            self.emit(DpAction::Output(pc.port));
+                        }
+                    }
+                }
+                PortNo::TABLE | PortNo::ANY => {}
+                p => self.output(p),
+            },
+            Action::Controller(c) => self.emit(DpAction::Controller(c.clone())),
+            Action::Drop | Action::Note(_) => {}
+            Action::Resubmit { port, table: t, ct } => self.resubmit(*port, t.unwrap_or(table), *ct),
+            Action::GotoTable(t) => self.run_table(*t),
+            Action::Ct(c) => self.ct(c),
+            Action::CtClear => {
+                self.clear_ct();
+                self.emit(DpAction::CtClear);
+            }
+            Action::Notrack => self.emit(DpAction::Notrack),
+            Action::SetField { field, value, mask } => self.set_field(*field, *value, *mask),
+            Action::Mod { field, value } => self.set_field(*field, *value, field.info().slot.ones()),
+            Action::Load { dst, value } => self.set(dst.field, *value << dst.ofs, dst.mask()),
+            Action::Move { src, dst } => {
+                let v = (self.key.get(src.field) & src.mask()) >> src.ofs;
+                self.out.wc.or_field(src.field, src.mask());
+                self.set(dst.field, v << dst.ofs, dst.mask());
+            }
+            Action::DecTtl => {
+                self.out.wc.set_exact(Field::NW_TTL);
+                let ttl = self.key.get(Field::NW_TTL);
+                if ttl <= 1 {
+                    self.note("    >> TTL expired: packet dropped".to_string());
+                    self.stop = true;
+                    self.out.actions.clear();
+                    return;
+                }
+                self.set(Field::NW_TTL, ttl - 1, 0xff);
+            }
+            Action::PushVlan(tpid) => {
+                self.emit(DpAction::PushVlan { tpid: *tpid });
+                self.key.set(Field::VLAN_TCI, 0x1000);
+            }
+            Action::PopVlan => {
+                self.emit(DpAction::PopVlan);
+                self.key.set(Field::VLAN_TCI, 0);
+            }
+        }
+    }
+
+    /// set_field and the legacy setters; VLAN setters push a header if needed.
+    fn set_field(&mut self, field: Field, value: u128, mask: u128) {
+        if matches!(field, Field::DL_VLAN | Field::DL_VLAN_PCP) {
+            self.out.wc.or_field(Field::VLAN_TCI, 0x1000);
+            if self.key.get(Field::VLAN_TCI) & 0x1000 == 0 {
+                self.emit(DpAction::PushVlan { tpid: 0x8100 });
+                self.key.set(Field::VLAN_TCI, 0x1000);
+            }
+            let slot = field.info().slot;
+            let shift = slot.shift - Field::VLAN_TCI.info().slot.shift;
+            self.set(Field::VLAN_TCI, (value & mask) << shift, (mask & slot.ones()) << shift);
+            return;
+        }
+        self.set(field, value, mask);
+    }
+
+    fn resubmit(&mut self, port: Option<PortNo>, table: TableId, ct: bool) {
+        if self.depth >= MAX_DEPTH {
+            self.out.error = Some(XlateError::TooDeep);
+            self.stop = true;
+            return;
+        }
+        self.resubmits += 1;
+        if self.resubmits > MAX_RESUBMITS {
+            self.out.error = Some(XlateError::TooManyResubmits);
+            self.stop = true;
+            return;
+        }
+        let saved_port = self.key.get(Field::IN_PORT);
+        if let Some(p) = port {
+            self.key.set(Field::IN_PORT, p.0 as u128);
+        }
+        // resubmit(,T,ct): look up with the conntrack original-direction tuple.
+        let swaps = [
+            (Field::NW_SRC, Field::CT_NW_SRC),
+            (Field::NW_DST, Field::CT_NW_DST),
+            (Field::IPV6_SRC, Field::CT_IPV6_SRC),
+            (Field::IPV6_DST, Field::CT_IPV6_DST),
+            (Field::NW_PROTO, Field::CT_NW_PROTO),
+            (Field::TP_SRC, Field::CT_TP_SRC),
+            (Field::TP_DST, Field::CT_TP_DST),
+        ];
+        let saved_key = self.key;
+        if ct {
+            for (pkt, orig) in swaps {
+                let v = self.key.get(orig);
+                self.out.wc.set_exact(orig);
+                self.key.set(pkt, v);
+            }
+        }
+        self.depth += 1;
+        self.run_table(table);
+        self.depth -= 1;
+        if ct {
+            for (pkt, _) in swaps {
+                self.key.set(pkt, saved_key.get(pkt));
+            }
+        }
+        self.key.set(Field::IN_PORT, saved_port);
+    }
+
+    fn ct(&mut self, c: &CtAction) {
+        let zone = match c.zone {
+            CtZone::Imm(z) => z,
+            CtZone::Field(sf) => {
+                self.out.wc.or_field(sf.field, sf.mask());
+                ((self.key.get(sf.field) & sf.mask()) >> sf.ofs) as u16
+            }
+        };
+        let mut mark: Option<(u32, u32)> = None;
+        let mut label: Option<(u128, u128)> = None;
+        for e in &c.exec {
+            let (field, v, m) = match e {
+                Action::SetField { field, value, mask } => (*field, *value, *mask),
+                Action::Load { dst, value } => (dst.field, *value << dst.ofs, dst.mask()),
+                Action::Move { src, dst } => {
+                    self.out.wc.or_field(src.field, src.mask());
+                    let v = (self.key.get(src.field) & src.mask()) >> src.ofs;
+                    (dst.field, v << dst.ofs, dst.mask())
+                }
+                _ => continue,
+            };
+            if field == Field::CT_MARK {
+                let (ov, om) = mark.unwrap_or((0, 0));
+                mark = Some(((ov & !(m as u32)) | (v & m) as u32, om | m as u32));
+            } else if field == Field::CT_LABEL {
+                let (ov, om) = label.unwrap_or((0, 0));
+                label = Some(((ov & !m) | (v & m), om | m));
+            }
+        }
+        let dp = DpCt {
+            zone,
+            commit: c.commit,
+            force: c.force,
+            mark,
+            label,
+            alg: c.alg,
+            timeout: c.timeout.as_deref().map(Arc::from),
+            nat: c.nat.clone(),
+            recirc: c.table.map(|t| t.0 as u32 + 1),
+        };
+        if dp.recirc.is_some() {
+            self.out.recirc_keys.push((self.key, dp.clone()));
+            self.note(format!(
+                "    -> A clone of the packet is forked to recirculate. The forked pipeline will resume at table {}.",
+                c.table.map(|t| t.0).unwrap_or(0)
+            ));
+        }
+        self.emit(DpAction::Ct(dp));
+        self.clear_ct();
+        self.note("    -> Sets the packet to an untracked state, and clears all the conntrack fields.".into());
+    }
+
+    /// The NORMAL action: an L2 learning switch with VLANs.
+    fn normal(&mut self) {
+        for f in [Field::IN_PORT, Field::DL_SRC, Field::DL_DST, Field::VLAN_TCI] {
+            self.out.wc.set_exact(f);
+        }
+        let in_port = PortNo(self.key.get(Field::IN_PORT) as u32);
+        let ports = self.env.ports();
+        let Some(inp) = ports.iter().find(|p| p.port == in_port) else {
+            self.note(format!("    >> NORMAL: input port {in_port} is not a bridge port: drop"));
+            return;
+        };
+        let tci = self.key.get(Field::VLAN_TCI) as u16;
+        let Some(vlan) = inp.vlan.input_vlan(tci) else {
+            self.note(format!("    >> NORMAL: VLAN {} not allowed on port {in_port}: drop", tci & 0xfff));
+            return;
+        };
+        let src = self.key.get(Field::DL_SRC) as u64;
+        let dst = self.key.get(Field::DL_DST) as u64;
+        if src >> 40 & 1 == 0 {
+            self.env.mac.learn(src, vlan, in_port, self.now_ms);
+        }
+        let known = if dst >> 40 & 1 == 0 { self.env.mac.lookup(dst, vlan, self.now_ms) } else { None };
+        let targets: Vec<&crate::pipeline::PortConfig> = match known {
+            Some(p) if p == in_port => {
+                self.note("    >> NORMAL: destination is on the input port: drop".into());
+                Vec::new()
+            }
+            Some(p) => {
+                self.note(format!("    >> NORMAL: forwarding to learned port {p}"));
+                ports.iter().filter(|c| c.port == p && c.vlan.carries(vlan)).collect()
+            }
+            None => {
+                self.note(format!("    >> NORMAL: flooding VLAN {vlan}"));
+                ports.iter().filter(|c| c.port != in_port && !c.no_flood && c.vlan.carries(vlan)).collect()
+            }
+        };
+        for pc in targets {
+            let want = pc.vlan.output_tci(vlan);
+            let have = self.key.get(Field::VLAN_TCI) as u16;
+            match (have & 0x1000 != 0, want) {
+                (true, None) => {
+                    self.emit(DpAction::PopVlan);
+                    self.key.set(Field::VLAN_TCI, 0);
+                }
+                (false, Some(v)) => {
+                    self.emit(DpAction::PushVlan { tpid: 0x8100 });
+                    self.set(Field::VLAN_TCI, (0x1000 | v) as u128, 0xffff);
+                }
+                (true, Some(v)) if have & 0x0fff != v => {
+                    self.set(Field::VLAN_TCI, (0x1000 | v) as u128, 0x1fff);
+                }
+                _ => {}
+            }
+            self.emit(DpAction::Output(pc.port));
+        }
+    }
+}
+
+/// The key printed for a trace header.
+pub fn describe_key(k: &FlowKey) -> String {
+    format_key(k)
+}
