@@ -12,7 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::action::ControllerSpec;
 use crate::fields::{Field, FlowKey, PortNo};
 use crate::table::FlowTables;
-use crate::text::format::format_match;
+use crate::text::format::{format_key, format_match};
 use crate::xlate::{format_program, xlate, DpAction, DpCt, Xlate};
 use ct::CtState;
 
@@ -184,22 +184,53 @@ impl Pipeline {
         xlate(self, &snap, key, now_ms, false)
     }
 
-    /// `ofproto/trace`: translate `key`, and follow every ct recirculation,
-    /// assuming the i-th recirculation returns `ct_states[i]` (default
-    /// `trk|new`). Returns the report text.
-    pub fn trace(&self, key: &FlowKey, ct_states: &[CtState], now_ms: u64) -> String {
+    /// Translate `key` and every ct recirculation it leads to, assuming the
+    /// i-th recirculation returns `ct_states[i]` (default `trk|new`; a packet
+    /// marked by `notrack` always comes back `trk|untracked`). Returns each
+    /// pass: the ct_state it was resumed with (None for the first), the
+    /// metadata it started with, and its translation. At most 32 passes.
+    pub fn passes(&self, key: &FlowKey, ct_states: &[CtState], now_ms: u64, trace: bool) -> Vec<Pass> {
         let snap = self.flows.snapshot();
-        let mut out = String::new();
-        let mut queue: VecDeque<(FlowKey, Option<(CtState, DpCt)>)> = VecDeque::new();
-        queue.push_back((*key, None));
-        let mut pass = 0usize;
-        let mut notrack = false;
-        while let Some((k, via)) = queue.pop_front() {
-            if pass >= 32 {
-                out.push_str("\n>>>> too many recirculations, stopping the trace <<<<\n");
+        let mut out = Vec::new();
+        let mut queue: VecDeque<(FlowKey, Option<(CtState, DpCt)>, bool)> = VecDeque::new();
+        queue.push_back((*key, None, false));
+        let mut n_recirc = 0usize;
+        while let Some((k, via, notrack)) = queue.pop_front() {
+            if out.len() >= 32 {
                 break;
             }
-            if let Some((state, ct)) = &via {
+            let x = xlate(self, &snap, &k, now_ms, trace);
+            let mut marked = notrack;
+            let mut fork_marks = Vec::new();
+            for a in &x.actions {
+                match a {
+                    DpAction::Notrack => marked = true,
+                    DpAction::CtClear => marked = false,
+                    DpAction::Ct(c) if c.recirc.is_some() => fork_marks.push(marked),
+                    _ => {}
+                }
+            }
+            for ((rk, ct), untracked) in x.recirc_keys.iter().cloned().zip(fork_marks) {
+                let state = if untracked {
+                    CtState::TRK | CtState::UNTRACKED
+                } else {
+                    ct_states.get(n_recirc).copied().unwrap_or(CtState::TRK | CtState::NEW)
+                };
+                n_recirc += 1;
+                queue.push_back((recirc_key(&rk, &ct, state), Some((state, ct)), untracked));
+            }
+            out.push(Pass { resumed: via, key: k, xlate: x });
+        }
+        out
+    }
+
+    /// `ofproto/trace`: [`Pipeline::passes`] as a report.
+    pub fn trace(&self, key: &FlowKey, ct_states: &[CtState], now_ms: u64) -> String {
+        let mut out = String::new();
+        let passes = self.passes(key, ct_states, now_ms, true);
+        let truncated = passes.len() >= 32;
+        for p in passes {
+            if let Some((state, ct)) = &p.resumed {
                 out.push_str(&format!(
                     "\n{}\nrecirc({:#x}) - resume conntrack with ct_state={}\n{}\n",
                     "=".repeat(76),
@@ -208,30 +239,30 @@ impl Pipeline {
                     "=".repeat(76)
                 ));
             }
-            out.push_str(&format!("Flow: {}\n\nbridge(\"br0\")\n-------------\n", crate::text::format::format_key(&k)));
-            let x = xlate(self, &snap, &k, now_ms, true);
+            let x = &p.xlate;
+            out.push_str(&format!("Flow: {}\n\nbridge(\"br0\")\n-------------\n", format_key(&p.key)));
             for l in &x.trace {
                 out.push_str(&format!(" {l}\n"));
             }
-            let m = crate::matches::Match { key: k.masked(&x.wc), mask: x.wc };
-            out.push_str(&format!("\nFinal flow: {}\n", crate::text::format::format_key(&final_key(&k, &x))));
+            let m = crate::matches::Match { key: p.key.masked(&x.wc), mask: x.wc };
+            out.push_str(&format!("\nFinal flow: {}\n", format_key(&final_key(&p.key, x))));
             out.push_str(&format!("Megaflow: {}\n", format_match(&m)));
             out.push_str(&format!("Datapath actions: {}\n", format_program(&x.actions)));
-            if x.actions.contains(&DpAction::Notrack) {
-                notrack = true;
-            }
-            for (rk, ct) in x.recirc_keys {
-                let state = if notrack {
-                    CtState::TRK | CtState::UNTRACKED
-                } else {
-                    ct_states.get(pass).copied().unwrap_or(CtState::TRK | CtState::NEW)
-                };
-                pass += 1;
-                queue.push_back((recirc_key(&rk, &ct, state), Some((state, ct))));
-            }
+        }
+        if truncated {
+            out.push_str("\n>>>> too many recirculations, trace stopped after 32 passes <<<<\n");
         }
         out
     }
+}
+
+/// One translation pass of [`Pipeline::passes`].
+#[derive(Debug)]
+pub struct Pass {
+    /// The ct_state and ct action this pass resumed from (None: the first pass).
+    pub resumed: Option<(CtState, DpCt)>,
+    pub key: FlowKey,
+    pub xlate: Xlate,
 }
 
 fn state_text(s: CtState) -> String {

@@ -21,8 +21,9 @@
 //!   with the remaining actions. Either way, after the ct action the current
 //!   pass sees the packet as untracked: its ct fields are cleared.
 //! * `notrack` (ferrovs extension) emits [`DpAction::Notrack`]: the datapath
-//!   marks the packet so that a later ct does not track it and reports
-//!   `+trk+untracked`.
+//!   marks the packet so that every later ct (in this pass or after a
+//!   recirculation) neither looks it up nor records it and reports
+//!   `+trk+untracked`; `ct_clear` removes the mark.
 //! * Output to the packet's own input port is skipped unless it is spelled
 //!   `in_port`, as OpenFlow requires.
 
@@ -33,7 +34,7 @@ use crate::action::{Action, ControllerSpec, CtAction, CtAlg, CtZone, Nat};
 use crate::fields::{Field, FlowKey, FlowMask, PortNo, TableId};
 use crate::pipeline::Pipeline;
 use crate::table::{Rule, Tables};
-use crate::text::format::{format_key, format_match, format_value};
+use crate::text::format::{format_key, format_match, format_value, hex};
 
 /// Maximum resubmit nesting.
 pub const MAX_DEPTH: usize = 64;
@@ -95,10 +96,10 @@ impl fmt::Display for DpAction {
                 }
                 p.push(format!("zone={}", c.zone));
                 if let Some((v, m)) = c.mark {
-                    p.push(format!("mark={v:#x}/{m:#x}"));
+                    p.push(format!("mark={}/{}", hex(v as u128), hex(m as u128)));
                 }
                 if let Some((v, m)) = c.label {
-                    p.push(format!("label={v:#x}/{m:#x}"));
+                    p.push(format!("label={}/{}", hex(v), hex(m)));
                 }
                 if let Some(a) = c.alg {
                     p.push(format!("helper={}", if a == CtAlg::Ftp { "ftp" } else { "tftp" }));
@@ -211,6 +212,15 @@ pub fn xlate(env: &Pipeline, tables: &Tables, key: &FlowKey, now_ms: u64, trace:
         cx.note(format!(">>>> {e}: packet dropped <<<<"));
         cx.out.actions.clear();
     }
+    // Header and metadata writes after the last action that sends the packet
+    // somewhere have no effect: drop them, so a dropped packet's program is empty.
+    let keep = cx
+        .out
+        .actions
+        .iter()
+        .rposition(|a| matches!(a, DpAction::Output(_) | DpAction::Ct(_) | DpAction::Controller(_)))
+        .map_or(0, |i| i + 1);
+    cx.out.actions.truncate(keep);
     cx.out
 }
 
