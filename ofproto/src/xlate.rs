@@ -545,3 +545,223 @@ impl Ctx<'_> {
 pub fn describe_key(k: &FlowKey) -> String {
     format_key(k)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::PortConfig;
+    use crate::text::parse::{parse_flow, parse_match, FlowCmd};
+
+    fn pipeline(flows: &[&str]) -> Pipeline {
+        let p = Pipeline::new();
+        let specs: Vec<_> = flows.iter().map(|f| parse_flow(f, FlowCmd::Add).unwrap_or_else(|e| panic!("{f}: {e}"))).collect();
+        p.flows.add_many(&specs, 0);
+        p
+    }
+
+    fn key(s: &str) -> FlowKey {
+        parse_match(s).unwrap().key
+    }
+
+    fn run(p: &Pipeline, pkt: &str) -> Xlate {
+        p.xlate(&key(pkt), 0)
+    }
+
+    #[test]
+    fn table_miss_drops_and_resubmit_returns() {
+        let p = pipeline(&["table=0,in_port=1 actions=resubmit(,1),output:3", "table=1,ip actions=output:2"]);
+        assert_eq!(format_program(&run(&p, "in_port=1,ip").actions), "2,3");
+        // Miss in table 1: that branch does nothing, the caller carries on.
+        assert_eq!(format_program(&run(&p, "in_port=1,arp").actions), "3");
+        // Miss in table 0: drop.
+        assert_eq!(format_program(&run(&p, "in_port=2,ip").actions), "drop");
+    }
+
+    #[test]
+    fn resubmit_to_missing_table_is_fine_and_in_port_is_restored() {
+        let p = pipeline(&[
+            "table=0,in_port=1 actions=resubmit(5,7),resubmit(,2),output:9",
+            "table=2,in_port=1 actions=output:4",
+            "table=7,in_port=5 actions=output:6",
+        ]);
+        assert_eq!(format_program(&run(&p, "in_port=1").actions), "6,4,9");
+    }
+
+    #[test]
+    fn resubmit_depth_is_bounded() {
+        // Each pass changes reg0, so it is not a loop, only deep.
+        let p = pipeline(&["table=0 actions=load:0x1->NXM_NX_REG1[0],move:NXM_NX_REG0[0..15]->NXM_NX_REG2[0..15],set_field:0x1->reg3,resubmit(,1)",
+            "table=1 actions=move:NXM_NX_REG0[]->NXM_NX_REG4[],load:0x1->NXM_NX_REG5[],resubmit(,2)",
+            "table=2 actions=output:1,resubmit(,3)",
+            "table=3 actions=move:NXM_NX_REG6[]->NXM_NX_REG7[],resubmit(,4)",
+            "table=4 actions=resubmit(,5)",
+            "table=5 actions=set_field:0x7->reg8,resubmit(,6)",
+            "table=6 actions=resubmit(,7)",
+            "table=7 actions=resubmit(,8)",
+            "table=8 actions=resubmit(,9)",
+            "table=9 actions=resubmit(,10)",
+            "table=10 actions=resubmit(,11)",
+        ]);
+        assert_eq!(run(&p, "in_port=1").error, None);
+        // A chain that grows reg0 every time never repeats but goes 65 deep.
+        let mut flows = Vec::new();
+        for i in 0..70u32 {
+            flows.push(format!("table={},reg0={} actions=set_field:{}->reg0,resubmit(,{})", i % 200, i, i + 1, (i + 1) % 200));
+        }
+        let refs: Vec<&str> = flows.iter().map(String::as_str).collect();
+        let p = pipeline(&refs);
+        let x = run(&p, "in_port=1");
+        assert_eq!(x.error, Some(XlateError::TooDeep));
+        assert!(x.actions.is_empty(), "an aborted translation drops");
+    }
+
+    #[test]
+    fn resubmit_loop_is_detected() {
+        let p = pipeline(&["table=0 actions=output:1,resubmit(,1)", "table=1 actions=resubmit(,0)"]);
+        let x = run(&p, "in_port=1");
+        assert!(matches!(x.error, Some(XlateError::Loop { .. })), "{:?}", x.error);
+        assert!(x.actions.is_empty());
+        let trace = p.trace(&key("in_port=1"), &[], 0);
+        assert!(trace.contains("resubmit loop"), "{trace}");
+    }
+
+    #[test]
+    fn output_to_input_port_is_skipped_unless_in_port() {
+        let p = pipeline(&["in_port=1 actions=output:1,output:2,in_port"]);
+        assert_eq!(format_program(&run(&p, "in_port=1").actions), "2,1");
+    }
+
+    #[test]
+    fn ct_with_table_forks_and_clears_ct_fields() {
+        let p = pipeline(&[
+            "table=0,priority=10,ct_state=-trk,ip actions=ct(table=1,zone=NXM_NX_REG0[0..15]),resubmit(,2)",
+            "table=1,ct_state=+trk+new,ip actions=ct(commit,zone=3,exec(set_field:0x5->ct_mark,set_field:0x1/0x1->ct_label),timeout=short,alg=ftp),output:2",
+            "table=2,ct_state=-trk,ip actions=output:7",
+        ]);
+        let x = run(&p, "in_port=1,ip,reg0=3");
+        // The original continues after the fork, untracked (table 2 sees -trk).
+        assert_eq!(format_program(&x.actions), "ct(zone=3),recirc(0x2),7");
+        // The zone came from reg0, so reg0's low bits are in the megaflow.
+        assert_eq!(x.wc.get(Field::reg(0)), 0xffff);
+        assert_eq!(x.recirc_keys.len(), 1);
+        let passes = p.passes(&key("in_port=1,ip,reg0=3"), &[ct::CtState::TRK | ct::CtState::NEW], 0, false);
+        assert_eq!(passes.len(), 2);
+        assert_eq!(passes[1].key.get(Field::CT_ZONE), 3);
+        assert_eq!(passes[1].key.get(Field::RECIRC_ID), 2);
+        let DpAction::Ct(c) = &passes[1].xlate.actions[0] else { panic!("{:?}", passes[1].xlate.actions) };
+        assert_eq!((c.commit, c.mark, c.label), (true, Some((5, 0xffff_ffff)), Some((1, 1))));
+        assert_eq!(c.timeout.as_deref(), Some("short"));
+        assert_eq!(c.alg, Some(CtAlg::Ftp));
+        assert_eq!(c.recirc, None);
+    }
+
+    #[test]
+    fn ct_without_table_continues_untracked() {
+        let p = pipeline(&[
+            "table=0,ip actions=ct(commit),resubmit(,1)",
+            "table=1,priority=10,ct_state=+trk,ip actions=output:1",
+            "table=1,priority=5,ip actions=output:2",
+        ]);
+        let x = run(&p, "ip,ct_state=trk|est");
+        assert_eq!(format_program(&x.actions), "ct(commit,zone=0),2");
+    }
+
+    #[test]
+    fn notrack_makes_later_ct_untracked() {
+        let p = pipeline(&[
+            "table=0,priority=10,udp,tp_dst=123 actions=notrack,ct(table=1)",
+            "table=0,priority=5,ip actions=ct(table=1)",
+            "table=1,ct_state=+trk+untracked,ip actions=output:9",
+            "table=1,ct_state=+trk+new,ip actions=output:2",
+        ]);
+        let states = [ct::CtState::TRK | ct::CtState::NEW];
+        let ntp = p.passes(&key("udp,tp_dst=123"), &states, 0, false);
+        assert_eq!(format_program(&ntp[0].xlate.actions), "notrack,ct(zone=0),recirc(0x2)");
+        assert_eq!(format_program(&ntp[1].xlate.actions), "9");
+        let dns = p.passes(&key("udp,tp_dst=53"), &states, 0, false);
+        assert_eq!(format_program(&dns[1].xlate.actions), "2");
+    }
+
+    #[test]
+    fn field_writes_and_megaflow_of_move() {
+        let p = pipeline(&[
+            "tcp actions=mod_dl_src:00:00:00:00:00:aa,mod_nw_dst:10.0.0.9,mod_tp_dst:8080,move:NXM_OF_IP_SRC[0..7]->NXM_NX_REG0[8..15],mod_nw_tos:16,dec_ttl,resubmit(,1)",
+            "table=1,reg0=0x500/0xff00 actions=output:5",
+        ]);
+        let x = run(&p, "tcp,nw_src=1.2.3.5,nw_ttl=64");
+        assert_eq!(
+            format_program(&x.actions),
+            "set(dl_src=00:00:00:00:00:aa),set(nw_dst=10.0.0.9),set(tp_dst=8080),set(reg0=0x500/0xff00),set(nw_tos=16),set(nw_ttl=63),5"
+        );
+        assert_eq!(x.wc.get(Field::NW_SRC), 0xff, "move read only the low byte of nw_src");
+        assert_eq!(x.wc.get(Field::NW_TTL), 0xff);
+        // TTL 1 cannot be decremented: dropped.
+        assert_eq!(format_program(&run(&p, "tcp,nw_src=1.2.3.5,nw_ttl=1").actions), "drop");
+    }
+
+    #[test]
+    fn vlan_actions() {
+        let p = pipeline(&["in_port=1 actions=mod_vlan_vid:10,output:2,strip_vlan,output:3,push_vlan:0x88a8,output:4"]);
+        assert_eq!(
+            format_program(&run(&p, "in_port=1").actions),
+            "push_vlan(tpid=0x8100),set(vlan_tci=0xa/0xfff),2,pop_vlan,3,push_vlan(tpid=0x88a8),4"
+        );
+    }
+
+    #[test]
+    fn flood_all_and_controller() {
+        let p = pipeline(&["in_port=1 actions=FLOOD", "in_port=2 actions=ALL", "in_port=3 actions=controller(reason=no_match,max_len=64)"]);
+        let mut ports: Vec<PortConfig> = (1..=4).map(|i| PortConfig::access(i, 0)).collect();
+        ports[3].no_flood = true;
+        p.set_ports(ports);
+        assert_eq!(format_program(&run(&p, "in_port=1").actions), "2,3");
+        assert_eq!(format_program(&run(&p, "in_port=2").actions), "1,3,4");
+        let x = run(&p, "in_port=3");
+        assert_eq!(format_program(&x.actions), "userspace(controller,reason=no_match,max_len=64)");
+    }
+
+    #[test]
+    fn normal_learns_and_handles_vlans() {
+        let p = pipeline(&["actions=NORMAL"]);
+        p.set_ports(vec![PortConfig::access(1, 10), PortConfig::access(2, 10), PortConfig::access(3, 20), PortConfig::trunk(4, &[10, 20])]);
+        // Unknown destination: flood within VLAN 10 (access 2 untagged, trunk 4 tagged).
+        let x = run(&p, "in_port=1,dl_src=00:00:00:00:00:01,dl_dst=00:00:00:00:00:02");
+        assert_eq!(format_program(&x.actions), "2,push_vlan(tpid=0x8100),set(vlan_tci=0x100a),4");
+        for f in [Field::IN_PORT, Field::DL_SRC, Field::DL_DST, Field::VLAN_TCI] {
+            assert_eq!(x.wc.get(f), f.info().slot.ones(), "{} consulted", f.name());
+        }
+        // The reply from the trunk, tagged 10, goes to the learned port untagged.
+        let x = run(&p, "in_port=4,dl_vlan=10,dl_src=00:00:00:00:00:02,dl_dst=00:00:00:00:00:01");
+        assert_eq!(format_program(&x.actions), "pop_vlan,1");
+        // Now 00:..:02 is known on port 4 in VLAN 10.
+        let x = run(&p, "in_port=1,dl_src=00:00:00:00:00:01,dl_dst=00:00:00:00:00:02");
+        assert_eq!(format_program(&x.actions), "push_vlan(tpid=0x8100),set(vlan_tci=0x100a),4");
+        // VLAN 20 is separate: same MAC unknown there, flood to 3 and 4 only.
+        let x = run(&p, "in_port=4,dl_vlan=20,dl_src=00:00:00:00:00:07,dl_dst=00:00:00:00:00:02");
+        assert_eq!(format_program(&x.actions), "pop_vlan,3");
+        // A tagged frame on an access port is dropped; unknown port too.
+        assert_eq!(format_program(&run(&p, "in_port=1,dl_vlan=10").actions), "drop");
+        assert_eq!(format_program(&run(&p, "in_port=9").actions), "drop");
+    }
+
+    #[test]
+    fn goto_table_and_stats_credit() {
+        let p = pipeline(&["table=0,ip actions=goto_table:3", "table=3,ip actions=output:1"]);
+        let x = run(&p, "ip");
+        assert_eq!(format_program(&x.actions), "1");
+        assert_eq!(x.rules.len(), 2);
+        x.credit(2, 128, 5);
+        let d = p.flows.dump(None, 5);
+        assert!(d.iter().all(|l| l.contains("n_packets=2, n_bytes=128")), "{d:?}");
+    }
+
+    #[test]
+    fn recirculated_packet_starts_in_its_table() {
+        let p = pipeline(&["table=0 actions=output:1", "table=4 actions=output:4"]);
+        let mut k = key("ip");
+        k.set(Field::RECIRC_ID, 5);
+        let x = p.xlate(&k, 0);
+        assert_eq!(format_program(&x.actions), "4");
+        assert_eq!(x.wc.get(Field::RECIRC_ID), 0xffff_ffff);
+    }
+}

@@ -70,6 +70,10 @@ pub fn format_value_mask(f: Field, v: u128, m: u128) -> String {
         Fmt::CtState => {
             let names: Vec<(&str, u32)> = STATE_NAMES.iter().map(|(b, n)| (*n, b.bits())).collect();
             let known: u128 = names.iter().map(|(_, b)| *b as u128).sum();
+            if m == ones && v & !known == 0 {
+                let set: Vec<&str> = names.iter().filter(|(_, b)| v & *b as u128 != 0).map(|(n, _)| *n).collect();
+                return if set.is_empty() { "0".into() } else { set.join("|") };
+            }
             if m & !known == 0 {
                 return flags_text(v, m, &names);
             }
@@ -299,6 +303,7 @@ mod tests {
     #[test]
     fn untracked_extension_prints_by_name() {
         assert_eq!(rt("ct_state=+trk+untracked"), "ct_state=+trk+untracked");
+        assert_eq!(rt("ct_state=trk|untracked"), "ct_state=trk|untracked");
     }
 
     #[test]

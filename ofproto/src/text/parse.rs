@@ -146,7 +146,7 @@ pub fn parse_field_value(f: Field, s: &str, allow_mask: bool) -> Result<(u128, u
     match info.fmt {
         Fmt::CtState => {
             if s.starts_with(['+', '-']) || s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic()) {
-                return parse_flags(s, &|n| CtState::by_name(n).map(|b| b.bits()), CtState::all().bits());
+                return parse_flags(s, &|n| CtState::by_name(n).map(|b| b.bits()), ones as u32);
             }
         }
         Fmt::TcpFlags => {
@@ -498,6 +498,7 @@ mod tests {
         assert_eq!(pv(Field::CT_STATE, "+trk-new+est"), (0x22, 0x23));
         assert_eq!(pv(Field::CT_STATE, "0x22/0x3f"), (0x22, 0x3f));
         assert_eq!(pv(Field::CT_STATE, "+trk+untracked"), (0x120, 0x120));
+        assert_eq!(pv(Field::CT_STATE, "new|trk"), (0x21, 0xffff_ffff));
         assert_eq!(pv(Field::TCP_FLAGS, "+syn-ack"), (0x2, 0x12));
         assert_eq!(pv(Field::TCP_FLAGS, "syn"), (0x2, 0xfff));
         assert_eq!(pv(Field::NW_FRAG, "later"), (3, 3));
