@@ -30,11 +30,19 @@ pub struct SubField {
 impl SubField {
     /// The whole of `field`.
     pub fn whole(field: Field) -> SubField {
-        SubField { field, ofs: 0, n_bits: field.info().slot.bits }
+        SubField {
+            field,
+            ofs: 0,
+            n_bits: field.info().slot.bits,
+        }
     }
     /// Mask of this range inside the field's value.
     pub fn mask(&self) -> u128 {
-        let ones = if self.n_bits >= 128 { u128::MAX } else { (1u128 << self.n_bits) - 1 };
+        let ones = if self.n_bits >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << self.n_bits) - 1
+        };
         ones << self.ofs
     }
     pub fn is_whole(&self) -> bool {
@@ -58,12 +66,14 @@ impl SubField {
             None | Some("") => (0, width - 1),
             Some(r) => match r.split_once("..") {
                 Some((a, b)) => {
-                    let a = parse_uint(a, 8).map_err(|_| err(s, "bad start bit in subfield"))? as u32;
+                    let a =
+                        parse_uint(a, 8).map_err(|_| err(s, "bad start bit in subfield"))? as u32;
                     let b = parse_uint(b, 8).map_err(|_| err(s, "bad end bit in subfield"))? as u32;
                     (a, b)
                 }
                 None => {
-                    let a = parse_uint(r, 8).map_err(|_| err(s, "bad bit index in subfield"))? as u32;
+                    let a =
+                        parse_uint(r, 8).map_err(|_| err(s, "bad bit index in subfield"))? as u32;
                     (a, a)
                 }
             },
@@ -72,23 +82,40 @@ impl SubField {
             return Err(err(s, "subfield start bit is after its end bit"));
         }
         if end >= width {
-            return Err(err(s, &format!("bit {end} is beyond the {width}-bit field {}", field.name())));
+            return Err(err(
+                s,
+                &format!("bit {end} is beyond the {width}-bit field {}", field.name()),
+            ));
         }
-        Ok(SubField { field, ofs: ofs as u8, n_bits: (end - ofs + 1) as u8 })
+        Ok(SubField {
+            field,
+            ofs: ofs as u8,
+            n_bits: (end - ofs + 1) as u8,
+        })
     }
 }
 
 impl fmt::Display for SubField {
     /// `reg0[0..15]`, `ct_mark[]`, `reg1[4]`, in the modern spelling.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = self.field.info().aliases.iter().find(|a| a.starts_with("NXM") || a.starts_with("OXM"));
+        let name = self
+            .field
+            .info()
+            .aliases
+            .iter()
+            .find(|a| a.starts_with("NXM") || a.starts_with("OXM"));
         let name = name.copied().unwrap_or(self.field.name());
         if self.is_whole() {
             write!(f, "{name}[]")
         } else if self.n_bits == 1 {
             write!(f, "{name}[{}]", self.ofs)
         } else {
-            write!(f, "{name}[{}..{}]", self.ofs, self.ofs as u32 + self.n_bits as u32 - 1)
+            write!(
+                f,
+                "{name}[{}..{}]",
+                self.ofs,
+                self.ofs as u32 + self.n_bits as u32 - 1
+            )
         }
     }
 }
@@ -104,7 +131,11 @@ pub struct ControllerSpec {
 
 impl Default for ControllerSpec {
     fn default() -> Self {
-        ControllerSpec { max_len: u16::MAX, reason: "action".into(), userdata: Vec::new() }
+        ControllerSpec {
+            max_len: u16::MAX,
+            reason: "action".into(),
+            userdata: Vec::new(),
+        }
     }
 }
 
@@ -181,20 +212,37 @@ pub enum Action {
     /// `drop`: an empty action list.
     Drop,
     /// `resubmit(PORT,TABLE[,ct])`; None means "this packet's in_port" / "this table".
-    Resubmit { port: Option<PortNo>, table: Option<TableId>, ct: bool },
+    Resubmit {
+        port: Option<PortNo>,
+        table: Option<TableId>,
+        ct: bool,
+    },
     GotoTable(TableId),
     Ct(CtAction),
     CtClear,
     /// ferrovs extension, see the module docs.
     Notrack,
     /// `set_field:V[/M]->FIELD`.
-    SetField { field: Field, value: u128, mask: u128 },
+    SetField {
+        field: Field,
+        value: u128,
+        mask: u128,
+    },
     /// `load:V->DST[a..b]`.
-    Load { dst: SubField, value: u128 },
+    Load {
+        dst: SubField,
+        value: u128,
+    },
     /// `move:SRC[..]->DST[..]`.
-    Move { src: SubField, dst: SubField },
+    Move {
+        src: SubField,
+        dst: SubField,
+    },
     /// `mod_dl_src`, `mod_nw_tos`, `mod_vlan_vid`...: the legacy setters.
-    Mod { field: Field, value: u128 },
+    Mod {
+        field: Field,
+        value: u128,
+    },
     DecTtl,
     PushVlan(u16),
     /// `strip_vlan` / `pop_vlan`.
@@ -289,7 +337,8 @@ impl Action {
             "drop" if arg.is_none() => Action::Drop,
             "output" => {
                 let p = need("a port")?;
-                let port = PortNo::parse(p).ok_or_else(|| err(p, "not a port number or reserved port name"))?;
+                let port = PortNo::parse(p)
+                    .ok_or_else(|| err(p, "not a port number or reserved port name"))?;
                 Action::port_action(port)
             }
             "normal" | "flood" | "all" | "local" | "in_port" if arg.is_none() => {
@@ -298,8 +347,12 @@ impl Action {
             "controller" => match arg {
                 None => Action::Controller(ControllerSpec::default()),
                 Some(a) if !paren => {
-                    let n = parse_uint(a, 16).map_err(|e| err(a, &format!("controller max_len: {e}")))?;
-                    Action::Controller(ControllerSpec { max_len: n as u16, ..Default::default() })
+                    let n = parse_uint(a, 16)
+                        .map_err(|e| err(a, &format!("controller max_len: {e}")))?;
+                    Action::Controller(ControllerSpec {
+                        max_len: n as u16,
+                        ..Default::default()
+                    })
                 }
                 Some(a) => Action::Controller(parse_controller(a)?),
             },
@@ -313,35 +366,57 @@ impl Action {
             "notrack" if arg.is_none() => Action::Notrack,
             "set_field" => {
                 let a = need("`VALUE->FIELD`")?;
-                let (v, f) = a.split_once("->").ok_or_else(|| err(a, "set_field needs `VALUE->FIELD`"))?;
+                let (v, f) = a
+                    .split_once("->")
+                    .ok_or_else(|| err(a, "set_field needs `VALUE->FIELD`"))?;
                 let field = Field::by_name(f.trim()).ok_or_else(|| err(f, "unknown field"))?;
                 let (value, mask) = parse_field_value(field, v.trim(), true)?;
                 Action::SetField { field, value, mask }
             }
             "load" => {
                 let a = need("`VALUE->DST[]`")?;
-                let (v, d) = a.split_once("->").ok_or_else(|| err(a, "load needs `VALUE->DST[]`"))?;
+                let (v, d) = a
+                    .split_once("->")
+                    .ok_or_else(|| err(a, "load needs `VALUE->DST[]`"))?;
                 let dst = SubField::parse(d.trim())?;
-                let value = parse_uint(v.trim(), 128).map_err(|e| err(v, &format!("load value: {e}")))?;
+                let value =
+                    parse_uint(v.trim(), 128).map_err(|e| err(v, &format!("load value: {e}")))?;
                 if dst.n_bits < 128 && value >> dst.n_bits != 0 {
-                    return Err(err(v, &format!("value does not fit in {} bits of {}", dst.n_bits, dst.field.name())));
+                    return Err(err(
+                        v,
+                        &format!(
+                            "value does not fit in {} bits of {}",
+                            dst.n_bits,
+                            dst.field.name()
+                        ),
+                    ));
                 }
                 Action::Load { dst, value }
             }
             "move" => {
                 let a = need("`SRC[]->DST[]`")?;
-                let (s, d) = a.split_once("->").ok_or_else(|| err(a, "move needs `SRC[]->DST[]`"))?;
+                let (s, d) = a
+                    .split_once("->")
+                    .ok_or_else(|| err(a, "move needs `SRC[]->DST[]`"))?;
                 let src = SubField::parse(s.trim())?;
                 let dst = SubField::parse(d.trim())?;
                 if src.n_bits != dst.n_bits {
-                    return Err(err(a, &format!("source is {} bits but destination is {}", src.n_bits, dst.n_bits)));
+                    return Err(err(
+                        a,
+                        &format!(
+                            "source is {} bits but destination is {}",
+                            src.n_bits, dst.n_bits
+                        ),
+                    ));
                 }
                 Action::Move { src, dst }
             }
             "dec_ttl" if arg.is_none() => Action::DecTtl,
             "push_vlan" => {
                 let t = need("an ethertype")?;
-                let tpid = parse_uint(t, 16).map_err(|e| err(t, &format!("push_vlan ethertype: {e}")))? as u16;
+                let tpid = parse_uint(t, 16)
+                    .map_err(|e| err(t, &format!("push_vlan ethertype: {e}")))?
+                    as u16;
                 if tpid != 0x8100 && tpid != 0x88a8 {
                     return Err(err(t, "push_vlan ethertype must be 0x8100 or 0x88a8"));
                 }
@@ -356,10 +431,17 @@ impl Action {
                 if let Some((_, field)) = MOD_NAMES.iter().find(|(n, _)| *n == lname) {
                     let v = need("a value")?;
                     let value = parse_mod_value(*field, v)?;
-                    Action::Mod { field: *field, value }
-                } else if arg.is_none() && name.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() {
+                    Action::Mod {
+                        field: *field,
+                        value,
+                    }
+                } else if arg.is_none()
+                    && name.bytes().all(|b| b.is_ascii_digit())
+                    && !name.is_empty()
+                {
                     // A bare port number is an output action.
-                    let p = PortNo::parse(name).ok_or_else(|| err(name, "port number out of range"))?;
+                    let p =
+                        PortNo::parse(name).ok_or_else(|| err(name, "port number out of range"))?;
                     Action::Output(p)
                 } else {
                     return Err(err(tok, "unknown action"));
@@ -383,7 +465,10 @@ impl Action {
         match self {
             Action::GotoTable(t) => {
                 if *t <= table {
-                    return Err(err(&me(), &format!("goto_table must go to a later table than {table}")));
+                    return Err(err(
+                        &me(),
+                        &format!("goto_table must go to a later table than {table}"),
+                    ));
                 }
                 if *t > TableId::MAX {
                     return Err(err(&me(), "table must be 0..254"));
@@ -392,24 +477,32 @@ impl Action {
             Action::Resubmit { table: Some(t), .. } if *t > TableId::MAX => {
                 return Err(err(&me(), "table must be 0..254"));
             }
-            Action::Resubmit { ct: true, .. } => {
-                if !m.satisfies(crate::fields::Prereq::CtIp) {
-                    return Err(err(&me(), "resubmit(...,ct) needs ip or ipv6 and a valid ct_state in the match"));
-                }
+            Action::Resubmit { ct: true, .. } if !m.satisfies(crate::fields::Prereq::CtIp) => {
+                return Err(err(
+                    &me(),
+                    "resubmit(...,ct) needs ip or ipv6 and a valid ct_state in the match",
+                ));
             }
-            Action::SetField { field, .. } | Action::Mod { field, .. } => check_write(&me(), *field, m)?,
+            Action::SetField { field, .. } | Action::Mod { field, .. } => {
+                check_write(&me(), *field, m)?
+            }
             Action::Load { dst, .. } => check_write(&me(), dst.field, m)?,
             Action::Move { src, dst } => {
                 let p = src.field.info().prereq;
                 if !m.satisfies(p) {
-                    return Err(err(&me(), &format!("source {} needs {} in the match", src.field.name(), prereq_text(p))));
+                    return Err(err(
+                        &me(),
+                        &format!(
+                            "source {} needs {} in the match",
+                            src.field.name(),
+                            prereq_text(p)
+                        ),
+                    ));
                 }
                 check_write(&me(), dst.field, m)?;
             }
-            Action::DecTtl => {
-                if !m.satisfies(crate::fields::Prereq::Ip) {
-                    return Err(err(&me(), "dec_ttl needs ip or ipv6 in the match"));
-                }
+            Action::DecTtl if !m.satisfies(crate::fields::Prereq::Ip) => {
+                return Err(err(&me(), "dec_ttl needs ip or ipv6 in the match"));
             }
             Action::Ct(c) => {
                 if !m.satisfies(crate::fields::Prereq::Ip) {
@@ -428,7 +521,10 @@ impl Action {
                     if let Some((a, _)) = n.addrs {
                         let v4 = m.satisfies(crate::fields::Prereq::Ipv4);
                         if a.is_ipv4() != v4 {
-                            return Err(err(&a.to_string(), "nat address family differs from the match's (ip vs ipv6)"));
+                            return Err(err(
+                                &a.to_string(),
+                                "nat address family differs from the match's (ip vs ipv6)",
+                            ));
                         }
                     }
                 }
@@ -446,7 +542,10 @@ impl Action {
                         _ => false,
                     };
                     if !ok {
-                        return Err(err(&e.to_string(), "ct exec may only set ct_mark or ct_label"));
+                        return Err(err(
+                            &e.to_string(),
+                            "ct exec may only set ct_mark or ct_label",
+                        ));
                     }
                 }
             }
@@ -466,7 +565,14 @@ fn check_write(tok: &str, f: Field, m: &Match) -> Result<(), ParseError> {
         return Ok(());
     }
     if !m.satisfies(info.prereq) {
-        return Err(err(tok, &format!("writing {} needs {} in the match", info.name, prereq_text(info.prereq))));
+        return Err(err(
+            tok,
+            &format!(
+                "writing {} needs {} in the match",
+                info.name,
+                prereq_text(info.prereq)
+            ),
+        ));
     }
     Ok(())
 }
@@ -494,7 +600,11 @@ fn parse_mod_value(field: Field, v: &str) -> Result<u128, ParseError> {
 fn parse_resubmit(tok: &str, arg: &str, paren: bool) -> Result<Action, ParseError> {
     if !paren {
         let port = PortNo::parse(arg).ok_or_else(|| err(arg, "resubmit port is not a port"))?;
-        return Ok(Action::Resubmit { port: Some(port), table: None, ct: false });
+        return Ok(Action::Resubmit {
+            port: Some(port),
+            table: None,
+            ct: false,
+        });
     }
     let parts: Vec<&str> = arg.split(',').map(str::trim).collect();
     if parts.len() > 3 {
@@ -525,9 +635,18 @@ fn parse_controller(a: &str) -> Result<ControllerSpec, ParseError> {
         let kv = kv.trim();
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         match k {
-            "max_len" => c.max_len = parse_uint(v, 16).map_err(|e| err(kv, &format!("max_len: {e}")))? as u16,
+            "max_len" => {
+                c.max_len = parse_uint(v, 16).map_err(|e| err(kv, &format!("max_len: {e}")))? as u16
+            }
             "reason" => {
-                const REASONS: [&str; 6] = ["action", "no_match", "invalid_ttl", "action_set", "group", "packet_out"];
+                const REASONS: [&str; 6] = [
+                    "action",
+                    "no_match",
+                    "invalid_ttl",
+                    "action_set",
+                    "group",
+                    "packet_out",
+                ];
                 if !REASONS.contains(&v) {
                     return Err(err(v, "unknown controller reason"));
                 }
@@ -576,8 +695,15 @@ fn parse_ct(a: &str) -> Result<CtAction, ParseError> {
                 })
             }
             ("timeout", Some(v)) => {
-                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                    return Err(err(v, "timeout policy name must be letters, digits, `_` or `-`"));
+                if v.is_empty()
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
+                    return Err(err(
+                        v,
+                        "timeout policy name must be letters, digits, `_` or `-`",
+                    ));
                 }
                 c.timeout = Some(v.to_string());
             }
@@ -598,7 +724,11 @@ fn parse_nat(s: &str) -> Result<Nat, ParseError> {
                 if n.kind.is_some() {
                     return Err(err(kv, "nat takes only one of src= and dst="));
                 }
-                n.kind = Some(if k == "src" { NatKind::Src } else { NatKind::Dst });
+                n.kind = Some(if k == "src" {
+                    NatKind::Src
+                } else {
+                    NatKind::Dst
+                });
                 let (addrs, ports) = parse_nat_range(v)?;
                 n.addrs = Some(addrs);
                 n.ports = ports;
@@ -625,12 +755,17 @@ type NatRange = ((IpAddr, IpAddr), Option<(u16, u16)>);
 fn parse_nat_range(v: &str) -> Result<NatRange, ParseError> {
     let (addr_part, port_part): (String, Option<&str>) = if v.starts_with('[') {
         // `[a]`, `[a]-[b]`, then optionally `:ports`.
-        let last = v.rfind(']').ok_or_else(|| err(v, "missing `]` in IPv6 nat address"))?;
+        let last = v
+            .rfind(']')
+            .ok_or_else(|| err(v, "missing `]` in IPv6 nat address"))?;
         let rest = &v[last + 1..];
         let ports = if rest.is_empty() {
             None
         } else {
-            Some(rest.strip_prefix(':').ok_or_else(|| err(rest, "unexpected text after nat address"))?)
+            Some(
+                rest.strip_prefix(':')
+                    .ok_or_else(|| err(rest, "unexpected text after nat address"))?,
+            )
         };
         (v[..=last].replace(['[', ']'], ""), ports)
     } else if v.matches(':').count() > 1 {
@@ -671,11 +806,23 @@ fn parse_nat_range(v: &str) -> Result<NatRange, ParseError> {
 
 impl fmt::Display for Nat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Some(kind) = self.kind else { return f.write_str("nat") };
-        f.write_str(if kind == NatKind::Src { "nat(src=" } else { "nat(dst=" })?;
+        let Some(kind) = self.kind else {
+            return f.write_str("nat");
+        };
+        f.write_str(if kind == NatKind::Src {
+            "nat(src="
+        } else {
+            "nat(dst="
+        })?;
         if let Some((a, b)) = self.addrs {
             let br = a.is_ipv6() && self.ports.is_some();
-            let w = |f: &mut fmt::Formatter<'_>, ip: IpAddr| if br { write!(f, "[{ip}]") } else { write!(f, "{ip}") };
+            let w = |f: &mut fmt::Formatter<'_>, ip: IpAddr| {
+                if br {
+                    write!(f, "[{ip}]")
+                } else {
+                    write!(f, "{ip}")
+                }
+            };
             w(f, a)?;
             if b != a {
                 f.write_str("-")?;
@@ -760,7 +907,11 @@ impl fmt::Display for Action {
             Action::Drop => f.write_str("drop"),
             Action::Resubmit { port, table, ct } => {
                 if table.is_none() && !ct {
-                    return write!(f, "resubmit:{}", port.expect("resubmit has a port or table"));
+                    return write!(
+                        f,
+                        "resubmit:{}",
+                        port.expect("resubmit has a port or table")
+                    );
                 }
                 f.write_str("resubmit(")?;
                 if let Some(p) = port {
@@ -785,13 +936,24 @@ impl fmt::Display for Action {
                 if *mask == ones {
                     write!(f, "set_field:{v}->{}", field.name())
                 } else {
-                    write!(f, "set_field:{v}/{}->{}", format_value(*field, *mask), field.name())
+                    write!(
+                        f,
+                        "set_field:{v}/{}->{}",
+                        format_value(*field, *mask),
+                        field.name()
+                    )
                 }
             }
-            Action::Load { dst, value } => write!(f, "load:{}->{dst}", crate::text::format::hex(*value)),
+            Action::Load { dst, value } => {
+                write!(f, "load:{}->{dst}", crate::text::format::hex(*value))
+            }
             Action::Move { src, dst } => write!(f, "move:{src}->{dst}"),
             Action::Mod { field, value } => {
-                let name = MOD_NAMES.iter().find(|(_, fl)| fl == field).map(|(n, _)| *n).unwrap_or("mod");
+                let name = MOD_NAMES
+                    .iter()
+                    .find(|(_, fl)| fl == field)
+                    .map(|(n, _)| *n)
+                    .unwrap_or("mod");
                 if *field == Field::NW_TOS {
                     write!(f, "{name}:{}", value << 2)
                 } else {
@@ -822,11 +984,17 @@ mod tests {
     fn output_family() {
         assert_eq!(rt("output:3"), "output:3");
         assert_eq!(rt("3"), "output:3");
-        assert_eq!(rt("normal,FLOOD,all,LOCAL,in_port"), "NORMAL,FLOOD,ALL,LOCAL,IN_PORT");
+        assert_eq!(
+            rt("normal,FLOOD,all,LOCAL,in_port"),
+            "NORMAL,FLOOD,ALL,LOCAL,IN_PORT"
+        );
         assert_eq!(rt("output:controller"), "CONTROLLER:65535");
         assert_eq!(rt("drop"), "drop");
         assert!(parse_actions("drop,output:1").is_err());
-        assert!(parse_actions("output:eth0").unwrap_err().to_string().contains("eth0"));
+        assert!(parse_actions("output:eth0")
+            .unwrap_err()
+            .to_string()
+            .contains("eth0"));
     }
 
     #[test]
@@ -837,7 +1005,10 @@ mod tests {
             rt("controller(reason=no_match,userdata=01.02,max_len=123)"),
             "controller(reason=no_match,max_len=123,userdata=01.02)"
         );
-        assert!(parse_actions("controller(reason=bogus)").unwrap_err().to_string().contains("bogus"));
+        assert!(parse_actions("controller(reason=bogus)")
+            .unwrap_err()
+            .to_string()
+            .contains("bogus"));
     }
 
     #[test]
@@ -847,10 +1018,22 @@ mod tests {
         assert_eq!(rt("resubmit:4"), "resubmit:4");
         assert_eq!(rt("resubmit(4)"), "resubmit:4");
         assert_eq!(rt("resubmit(,2,ct)"), "resubmit(,2,ct)");
-        assert!(parse_actions("resubmit(,300)").unwrap_err().to_string().contains("300"));
+        assert!(parse_actions("resubmit(,300)")
+            .unwrap_err()
+            .to_string()
+            .contains("300"));
         assert!(parse_actions("resubmit(,)").is_err());
-        assert!(parse_actions("resubmit(x,1)").unwrap_err().to_string().contains("`x`") || parse_actions("resubmit(x,1)").is_err());
-        assert!(parse_actions("resubmit(1,2,foo)").unwrap_err().to_string().contains("foo"));
+        assert!(
+            parse_actions("resubmit(x,1)")
+                .unwrap_err()
+                .to_string()
+                .contains("`x`")
+                || parse_actions("resubmit(x,1)").is_err()
+        );
+        assert!(parse_actions("resubmit(1,2,foo)")
+            .unwrap_err()
+            .to_string()
+            .contains("foo"));
     }
 
     #[test]
@@ -870,12 +1053,30 @@ mod tests {
             rt("ct(commit,nat(dst=[fe80::1]-[fe80::5]:80-90,hash,persistent))"),
             "ct(commit,nat(dst=[fe80::1]-[fe80::5]:80-90,persistent,hash))"
         );
-        assert_eq!(rt("ct(commit,nat(dst=fe80::1))"), "ct(commit,nat(dst=fe80::1))");
-        assert!(parse_actions("ct(zone=70000)").unwrap_err().to_string().contains("70000"));
-        assert!(parse_actions("ct(zone=reg0[0..7])").unwrap_err().to_string().contains("16 bits"));
-        assert!(parse_actions("ct(alg=sip)").unwrap_err().to_string().contains("sip"));
-        assert!(parse_actions("ct(bogus)").unwrap_err().to_string().contains("bogus"));
-        assert!(parse_actions("ct(nat(src=10.0.0.5-10.0.0.1))").unwrap_err().to_string().contains("backwards"));
+        assert_eq!(
+            rt("ct(commit,nat(dst=fe80::1))"),
+            "ct(commit,nat(dst=fe80::1))"
+        );
+        assert!(parse_actions("ct(zone=70000)")
+            .unwrap_err()
+            .to_string()
+            .contains("70000"));
+        assert!(parse_actions("ct(zone=reg0[0..7])")
+            .unwrap_err()
+            .to_string()
+            .contains("16 bits"));
+        assert!(parse_actions("ct(alg=sip)")
+            .unwrap_err()
+            .to_string()
+            .contains("sip"));
+        assert!(parse_actions("ct(bogus)")
+            .unwrap_err()
+            .to_string()
+            .contains("bogus"));
+        assert!(parse_actions("ct(nat(src=10.0.0.5-10.0.0.1))")
+            .unwrap_err()
+            .to_string()
+            .contains("backwards"));
         assert!(parse_actions("ct(nat(src=10.0.0.1,hash,random))").is_err());
     }
 
@@ -886,27 +1087,60 @@ mod tests {
         let t0 = TableId(0);
         let chk = |s: &str, m: &Match| check_actions(&parse_actions(s).unwrap(), m, t0);
         assert!(chk("ct(commit)", &ip).is_ok());
-        assert!(chk("ct(commit)", &Match::default()).unwrap_err().to_string().contains("ip"));
-        assert!(chk("ct(force)", &ip).unwrap_err().to_string().contains("commit"));
+        assert!(chk("ct(commit)", &Match::default())
+            .unwrap_err()
+            .to_string()
+            .contains("ip"));
+        assert!(chk("ct(force)", &ip)
+            .unwrap_err()
+            .to_string()
+            .contains("commit"));
         assert!(chk("ct(exec(set_field:1->ct_mark))", &ip).is_err());
-        assert!(chk("ct(commit,exec(set_field:1->reg0))", &ip).unwrap_err().to_string().contains("ct_mark"));
+        assert!(chk("ct(commit,exec(set_field:1->reg0))", &ip)
+            .unwrap_err()
+            .to_string()
+            .contains("ct_mark"));
         assert!(chk("ct(nat(src=10.0.0.1))", &ip).is_err());
-        assert!(chk("ct(commit,nat(src=fe80::1))", &ip).unwrap_err().to_string().contains("family"));
+        assert!(chk("ct(commit,nat(src=fe80::1))", &ip)
+            .unwrap_err()
+            .to_string()
+            .contains("family"));
         assert!(chk("ct(nat)", &ip).is_ok());
     }
 
     #[test]
     fn field_writers() {
-        assert_eq!(rt("set_field:10.0.0.1->nw_dst"), "set_field:10.0.0.1->nw_dst");
+        assert_eq!(
+            rt("set_field:10.0.0.1->nw_dst"),
+            "set_field:10.0.0.1->nw_dst"
+        );
         assert_eq!(rt("set_field:0x1/0xf->reg1"), "set_field:0x1/0xf->reg1");
         assert_eq!(rt("load:5->reg2[0..7]"), "load:0x5->NXM_NX_REG2[0..7]");
         assert_eq!(rt("load:1->reg2[3]"), "load:0x1->NXM_NX_REG2[3]");
-        assert_eq!(rt("move:reg0[0..3]->NXM_NX_REG1[4..7]"), "move:NXM_NX_REG0[0..3]->NXM_NX_REG1[4..7]");
-        assert!(parse_actions("load:0x100->reg0[0..7]").unwrap_err().to_string().contains("fit"));
-        assert!(parse_actions("move:reg0[0..3]->reg1[0..4]").unwrap_err().to_string().contains("bits"));
-        assert!(parse_actions("load:1->reg0[5..40]").unwrap_err().to_string().contains("beyond"));
-        assert!(parse_actions("load:1->nosuch[]").unwrap_err().to_string().contains("nosuch"));
-        assert!(parse_actions("set_field:1->bogus").unwrap_err().to_string().contains("bogus"));
+        assert_eq!(
+            rt("move:reg0[0..3]->NXM_NX_REG1[4..7]"),
+            "move:NXM_NX_REG0[0..3]->NXM_NX_REG1[4..7]"
+        );
+        assert!(parse_actions("load:0x100->reg0[0..7]")
+            .unwrap_err()
+            .to_string()
+            .contains("fit"));
+        assert!(parse_actions("move:reg0[0..3]->reg1[0..4]")
+            .unwrap_err()
+            .to_string()
+            .contains("bits"));
+        assert!(parse_actions("load:1->reg0[5..40]")
+            .unwrap_err()
+            .to_string()
+            .contains("beyond"));
+        assert!(parse_actions("load:1->nosuch[]")
+            .unwrap_err()
+            .to_string()
+            .contains("nosuch"));
+        assert!(parse_actions("set_field:1->bogus")
+            .unwrap_err()
+            .to_string()
+            .contains("bogus"));
     }
 
     #[test]
@@ -915,10 +1149,19 @@ mod tests {
             rt("mod_dl_src:00:00:00:00:00:01,mod_nw_src:1.2.3.4,mod_nw_tos:8,mod_tp_dst:5,dec_ttl"),
             "mod_dl_src:00:00:00:00:00:01,mod_nw_src:1.2.3.4,mod_nw_tos:8,mod_tp_dst:5,dec_ttl"
         );
-        assert_eq!(rt("push_vlan:0x8100,mod_vlan_vid:5,mod_vlan_pcp:3,pop_vlan"), "push_vlan:0x8100,mod_vlan_vid:5,mod_vlan_pcp:3,strip_vlan");
-        assert!(parse_actions("mod_nw_tos:3").unwrap_err().to_string().contains("ECN"));
+        assert_eq!(
+            rt("push_vlan:0x8100,mod_vlan_vid:5,mod_vlan_pcp:3,pop_vlan"),
+            "push_vlan:0x8100,mod_vlan_vid:5,mod_vlan_pcp:3,strip_vlan"
+        );
+        assert!(parse_actions("mod_nw_tos:3")
+            .unwrap_err()
+            .to_string()
+            .contains("ECN"));
         assert!(parse_actions("mod_vlan_vid:5000").is_err());
-        assert!(parse_actions("push_vlan:0x800").unwrap_err().to_string().contains("0x800"));
+        assert!(parse_actions("push_vlan:0x800")
+            .unwrap_err()
+            .to_string()
+            .contains("0x800"));
         assert_eq!(rt("note:01.02.03"), "note:01.02.03");
         assert_eq!(rt("ct_clear,notrack"), "ct_clear,notrack");
     }
@@ -927,14 +1170,27 @@ mod tests {
     fn write_checks() {
         let mut ip = Match::default();
         ip.set_exact(Field::DL_TYPE, 0x0800);
-        let chk = |s: &str, m: &Match, t: u8| check_actions(&parse_actions(s).unwrap(), m, TableId(t));
-        assert!(chk("mod_tp_dst:5", &ip, 0).unwrap_err().to_string().contains("tp_dst"));
+        let chk =
+            |s: &str, m: &Match, t: u8| check_actions(&parse_actions(s).unwrap(), m, TableId(t));
+        assert!(chk("mod_tp_dst:5", &ip, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("tp_dst"));
         let mut tcp = ip;
         tcp.set_exact(Field::NW_PROTO, 6);
         assert!(chk("mod_tp_dst:5", &tcp, 0).is_ok());
-        assert!(chk("set_field:1->ct_state", &tcp, 0).unwrap_err().to_string().contains("read-only"));
-        assert!(chk("goto_table:1", &ip, 1).unwrap_err().to_string().contains("later"));
-        assert!(chk("goto_table:2,output:1", &ip, 1).unwrap_err().to_string().contains("last"));
+        assert!(chk("set_field:1->ct_state", &tcp, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("read-only"));
+        assert!(chk("goto_table:1", &ip, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("later"));
+        assert!(chk("goto_table:2,output:1", &ip, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("last"));
         assert!(chk("output:1,goto_table:2", &ip, 1).is_ok());
         assert!(chk("dec_ttl", &Match::default(), 0).is_err());
         assert!(chk("mod_vlan_vid:5", &Match::default(), 0).is_ok());

@@ -77,7 +77,12 @@ pub struct Entry<T> {
 
 impl<T> Clone for Entry<T> {
     fn clone(&self) -> Self {
-        Entry { priority: self.priority, seq: self.seq, rank: self.rank, value: self.value.clone() }
+        Entry {
+            priority: self.priority,
+            seq: self.seq,
+            rank: self.rank,
+            value: self.value.clone(),
+        }
     }
 }
 
@@ -176,7 +181,13 @@ impl<T> Subtable<T> {
     }
 
     fn recompute_max(&mut self) {
-        self.max_rank = self.rules.iter().filter_map(|r| r.first()).map(|e| e.rank).max().unwrap_or(0);
+        self.max_rank = self
+            .rules
+            .iter()
+            .filter_map(|r| r.first())
+            .map(|e| e.rank)
+            .max()
+            .unwrap_or(0);
     }
 
     /// Insert; returns the entry it replaced (same masked key and priority).
@@ -193,15 +204,23 @@ impl<T> Subtable<T> {
                 self.hashes.push(h);
                 self.rules.push(Vec::new());
                 let hashes = &self.hashes;
-                self.table.insert_unique(h, b as u32, |&x| hashes[x as usize]);
+                self.table
+                    .insert_unique(h, b as u32, |&x| hashes[x as usize]);
                 b
             }
         };
         let list = &mut self.rules[b];
-        let old = list.iter().position(|x| x.priority == e.priority).map(|p| list.remove(p));
+        let old = list
+            .iter()
+            .position(|x| x.priority == e.priority)
+            .map(|p| list.remove(p));
         let e = match &old {
             // A replacement keeps its place among equal priorities.
-            Some(o) => Entry { seq: o.seq, rank: o.rank, ..e },
+            Some(o) => Entry {
+                seq: o.seq,
+                rank: o.rank,
+                ..e
+            },
             None => e,
         };
         let pos = list.partition_point(|x| x.rank > e.rank);
@@ -266,13 +285,19 @@ pub struct Classifier<T> {
 
 impl<T> Clone for Classifier<T> {
     fn clone(&self) -> Self {
-        Classifier { subtables: self.subtables.clone(), n_rules: self.n_rules }
+        Classifier {
+            subtables: self.subtables.clone(),
+            n_rules: self.n_rules,
+        }
     }
 }
 
 impl<T> Default for Classifier<T> {
     fn default() -> Self {
-        Classifier { subtables: Vec::new(), n_rules: 0 }
+        Classifier {
+            subtables: Vec::new(),
+            n_rules: 0,
+        }
     }
 }
 
@@ -315,14 +340,20 @@ impl<T> Classifier<T> {
     }
 
     fn sort(&mut self) {
-        self.subtables.sort_by(|a, b| b.max_rank.cmp(&a.max_rank));
+        self.subtables
+            .sort_by_key(|s| std::cmp::Reverse(s.max_rank));
     }
 
     /// Add a rule; a rule with the same match and priority is replaced (and
     /// returned). Copy-on-write: only the affected subtable is cloned, and
     /// only if another version still shares it.
     pub fn insert(&mut self, m: &Match, priority: u16, seq: u64, value: Arc<T>) -> Option<Arc<T>> {
-        let e = Entry { priority, seq, rank: rank(priority, seq), value };
+        let e = Entry {
+            priority,
+            seq,
+            rank: rank(priority, seq),
+            value,
+        };
         let pos = match self.subtables.iter().position(|s| s.mask == m.mask) {
             Some(p) => p,
             None => {
@@ -399,7 +430,10 @@ pub struct Published<T> {
 
 impl<T> Published<T> {
     pub fn new(v: T) -> Arc<Self> {
-        Arc::new(Published { version: AtomicU64::new(1), current: Mutex::new(Arc::new(v)) })
+        Arc::new(Published {
+            version: AtomicU64::new(1),
+            current: Mutex::new(Arc::new(v)),
+        })
     }
     /// The current version (a writer's starting point).
     pub fn load(&self) -> Arc<T> {
@@ -417,7 +451,11 @@ impl<T> Published<T> {
     /// A reader for one thread.
     pub fn reader(self: &Arc<Self>) -> Reader<T> {
         let version = self.version();
-        Reader { snap: self.load(), shared: self.clone(), version }
+        Reader {
+            snap: self.load(),
+            shared: self.clone(),
+            version,
+        }
     }
 }
 
@@ -474,7 +512,11 @@ mod tests {
         let mut wc = FlowMask::default();
         let k = key("tcp,nw_src=10.1.1.1,tp_dst=22");
         assert_eq!(*c.lookup(&k, &mut wc).unwrap().value, "ten");
-        assert_eq!(wc.get(Field::TP_DST), 0xffff, "the miss on tp_dst is part of the answer");
+        assert_eq!(
+            wc.get(Field::TP_DST),
+            0xffff,
+            "the miss on tp_dst is part of the answer"
+        );
         assert_eq!(wc.get(Field::NW_SRC), 0xff00_0000);
 
         let mut wc = FlowMask::default();
@@ -506,21 +548,33 @@ mod tests {
         c.insert(&m("ip,nw_src=1.1.1.1"), 5, 10, Arc::new(10));
         c.insert(&m("ip,nw_dst=2.2.2.2"), 5, 11, Arc::new(11));
         let mut wc = FlowMask::default();
-        assert_eq!(*c.lookup(&key("ip,nw_src=1.1.1.1,nw_dst=2.2.2.2"), &mut wc).unwrap().value, 10);
+        assert_eq!(
+            *c.lookup(&key("ip,nw_src=1.1.1.1,nw_dst=2.2.2.2"), &mut wc)
+                .unwrap()
+                .value,
+            10
+        );
     }
 
     #[test]
     fn bucket_removal_keeps_other_buckets_reachable() {
         let mut c: Classifier<u32> = Classifier::new();
         for i in 0..50u32 {
-            c.insert(&m(&format!("ip,nw_src=10.0.0.{i}")), 1, i as u64, Arc::new(i));
+            c.insert(
+                &m(&format!("ip,nw_src=10.0.0.{i}")),
+                1,
+                i as u64,
+                Arc::new(i),
+            );
         }
         for i in (0..50u32).step_by(3) {
             assert!(c.remove(&m(&format!("ip,nw_src=10.0.0.{i}")), 1).is_some());
         }
         for i in 0..50u32 {
             let mut wc = FlowMask::default();
-            let r = c.lookup(&key(&format!("ip,nw_src=10.0.0.{i}")), &mut wc).map(|e| *e.value);
+            let r = c
+                .lookup(&key(&format!("ip,nw_src=10.0.0.{i}")), &mut wc)
+                .map(|e| *e.value);
             assert_eq!(r, if i % 3 == 0 { None } else { Some(i) });
         }
         assert_eq!(c.iter().count(), c.len());
@@ -536,8 +590,16 @@ mod tests {
         c.insert(&m("ip"), 2, 2, Arc::new(2));
         p.publish(Arc::new(c));
         let mut wc = FlowMask::default();
-        assert_eq!(*old.lookup(&key("ip"), &mut wc).unwrap().value, 1, "old snapshot unchanged");
-        assert_eq!(*r.get().lookup(&key("ip"), &mut wc).unwrap().value, 2, "reader sees the new one");
+        assert_eq!(
+            *old.lookup(&key("ip"), &mut wc).unwrap().value,
+            1,
+            "old snapshot unchanged"
+        );
+        assert_eq!(
+            *r.get().lookup(&key("ip"), &mut wc).unwrap().value,
+            2,
+            "reader sees the new one"
+        );
     }
 
     #[test]

@@ -282,9 +282,11 @@ impl Field {
             .iter()
             .position(|f| {
                 f.name == name
-                    || f.aliases
-                        .iter()
-                        .any(|a| *a == name || (a.starts_with("NXM") || a.starts_with("OXM")) && a.eq_ignore_ascii_case(name))
+                    || f.aliases.iter().any(|a| {
+                        *a == name
+                            || (a.starts_with("NXM") || a.starts_with("OXM"))
+                                && a.eq_ignore_ascii_case(name)
+                    })
             })
             .map(|i| Field(i as u8))
     }
@@ -299,15 +301,35 @@ const REG_NAMES: [&str; 16] = [
     "reg11", "reg12", "reg13", "reg14", "reg15",
 ];
 const REG_NXM: [&[&str]; 16] = [
-    &["NXM_NX_REG0"], &["NXM_NX_REG1"], &["NXM_NX_REG2"], &["NXM_NX_REG3"], &["NXM_NX_REG4"],
-    &["NXM_NX_REG5"], &["NXM_NX_REG6"], &["NXM_NX_REG7"], &["NXM_NX_REG8"], &["NXM_NX_REG9"],
-    &["NXM_NX_REG10"], &["NXM_NX_REG11"], &["NXM_NX_REG12"], &["NXM_NX_REG13"],
-    &["NXM_NX_REG14"], &["NXM_NX_REG15"],
+    &["NXM_NX_REG0"],
+    &["NXM_NX_REG1"],
+    &["NXM_NX_REG2"],
+    &["NXM_NX_REG3"],
+    &["NXM_NX_REG4"],
+    &["NXM_NX_REG5"],
+    &["NXM_NX_REG6"],
+    &["NXM_NX_REG7"],
+    &["NXM_NX_REG8"],
+    &["NXM_NX_REG9"],
+    &["NXM_NX_REG10"],
+    &["NXM_NX_REG11"],
+    &["NXM_NX_REG12"],
+    &["NXM_NX_REG13"],
+    &["NXM_NX_REG14"],
+    &["NXM_NX_REG15"],
 ];
-const XREG_NAMES: [&str; 8] = ["xreg0", "xreg1", "xreg2", "xreg3", "xreg4", "xreg5", "xreg6", "xreg7"];
+const XREG_NAMES: [&str; 8] = [
+    "xreg0", "xreg1", "xreg2", "xreg3", "xreg4", "xreg5", "xreg6", "xreg7",
+];
 const XREG_NXM: [&[&str]; 8] = [
-    &["OXM_OF_PKT_REG0"], &["OXM_OF_PKT_REG1"], &["OXM_OF_PKT_REG2"], &["OXM_OF_PKT_REG3"],
-    &["OXM_OF_PKT_REG4"], &["OXM_OF_PKT_REG5"], &["OXM_OF_PKT_REG6"], &["OXM_OF_PKT_REG7"],
+    &["OXM_OF_PKT_REG0"],
+    &["OXM_OF_PKT_REG1"],
+    &["OXM_OF_PKT_REG2"],
+    &["OXM_OF_PKT_REG3"],
+    &["OXM_OF_PKT_REG4"],
+    &["OXM_OF_PKT_REG5"],
+    &["OXM_OF_PKT_REG6"],
+    &["OXM_OF_PKT_REG7"],
 ];
 
 /// The field table, built once.
@@ -330,53 +352,419 @@ fn build_fields() -> Vec<FieldInfo> {
         prereq: Prereq,
         writable: bool,
     ) -> FieldInfo {
-        FieldInfo { name, aliases, slot, fmt, maskable, prereq, writable, implies: None, text_shift: 0 }
+        FieldInfo {
+            name,
+            aliases,
+            slot,
+            fmt,
+            maskable,
+            prereq,
+            writable,
+            implies: None,
+            text_shift: 0,
+        }
     }
     let s = Slot::new;
     let mut v = vec![
-        f("in_port", &["NXM_OF_IN_PORT", "OXM_OF_IN_PORT"], s(0, 0, 32), Port, No, P::None, true),
-        f("dl_type", &["eth_type", "NXM_OF_ETH_TYPE"], s(0, 32, 16), Hex, No, P::None, false),
-        f("vlan_tci", &["NXM_OF_VLAN_TCI"], s(0, 48, 16), Hex, Bitwise, P::None, true),
-        f("dl_vlan", &["vlan_vid"], s(0, 48, 12), Decimal, No, P::None, true),
-        f("dl_vlan_pcp", &["vlan_pcp"], s(0, 61, 3), Decimal, No, P::None, true),
-        f("dl_src", &["eth_src", "NXM_OF_ETH_SRC"], s(1, 0, 48), Mac, Bitwise, P::None, true),
-        f("dl_dst", &["eth_dst", "NXM_OF_ETH_DST"], s(2, 0, 48), Mac, Bitwise, P::None, true),
-        f("nw_proto", &["ip_proto", "NXM_OF_IP_PROTO"], s(1, 48, 8), Decimal, No, P::Ip, false),
-        f("nw_tos", &["NXM_OF_IP_TOS"], s(1, 58, 6), Decimal, No, P::Ip, true),
-        f("ip_dscp", &["OXM_OF_IP_DSCP"], s(1, 58, 6), Decimal, No, P::Ip, true),
-        f("nw_ecn", &["ip_ecn", "NXM_NX_IP_ECN"], s(1, 56, 2), Decimal, No, P::Ip, true),
-        f("nw_ttl", &["NXM_NX_IP_TTL"], s(2, 48, 8), Decimal, No, P::Ip, true),
-        f("nw_frag", &["ip_frag", "NXM_NX_IP_FRAG"], s(2, 56, 2), Frag, Bitwise, P::Ip, false),
-        f("nw_src", &["ip_src", "NXM_OF_IP_SRC"], s(3, 32, 32), Ipv4, Bitwise, P::Ipv4, true),
-        f("nw_dst", &["ip_dst", "NXM_OF_IP_DST"], s(3, 0, 32), Ipv4, Bitwise, P::Ipv4, true),
-        f("tp_src", &["tcp_src", "udp_src", "sctp_src", "NXM_OF_TCP_SRC", "NXM_OF_UDP_SRC"], s(4, 0, 16), Decimal, Bitwise, P::L4, true),
-        f("tp_dst", &["tcp_dst", "udp_dst", "sctp_dst", "NXM_OF_TCP_DST", "NXM_OF_UDP_DST"], s(4, 16, 16), Decimal, Bitwise, P::L4, true),
-        f("tcp_flags", &["NXM_NX_TCP_FLAGS"], s(4, 32, 12), TcpFlags, Bitwise, P::Tcp, false),
-        f("ct_zone", &["NXM_NX_CT_ZONE"], s(4, 48, 16), Decimal, No, P::None, false),
-        f("ct_state", &["NXM_NX_CT_STATE"], s(5, 0, 32), CtState, Bitwise, P::None, false),
-        f("ct_mark", &["NXM_NX_CT_MARK"], s(5, 32, 32), Hex, Bitwise, P::None, true),
-        f("ct_label", &["NXM_NX_CT_LABEL"], s(6, 0, 128), Hex, Bitwise, P::None, true),
-        f("ct_nw_src", &["NXM_NX_CT_NW_SRC"], s(8, 32, 32), Ipv4, Bitwise, P::CtIpv4, false),
-        f("ct_nw_dst", &["NXM_NX_CT_NW_DST"], s(8, 0, 32), Ipv4, Bitwise, P::CtIpv4, false),
-        f("ct_tp_src", &["NXM_NX_CT_TP_SRC"], s(9, 0, 16), Decimal, Bitwise, P::CtIp, false),
-        f("ct_tp_dst", &["NXM_NX_CT_TP_DST"], s(9, 16, 16), Decimal, Bitwise, P::CtIp, false),
-        f("ct_nw_proto", &["NXM_NX_CT_NW_PROTO"], s(9, 32, 8), Decimal, No, P::CtIp, false),
-        f("ipv6_label", &["NXM_NX_IPV6_LABEL"], s(9, 40, 20), Hex, Bitwise, P::Ipv6, true),
-        f("ipv6_src", &["NXM_NX_IPV6_SRC"], s(10, 0, 128), Ipv6, Bitwise, P::Ipv6, true),
-        f("ipv6_dst", &["NXM_NX_IPV6_DST"], s(12, 0, 128), Ipv6, Bitwise, P::Ipv6, true),
-        f("ct_ipv6_src", &["NXM_NX_CT_IPV6_SRC"], s(14, 0, 128), Ipv6, Bitwise, P::CtIpv6, false),
-        f("ct_ipv6_dst", &["NXM_NX_CT_IPV6_DST"], s(16, 0, 128), Ipv6, Bitwise, P::CtIpv6, false),
-        f("arp_sha", &["NXM_NX_ARP_SHA"], s(18, 0, 48), Mac, Bitwise, P::Arp, true),
-        f("arp_op", &["NXM_OF_ARP_OP"], s(18, 48, 16), Decimal, No, P::Arp, true),
-        f("arp_tha", &["NXM_NX_ARP_THA"], s(19, 0, 48), Mac, Bitwise, P::Arp, true),
-        f("icmp_type", &["icmpv4_type", "NXM_OF_ICMP_TYPE"], s(19, 48, 8), Decimal, No, P::Icmpv4, true),
-        f("icmp_code", &["icmpv4_code", "NXM_OF_ICMP_CODE"], s(19, 56, 8), Decimal, No, P::Icmpv4, true),
-        f("arp_spa", &["NXM_OF_ARP_SPA"], s(20, 32, 32), Ipv4, Bitwise, P::Arp, true),
-        f("arp_tpa", &["NXM_OF_ARP_TPA"], s(20, 0, 32), Ipv4, Bitwise, P::Arp, true),
-        f("icmpv6_type", &["NXM_NX_ICMPV6_TYPE"], s(21, 0, 8), Decimal, No, P::Icmpv6, true),
-        f("icmpv6_code", &["NXM_NX_ICMPV6_CODE"], s(21, 8, 8), Decimal, No, P::Icmpv6, true),
-        f("recirc_id", &["NXM_NX_RECIRC_ID"], s(21, 32, 32), Hex, No, P::None, false),
-        f("metadata", &["OXM_OF_METADATA"], s(22, 0, 64), Hex, Bitwise, P::None, true),
+        f(
+            "in_port",
+            &["NXM_OF_IN_PORT", "OXM_OF_IN_PORT"],
+            s(0, 0, 32),
+            Port,
+            No,
+            P::None,
+            true,
+        ),
+        f(
+            "dl_type",
+            &["eth_type", "NXM_OF_ETH_TYPE"],
+            s(0, 32, 16),
+            Hex,
+            No,
+            P::None,
+            false,
+        ),
+        f(
+            "vlan_tci",
+            &["NXM_OF_VLAN_TCI"],
+            s(0, 48, 16),
+            Hex,
+            Bitwise,
+            P::None,
+            true,
+        ),
+        f(
+            "dl_vlan",
+            &["vlan_vid"],
+            s(0, 48, 12),
+            Decimal,
+            No,
+            P::None,
+            true,
+        ),
+        f(
+            "dl_vlan_pcp",
+            &["vlan_pcp"],
+            s(0, 61, 3),
+            Decimal,
+            No,
+            P::None,
+            true,
+        ),
+        f(
+            "dl_src",
+            &["eth_src", "NXM_OF_ETH_SRC"],
+            s(1, 0, 48),
+            Mac,
+            Bitwise,
+            P::None,
+            true,
+        ),
+        f(
+            "dl_dst",
+            &["eth_dst", "NXM_OF_ETH_DST"],
+            s(2, 0, 48),
+            Mac,
+            Bitwise,
+            P::None,
+            true,
+        ),
+        f(
+            "nw_proto",
+            &["ip_proto", "NXM_OF_IP_PROTO"],
+            s(1, 48, 8),
+            Decimal,
+            No,
+            P::Ip,
+            false,
+        ),
+        f(
+            "nw_tos",
+            &["NXM_OF_IP_TOS"],
+            s(1, 58, 6),
+            Decimal,
+            No,
+            P::Ip,
+            true,
+        ),
+        f(
+            "ip_dscp",
+            &["OXM_OF_IP_DSCP"],
+            s(1, 58, 6),
+            Decimal,
+            No,
+            P::Ip,
+            true,
+        ),
+        f(
+            "nw_ecn",
+            &["ip_ecn", "NXM_NX_IP_ECN"],
+            s(1, 56, 2),
+            Decimal,
+            No,
+            P::Ip,
+            true,
+        ),
+        f(
+            "nw_ttl",
+            &["NXM_NX_IP_TTL"],
+            s(2, 48, 8),
+            Decimal,
+            No,
+            P::Ip,
+            true,
+        ),
+        f(
+            "nw_frag",
+            &["ip_frag", "NXM_NX_IP_FRAG"],
+            s(2, 56, 2),
+            Frag,
+            Bitwise,
+            P::Ip,
+            false,
+        ),
+        f(
+            "nw_src",
+            &["ip_src", "NXM_OF_IP_SRC"],
+            s(3, 32, 32),
+            Ipv4,
+            Bitwise,
+            P::Ipv4,
+            true,
+        ),
+        f(
+            "nw_dst",
+            &["ip_dst", "NXM_OF_IP_DST"],
+            s(3, 0, 32),
+            Ipv4,
+            Bitwise,
+            P::Ipv4,
+            true,
+        ),
+        f(
+            "tp_src",
+            &[
+                "tcp_src",
+                "udp_src",
+                "sctp_src",
+                "NXM_OF_TCP_SRC",
+                "NXM_OF_UDP_SRC",
+            ],
+            s(4, 0, 16),
+            Decimal,
+            Bitwise,
+            P::L4,
+            true,
+        ),
+        f(
+            "tp_dst",
+            &[
+                "tcp_dst",
+                "udp_dst",
+                "sctp_dst",
+                "NXM_OF_TCP_DST",
+                "NXM_OF_UDP_DST",
+            ],
+            s(4, 16, 16),
+            Decimal,
+            Bitwise,
+            P::L4,
+            true,
+        ),
+        f(
+            "tcp_flags",
+            &["NXM_NX_TCP_FLAGS"],
+            s(4, 32, 12),
+            TcpFlags,
+            Bitwise,
+            P::Tcp,
+            false,
+        ),
+        f(
+            "ct_zone",
+            &["NXM_NX_CT_ZONE"],
+            s(4, 48, 16),
+            Decimal,
+            No,
+            P::None,
+            false,
+        ),
+        f(
+            "ct_state",
+            &["NXM_NX_CT_STATE"],
+            s(5, 0, 32),
+            CtState,
+            Bitwise,
+            P::None,
+            false,
+        ),
+        f(
+            "ct_mark",
+            &["NXM_NX_CT_MARK"],
+            s(5, 32, 32),
+            Hex,
+            Bitwise,
+            P::None,
+            true,
+        ),
+        f(
+            "ct_label",
+            &["NXM_NX_CT_LABEL"],
+            s(6, 0, 128),
+            Hex,
+            Bitwise,
+            P::None,
+            true,
+        ),
+        f(
+            "ct_nw_src",
+            &["NXM_NX_CT_NW_SRC"],
+            s(8, 32, 32),
+            Ipv4,
+            Bitwise,
+            P::CtIpv4,
+            false,
+        ),
+        f(
+            "ct_nw_dst",
+            &["NXM_NX_CT_NW_DST"],
+            s(8, 0, 32),
+            Ipv4,
+            Bitwise,
+            P::CtIpv4,
+            false,
+        ),
+        f(
+            "ct_tp_src",
+            &["NXM_NX_CT_TP_SRC"],
+            s(9, 0, 16),
+            Decimal,
+            Bitwise,
+            P::CtIp,
+            false,
+        ),
+        f(
+            "ct_tp_dst",
+            &["NXM_NX_CT_TP_DST"],
+            s(9, 16, 16),
+            Decimal,
+            Bitwise,
+            P::CtIp,
+            false,
+        ),
+        f(
+            "ct_nw_proto",
+            &["NXM_NX_CT_NW_PROTO"],
+            s(9, 32, 8),
+            Decimal,
+            No,
+            P::CtIp,
+            false,
+        ),
+        f(
+            "ipv6_label",
+            &["NXM_NX_IPV6_LABEL"],
+            s(9, 40, 20),
+            Hex,
+            Bitwise,
+            P::Ipv6,
+            true,
+        ),
+        f(
+            "ipv6_src",
+            &["NXM_NX_IPV6_SRC"],
+            s(10, 0, 128),
+            Ipv6,
+            Bitwise,
+            P::Ipv6,
+            true,
+        ),
+        f(
+            "ipv6_dst",
+            &["NXM_NX_IPV6_DST"],
+            s(12, 0, 128),
+            Ipv6,
+            Bitwise,
+            P::Ipv6,
+            true,
+        ),
+        f(
+            "ct_ipv6_src",
+            &["NXM_NX_CT_IPV6_SRC"],
+            s(14, 0, 128),
+            Ipv6,
+            Bitwise,
+            P::CtIpv6,
+            false,
+        ),
+        f(
+            "ct_ipv6_dst",
+            &["NXM_NX_CT_IPV6_DST"],
+            s(16, 0, 128),
+            Ipv6,
+            Bitwise,
+            P::CtIpv6,
+            false,
+        ),
+        f(
+            "arp_sha",
+            &["NXM_NX_ARP_SHA"],
+            s(18, 0, 48),
+            Mac,
+            Bitwise,
+            P::Arp,
+            true,
+        ),
+        f(
+            "arp_op",
+            &["NXM_OF_ARP_OP"],
+            s(18, 48, 16),
+            Decimal,
+            No,
+            P::Arp,
+            true,
+        ),
+        f(
+            "arp_tha",
+            &["NXM_NX_ARP_THA"],
+            s(19, 0, 48),
+            Mac,
+            Bitwise,
+            P::Arp,
+            true,
+        ),
+        f(
+            "icmp_type",
+            &["icmpv4_type", "NXM_OF_ICMP_TYPE"],
+            s(19, 48, 8),
+            Decimal,
+            No,
+            P::Icmpv4,
+            true,
+        ),
+        f(
+            "icmp_code",
+            &["icmpv4_code", "NXM_OF_ICMP_CODE"],
+            s(19, 56, 8),
+            Decimal,
+            No,
+            P::Icmpv4,
+            true,
+        ),
+        f(
+            "arp_spa",
+            &["NXM_OF_ARP_SPA"],
+            s(20, 32, 32),
+            Ipv4,
+            Bitwise,
+            P::Arp,
+            true,
+        ),
+        f(
+            "arp_tpa",
+            &["NXM_OF_ARP_TPA"],
+            s(20, 0, 32),
+            Ipv4,
+            Bitwise,
+            P::Arp,
+            true,
+        ),
+        f(
+            "icmpv6_type",
+            &["NXM_NX_ICMPV6_TYPE"],
+            s(21, 0, 8),
+            Decimal,
+            No,
+            P::Icmpv6,
+            true,
+        ),
+        f(
+            "icmpv6_code",
+            &["NXM_NX_ICMPV6_CODE"],
+            s(21, 8, 8),
+            Decimal,
+            No,
+            P::Icmpv6,
+            true,
+        ),
+        f(
+            "recirc_id",
+            &["NXM_NX_RECIRC_ID"],
+            s(21, 32, 32),
+            Hex,
+            No,
+            P::None,
+            false,
+        ),
+        f(
+            "metadata",
+            &["OXM_OF_METADATA"],
+            s(22, 0, 64),
+            Hex,
+            Bitwise,
+            P::None,
+            true,
+        ),
     ];
     v[Field::DL_VLAN.0 as usize].implies = Some((Field::VLAN_TCI, 0x1000));
     v[Field::DL_VLAN_PCP.0 as usize].implies = Some((Field::VLAN_TCI, 0x1000));
@@ -384,10 +772,26 @@ fn build_fields() -> Vec<FieldInfo> {
     for i in 0..16u8 {
         let word = 23 + i / 2;
         let shift = if i % 2 == 0 { 32 } else { 0 };
-        v.push(f(REG_NAMES[i as usize], REG_NXM[i as usize], s(word, shift, 32), Hex, Bitwise, P::None, true));
+        v.push(f(
+            REG_NAMES[i as usize],
+            REG_NXM[i as usize],
+            s(word, shift, 32),
+            Hex,
+            Bitwise,
+            P::None,
+            true,
+        ));
     }
     for i in 0..8u8 {
-        v.push(f(XREG_NAMES[i as usize], XREG_NXM[i as usize], s(23 + i, 0, 64), Hex, Bitwise, P::None, true));
+        v.push(f(
+            XREG_NAMES[i as usize],
+            XREG_NXM[i as usize],
+            s(23 + i, 0, 64),
+            Hex,
+            Bitwise,
+            P::None,
+            true,
+        ));
     }
     v
 }
@@ -436,7 +840,10 @@ impl PortNo {
 
     /// A reserved port's name (`LOCAL`), if this is one.
     pub fn reserved_name(self) -> Option<&'static str> {
-        Self::NAMES.iter().find(|(p, _)| *p == self).map(|(_, n)| *n)
+        Self::NAMES
+            .iter()
+            .find(|(p, _)| *p == self)
+            .map(|(_, n)| *n)
     }
     /// Parse a port: a number, or a reserved name in any case (`LOCAL`, `local`,
     /// `NONE` is a synonym of `ANY`).
@@ -447,7 +854,9 @@ impl PortNo {
         if let Some((p, _)) = Self::NAMES.iter().find(|(_, n)| n.eq_ignore_ascii_case(s)) {
             return Some(*p);
         }
-        crate::text::parse::parse_uint(s, 32).ok().map(|v| PortNo(v as u32))
+        crate::text::parse::parse_uint(s, 32)
+            .ok()
+            .map(|v| PortNo(v as u32))
     }
 }
 

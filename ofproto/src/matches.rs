@@ -59,7 +59,8 @@ impl Match {
     /// (OpenFlow's non-strict modify/delete test).
     pub fn is_within(&self, looser: &Match) -> bool {
         looser.mask.is_subset_of(&self.mask)
-            && (0..crate::fields::WORDS).all(|i| self.key.w[i] & looser.mask.w[i] == looser.key.w[i])
+            && (0..crate::fields::WORDS)
+                .all(|i| self.key.w[i] & looser.mask.w[i] == looser.key.w[i])
     }
 
     fn dl_type(&self) -> Option<u16> {
@@ -211,7 +212,10 @@ mod tests {
         c.set_exact(Field::CT_NW_SRC, 1);
         assert!(c.check_prereqs().is_err());
         c.set(Field::CT_STATE, 0x20, 0x20);
-        assert!(c.check_prereqs().is_err(), "+trk alone is not a valid state");
+        assert!(
+            c.check_prereqs().is_err(),
+            "+trk alone is not a valid state"
+        );
         c.set(Field::CT_STATE, 0x20, 0x30);
         assert!(c.check_prereqs().is_ok(), "+trk-inv is");
     }

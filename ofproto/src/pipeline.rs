@@ -65,10 +65,18 @@ pub struct PortConfig {
 
 impl PortConfig {
     pub fn access(port: u32, vlan: u16) -> Self {
-        PortConfig { port: PortNo(port), vlan: VlanMode::Access(vlan), no_flood: false }
+        PortConfig {
+            port: PortNo(port),
+            vlan: VlanMode::Access(vlan),
+            no_flood: false,
+        }
     }
     pub fn trunk(port: u32, vlans: &[u16]) -> Self {
-        PortConfig { port: PortNo(port), vlan: VlanMode::Trunk(vlans.to_vec()), no_flood: false }
+        PortConfig {
+            port: PortNo(port),
+            vlan: VlanMode::Trunk(vlans.to_vec()),
+            no_flood: false,
+        }
     }
 }
 
@@ -82,7 +90,11 @@ pub struct MacTable {
 
 impl Default for MacTable {
     fn default() -> Self {
-        MacTable { entries: Mutex::new(HashMap::new()), max_age_ms: 300_000, capacity: 8192 }
+        MacTable {
+            entries: Mutex::new(HashMap::new()),
+            max_age_ms: 300_000,
+            capacity: 8192,
+        }
     }
 }
 
@@ -100,7 +112,9 @@ impl MacTable {
     }
     pub fn lookup(&self, mac: u64, vlan: u16, now_ms: u64) -> Option<PortNo> {
         let e = self.entries.lock();
-        e.get(&(mac, vlan)).filter(|(_, t)| now_ms.saturating_sub(*t) < self.max_age_ms).map(|(p, _)| *p)
+        e.get(&(mac, vlan))
+            .filter(|(_, t)| now_ms.saturating_sub(*t) < self.max_age_ms)
+            .map(|(p, _)| *p)
     }
     pub fn len(&self) -> usize {
         self.entries.lock().len()
@@ -128,7 +142,11 @@ pub struct ControllerQueue {
 
 impl Default for ControllerQueue {
     fn default() -> Self {
-        ControllerQueue { q: Mutex::new(VecDeque::new()), capacity: 1024, dropped: AtomicU64::new(0) }
+        ControllerQueue {
+            q: Mutex::new(VecDeque::new()),
+            capacity: 1024,
+            dropped: AtomicU64::new(0),
+        }
     }
 }
 
@@ -189,10 +207,16 @@ impl Pipeline {
     /// marked by `notrack` always comes back `trk|untracked`). Returns each
     /// pass: the ct_state it was resumed with (None for the first), the
     /// metadata it started with, and its translation. At most 32 passes.
-    pub fn passes(&self, key: &FlowKey, ct_states: &[CtState], now_ms: u64, trace: bool) -> Vec<Pass> {
+    pub fn passes(
+        &self,
+        key: &FlowKey,
+        ct_states: &[CtState],
+        now_ms: u64,
+        trace: bool,
+    ) -> Vec<Pass> {
         let snap = self.flows.snapshot();
         let mut out = Vec::new();
-        let mut queue: VecDeque<(FlowKey, Option<(CtState, DpCt)>, bool)> = VecDeque::new();
+        let mut queue: VecDeque<Pending> = VecDeque::new();
         queue.push_back((*key, None, false));
         let mut n_recirc = 0usize;
         while let Some((k, via, notrack)) = queue.pop_front() {
@@ -214,12 +238,19 @@ impl Pipeline {
                 let state = if untracked {
                     CtState::TRK | CtState::UNTRACKED
                 } else {
-                    ct_states.get(n_recirc).copied().unwrap_or(CtState::TRK | CtState::NEW)
+                    ct_states
+                        .get(n_recirc)
+                        .copied()
+                        .unwrap_or(CtState::TRK | CtState::NEW)
                 };
                 n_recirc += 1;
                 queue.push_back((recirc_key(&rk, &ct, state), Some((state, ct)), untracked));
             }
-            out.push(Pass { resumed: via, key: k, xlate: x });
+            out.push(Pass {
+                resumed: via,
+                key: k,
+                xlate: x,
+            });
         }
         out
     }
@@ -240,14 +271,26 @@ impl Pipeline {
                 ));
             }
             let x = &p.xlate;
-            out.push_str(&format!("Flow: {}\n\nbridge(\"br0\")\n-------------\n", format_key(&p.key)));
+            out.push_str(&format!(
+                "Flow: {}\n\nbridge(\"br0\")\n-------------\n",
+                format_key(&p.key)
+            ));
             for l in &x.trace {
                 out.push_str(&format!(" {l}\n"));
             }
-            let m = crate::matches::Match { key: p.key.masked(&x.wc), mask: x.wc };
-            out.push_str(&format!("\nFinal flow: {}\n", format_key(&final_key(&p.key, x))));
+            let m = crate::matches::Match {
+                key: p.key.masked(&x.wc),
+                mask: x.wc,
+            };
+            out.push_str(&format!(
+                "\nFinal flow: {}\n",
+                format_key(&final_key(&p.key, x))
+            ));
             out.push_str(&format!("Megaflow: {}\n", format_match(&m)));
-            out.push_str(&format!("Datapath actions: {}\n", format_program(&x.actions)));
+            out.push_str(&format!(
+                "Datapath actions: {}\n",
+                format_program(&x.actions)
+            ));
         }
         if truncated {
             out.push_str("\n>>>> too many recirculations, trace stopped after 32 passes <<<<\n");
@@ -255,6 +298,9 @@ impl Pipeline {
         out
     }
 }
+
+/// A pass waiting to run: metadata, how it resumed, and the notrack mark.
+type Pending = (FlowKey, Option<(CtState, DpCt)>, bool);
 
 /// One translation pass of [`Pipeline::passes`].
 #[derive(Debug)]
@@ -317,12 +363,31 @@ pub fn recirc_key(k: &FlowKey, ct: &DpCt, state: CtState) -> FlowKey {
     }
     let rpl = state.contains(CtState::RPL);
     let pairs = [
-        (Field::NW_SRC, Field::NW_DST, Field::CT_NW_SRC, Field::CT_NW_DST),
-        (Field::IPV6_SRC, Field::IPV6_DST, Field::CT_IPV6_SRC, Field::CT_IPV6_DST),
-        (Field::TP_SRC, Field::TP_DST, Field::CT_TP_SRC, Field::CT_TP_DST),
+        (
+            Field::NW_SRC,
+            Field::NW_DST,
+            Field::CT_NW_SRC,
+            Field::CT_NW_DST,
+        ),
+        (
+            Field::IPV6_SRC,
+            Field::IPV6_DST,
+            Field::CT_IPV6_SRC,
+            Field::CT_IPV6_DST,
+        ),
+        (
+            Field::TP_SRC,
+            Field::TP_DST,
+            Field::CT_TP_SRC,
+            Field::CT_TP_DST,
+        ),
     ];
     for (s, d, cs, cd) in pairs {
-        let (a, b) = if rpl { (k.get(d), k.get(s)) } else { (k.get(s), k.get(d)) };
+        let (a, b) = if rpl {
+            (k.get(d), k.get(s))
+        } else {
+            (k.get(s), k.get(d))
+        };
         r.set(cs, a);
         r.set(cd, b);
     }
@@ -337,7 +402,8 @@ pub fn parse_ct_states(s: &str) -> Result<Vec<CtState>, crate::text::parse::Pars
         .map(|one| {
             let mut st = CtState::empty();
             for name in one.split(['+', '|']).filter(|n| !n.is_empty()) {
-                st |= CtState::by_name(name).ok_or_else(|| crate::text::parse::err(name, "unknown ct_state flag"))?;
+                st |= CtState::by_name(name)
+                    .ok_or_else(|| crate::text::parse::err(name, "unknown ct_state flag"))?;
             }
             Ok(st)
         })

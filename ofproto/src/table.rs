@@ -145,7 +145,11 @@ impl Rule {
         if self.hard_timeout != 0 {
             let _ = write!(s, "hard_timeout={}, ", self.hard_timeout);
         }
-        let used = self.stats.used_ms.load(Ordering::Relaxed).max(self.created_ms);
+        let used = self
+            .stats
+            .used_ms
+            .load(Ordering::Relaxed)
+            .max(self.created_ms);
         let _ = write!(s, "idle_age={}, ", now_ms.saturating_sub(used) / 1000);
         let m = format_match(&self.mtch);
         let mut head = Vec::new();
@@ -188,7 +192,9 @@ pub struct Tables {
 impl Default for Tables {
     fn default() -> Self {
         let empty = Arc::new(Classifier::new());
-        Tables { tables: vec![empty; N_TABLES] }
+        Tables {
+            tables: vec![empty; N_TABLES],
+        }
     }
 }
 
@@ -259,7 +265,11 @@ pub struct FlowTables {
 
 impl Default for FlowTables {
     fn default() -> Self {
-        FlowTables { published: Published::new(Tables::default()), writer: Mutex::new(()), next_seq: AtomicU64::new(1) }
+        FlowTables {
+            published: Published::new(Tables::default()),
+            writer: Mutex::new(()),
+            next_seq: AtomicU64::new(1),
+        }
     }
 }
 
@@ -308,12 +318,18 @@ impl FlowTables {
 
     /// add-flows: install many in one version. Returns how many replaced.
     pub fn add_many(&self, specs: &[FlowSpec], now_ms: u64) -> usize {
-        let rules: Vec<Rule> = specs.iter().map(|s| self.make_rule(s, now_ms, None)).collect();
+        let rules: Vec<Rule> = specs
+            .iter()
+            .map(|s| self.make_rule(s, now_ms, None))
+            .collect();
         self.update(|t| {
             let mut replaced = 0;
             for r in rules {
                 let (tid, m, prio, seq) = (r.table, r.mtch, r.priority, r.seq);
-                if t.table_mut(tid).insert(&m, prio, seq, Arc::new(r)).is_some() {
+                if t.table_mut(tid)
+                    .insert(&m, prio, seq, Arc::new(r))
+                    .is_some()
+                {
                     replaced += 1;
                 }
             }
@@ -325,7 +341,11 @@ impl FlowTables {
     /// rules, keeping their counters. Returns how many changed.
     pub fn modify(&self, spec: &FlowSpec, strict: bool, now_ms: u64) -> usize {
         self.update(|t| {
-            let chosen: Vec<Arc<Rule>> = t.rules().into_iter().filter(|r| selected(r, spec, strict)).collect();
+            let chosen: Vec<Arc<Rule>> = t
+                .rules()
+                .into_iter()
+                .filter(|r| selected(r, spec, strict))
+                .collect();
             for old in &chosen {
                 let new = Rule {
                     table: old.table,
@@ -339,7 +359,8 @@ impl FlowTables {
                     seq: old.seq,
                     stats: old.stats.clone(),
                 };
-                t.table_mut(old.table).insert(&old.mtch, old.priority, old.seq, Arc::new(new));
+                t.table_mut(old.table)
+                    .insert(&old.mtch, old.priority, old.seq, Arc::new(new));
             }
             chosen.len()
         })
@@ -348,7 +369,11 @@ impl FlowTables {
     /// del-flows (`strict` for --strict). Returns the removed rules.
     pub fn delete(&self, spec: &FlowSpec, strict: bool) -> Vec<Arc<Rule>> {
         self.update(|t| {
-            let chosen: Vec<Arc<Rule>> = t.rules().into_iter().filter(|r| selected(r, spec, strict)).collect();
+            let chosen: Vec<Arc<Rule>> = t
+                .rules()
+                .into_iter()
+                .filter(|r| selected(r, spec, strict))
+                .collect();
             for r in &chosen {
                 t.table_mut(r.table).remove(&r.mtch, r.priority);
             }
@@ -381,7 +406,10 @@ impl FlowTables {
         self.update(|t| {
             for (r, _) in &due {
                 // Only remove the exact rule we judged (not a replacement).
-                if t.table(r.table).find_exact(&r.mtch, r.priority).is_some_and(|e| Arc::ptr_eq(&e.value, r)) {
+                if t.table(r.table)
+                    .find_exact(&r.mtch, r.priority)
+                    .is_some_and(|e| Arc::ptr_eq(&e.value, r))
+                {
                     t.table_mut(r.table).remove(&r.mtch, r.priority);
                 }
             }
@@ -414,7 +442,9 @@ mod tests {
         let k = crate::text::parse::parse_match(pkt).unwrap().key;
         let snap = t.snapshot();
         let mut wc = FlowMask::default();
-        snap.table(TableId(table)).lookup(&k, &mut wc).map(|e| format_actions(&e.value.actions))
+        snap.table(TableId(table))
+            .lookup(&k, &mut wc)
+            .map(|e| format_actions(&e.value.actions))
     }
 
     #[test]
@@ -442,11 +472,16 @@ mod tests {
         assert_eq!(t.modify(&loose, false, 20), 2);
         assert_eq!(lookup(&t, 0, "tcp,tp_dst=80").as_deref(), Some("output:9"));
         assert_eq!(lookup(&t, 0, "udp").as_deref(), Some("output:1"));
-        let strict = parse_flow("priority=6,tcp,tp_dst=22 actions=output:7", FlowCmd::Modify).unwrap();
+        let strict =
+            parse_flow("priority=6,tcp,tp_dst=22 actions=output:7", FlowCmd::Modify).unwrap();
         assert_eq!(t.modify(&strict, true, 20), 1);
         assert_eq!(lookup(&t, 0, "tcp,tp_dst=22").as_deref(), Some("output:7"));
         let d = t.dump(None, 1000);
-        assert!(d.iter().any(|l| l.contains("n_packets=3, n_bytes=180") && l.contains("tp_dst=80")), "{d:?}");
+        assert!(
+            d.iter()
+                .any(|l| l.contains("n_packets=3, n_bytes=180") && l.contains("tp_dst=80")),
+            "{d:?}"
+        );
     }
 
     #[test]
@@ -455,7 +490,10 @@ mod tests {
         add(&t, "cookie=0x11,table=0,priority=5,tcp actions=output:1");
         add(&t, "cookie=0x12,table=0,priority=5,udp actions=output:2");
         add(&t, "cookie=0x21,table=1,priority=5,tcp actions=output:1");
-        add(&t, "cookie=0x22,table=1,priority=9,tcp,tp_dst=80 actions=output:3");
+        add(
+            &t,
+            "cookie=0x22,table=1,priority=9,tcp,tp_dst=80 actions=output:3",
+        );
         // cookie mask: 0x10/0xf0 selects 0x11 and 0x12 only (all tables).
         let d = parse_flow("cookie=0x10/0xf0", FlowCmd::Delete).unwrap();
         assert_eq!(t.delete(&d, false).len(), 2);
@@ -486,15 +524,29 @@ mod tests {
     #[test]
     fn idle_and_hard_timeouts() {
         let t = FlowTables::new();
-        t.add(&parse_flow("idle_timeout=10,priority=1,ip actions=drop", FlowCmd::Add).unwrap(), 0);
-        t.add(&parse_flow("hard_timeout=5,priority=2,ip actions=drop", FlowCmd::Add).unwrap(), 0);
-        t.add(&parse_flow("priority=3,ip actions=drop", FlowCmd::Add).unwrap(), 0);
+        t.add(
+            &parse_flow("idle_timeout=10,priority=1,ip actions=drop", FlowCmd::Add).unwrap(),
+            0,
+        );
+        t.add(
+            &parse_flow("hard_timeout=5,priority=2,ip actions=drop", FlowCmd::Add).unwrap(),
+            0,
+        );
+        t.add(
+            &parse_flow("priority=3,ip actions=drop", FlowCmd::Add).unwrap(),
+            0,
+        );
         assert!(t.expire(4_999).is_empty());
         let gone = t.expire(5_000);
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].1, RemovedReason::HardTimeout);
         // Traffic keeps the idle rule alive.
-        let idle = t.snapshot().rules().into_iter().find(|r| r.priority == 1).unwrap();
+        let idle = t
+            .snapshot()
+            .rules()
+            .into_iter()
+            .find(|r| r.priority == 1)
+            .unwrap();
         idle.credit(1, 60, 8_000);
         assert!(t.expire(17_999).is_empty());
         let gone = t.expire(18_000);
@@ -506,7 +558,14 @@ mod tests {
     #[test]
     fn dump_format() {
         let t = FlowTables::new();
-        t.add(&parse_flow("priority=100,ct_state=-trk,ip actions=ct(table=1,zone=5)", FlowCmd::Add).unwrap(), 0);
+        t.add(
+            &parse_flow(
+                "priority=100,ct_state=-trk,ip actions=ct(table=1,zone=5)",
+                FlowCmd::Add,
+            )
+            .unwrap(),
+            0,
+        );
         let r = t.snapshot().rules()[0].clone();
         r.credit(3, 180, 1000);
         assert_eq!(

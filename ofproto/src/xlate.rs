@@ -63,8 +63,14 @@ pub struct DpCt {
 pub enum DpAction {
     Output(PortNo),
     /// Write `value` into the bits `mask` of `field` (headers or metadata).
-    Set { field: Field, value: u128, mask: u128 },
-    PushVlan { tpid: u16 },
+    Set {
+        field: Field,
+        value: u128,
+        mask: u128,
+    },
+    PushVlan {
+        tpid: u16,
+    },
     PopVlan,
     Ct(DpCt),
     CtClear,
@@ -81,7 +87,13 @@ impl fmt::Display for DpAction {
                 if *mask == field.info().slot.ones() {
                     write!(f, "set({}={})", field.name(), format_value(*field, *value))
                 } else {
-                    write!(f, "set({}={}/{})", field.name(), format_value(*field, *value), format_value(*field, *mask))
+                    write!(
+                        f,
+                        "set({}={}/{})",
+                        field.name(),
+                        format_value(*field, *value),
+                        format_value(*field, *mask)
+                    )
                 }
             }
             DpAction::PushVlan { tpid } => write!(f, "push_vlan(tpid={tpid:#06x})"),
@@ -102,7 +114,10 @@ impl fmt::Display for DpAction {
                     p.push(format!("label={}/{}", hex(v), hex(m)));
                 }
                 if let Some(a) = c.alg {
-                    p.push(format!("helper={}", if a == CtAlg::Ftp { "ftp" } else { "tftp" }));
+                    p.push(format!(
+                        "helper={}",
+                        if a == CtAlg::Ftp { "ftp" } else { "tftp" }
+                    ));
                 }
                 if let Some(t) = &c.timeout {
                     p.push(format!("timeout={t}"));
@@ -118,7 +133,11 @@ impl fmt::Display for DpAction {
             }
             DpAction::CtClear => f.write_str("ct_clear"),
             DpAction::Notrack => f.write_str("notrack"),
-            DpAction::Controller(c) => write!(f, "userspace(controller,reason={},max_len={})", c.reason, c.max_len),
+            DpAction::Controller(c) => write!(
+                f,
+                "userspace(controller,reason={},max_len={})",
+                c.reason, c.max_len
+            ),
         }
     }
 }
@@ -128,7 +147,10 @@ pub fn format_program(p: &[DpAction]) -> String {
     if p.is_empty() {
         return "drop".into();
     }
-    p.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
+    p.iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Why translation stopped early.
@@ -206,7 +228,11 @@ pub fn xlate(env: &Pipeline, tables: &Tables, key: &FlowKey, now_ms: u64, trace:
     };
     cx.out.wc.set_exact(Field::RECIRC_ID);
     let recirc = key.get(Field::RECIRC_ID) as u32;
-    let start = if recirc == 0 { TableId(0) } else { TableId(recirc.saturating_sub(1).min(254) as u8) };
+    let start = if recirc == 0 {
+        TableId(0)
+    } else {
+        TableId(recirc.saturating_sub(1).min(254) as u8)
+    };
     cx.run_table(start);
     if let Some(e) = &cx.out.error {
         cx.note(format!(">>>> {e}: packet dropped <<<<"));
@@ -218,7 +244,12 @@ pub fn xlate(env: &Pipeline, tables: &Tables, key: &FlowKey, now_ms: u64, trace:
         .out
         .actions
         .iter()
-        .rposition(|a| matches!(a, DpAction::Output(_) | DpAction::Ct(_) | DpAction::Controller(_)))
+        .rposition(|a| {
+            matches!(
+                a,
+                DpAction::Output(_) | DpAction::Ct(_) | DpAction::Controller(_)
+            )
+        })
         .map_or(0, |i| i + 1);
     cx.out.actions.truncate(keep);
     cx.out
@@ -237,21 +268,43 @@ impl Ctx<'_> {
         if self.stop {
             return;
         }
-        let hit = self.tables.table(table).lookup(&self.key, &mut self.out.wc).map(|e| e.value.clone());
+        let hit = self
+            .tables
+            .table(table)
+            .lookup(&self.key, &mut self.out.wc)
+            .map(|e| e.value.clone());
         let Some(rule) = hit else {
             self.note(format!("{:2}. No match.", table.0));
             self.note("    drop".to_string());
             return;
         };
-        if self.stack.iter().any(|(seq, k)| *seq == rule.seq && *k == self.key) {
-            self.out.error = Some(XlateError::Loop { table, priority: rule.priority });
+        if self
+            .stack
+            .iter()
+            .any(|(seq, k)| *seq == rule.seq && *k == self.key)
+        {
+            self.out.error = Some(XlateError::Loop {
+                table,
+                priority: rule.priority,
+            });
             self.stop = true;
             return;
         }
         if self.tracing {
             let m = format_match(&rule.mtch);
-            let cookie = if rule.cookie != 0 { format!(", cookie {:#x}", rule.cookie) } else { String::new() };
-            self.note(format!("{:2}. {}{}priority {}{}", table.0, m, if m.is_empty() { "" } else { ", " }, rule.priority, cookie));
+            let cookie = if rule.cookie != 0 {
+                format!(", cookie {:#x}", rule.cookie)
+            } else {
+                String::new()
+            };
+            self.note(format!(
+                "{:2}. {}{}priority {}{}",
+                table.0,
+                m,
+                if m.is_empty() { "" } else { ", " },
+                rule.priority,
+                cookie
+            ));
         }
         self.out.rules.push(rule.clone());
         self.stack.push((rule.seq, self.key));
@@ -265,7 +318,11 @@ impl Ctx<'_> {
 
     fn set(&mut self, field: Field, value: u128, mask: u128) {
         self.key.set_masked(field, value, mask);
-        self.emit(DpAction::Set { field, value: value & mask, mask });
+        self.emit(DpAction::Set {
+            field,
+            value: value & mask,
+            mask,
+        });
     }
 
     fn clear_ct(&mut self) {
@@ -332,7 +389,9 @@ impl Ctx<'_> {
             },
             Action::Controller(c) => self.emit(DpAction::Controller(c.clone())),
             Action::Drop | Action::Note(_) => {}
-            Action::Resubmit { port, table: t, ct } => self.resubmit(*port, t.unwrap_or(table), *ct),
+            Action::Resubmit { port, table: t, ct } => {
+                self.resubmit(*port, t.unwrap_or(table), *ct)
+            }
             Action::GotoTable(t) => self.run_table(*t),
             Action::Ct(c) => self.ct(c),
             Action::CtClear => {
@@ -341,7 +400,9 @@ impl Ctx<'_> {
             }
             Action::Notrack => self.emit(DpAction::Notrack),
             Action::SetField { field, value, mask } => self.set_field(*field, *value, *mask),
-            Action::Mod { field, value } => self.set_field(*field, *value, field.info().slot.ones()),
+            Action::Mod { field, value } => {
+                self.set_field(*field, *value, field.info().slot.ones())
+            }
             Action::Load { dst, value } => self.set(dst.field, *value << dst.ofs, dst.mask()),
             Action::Move { src, dst } => {
                 let v = (self.key.get(src.field) & src.mask()) >> src.ofs;
@@ -380,7 +441,11 @@ impl Ctx<'_> {
             }
             let slot = field.info().slot;
             let shift = slot.shift - Field::VLAN_TCI.info().slot.shift;
-            self.set(Field::VLAN_TCI, (value & mask) << shift, (mask & slot.ones()) << shift);
+            self.set(
+                Field::VLAN_TCI,
+                (value & mask) << shift,
+                (mask & slot.ones()) << shift,
+            );
             return;
         }
         self.set(field, value, mask);
@@ -480,23 +545,36 @@ impl Ctx<'_> {
         }
         self.emit(DpAction::Ct(dp));
         self.clear_ct();
-        self.note("    -> Sets the packet to an untracked state, and clears all the conntrack fields.".into());
+        self.note(
+            "    -> Sets the packet to an untracked state, and clears all the conntrack fields."
+                .into(),
+        );
     }
 
     /// The NORMAL action: an L2 learning switch with VLANs.
     fn normal(&mut self) {
-        for f in [Field::IN_PORT, Field::DL_SRC, Field::DL_DST, Field::VLAN_TCI] {
+        for f in [
+            Field::IN_PORT,
+            Field::DL_SRC,
+            Field::DL_DST,
+            Field::VLAN_TCI,
+        ] {
             self.out.wc.set_exact(f);
         }
         let in_port = PortNo(self.key.get(Field::IN_PORT) as u32);
         let ports = self.env.ports();
         let Some(inp) = ports.iter().find(|p| p.port == in_port) else {
-            self.note(format!("    >> NORMAL: input port {in_port} is not a bridge port: drop"));
+            self.note(format!(
+                "    >> NORMAL: input port {in_port} is not a bridge port: drop"
+            ));
             return;
         };
         let tci = self.key.get(Field::VLAN_TCI) as u16;
         let Some(vlan) = inp.vlan.input_vlan(tci) else {
-            self.note(format!("    >> NORMAL: VLAN {} not allowed on port {in_port}: drop", tci & 0xfff));
+            self.note(format!(
+                "    >> NORMAL: VLAN {} not allowed on port {in_port}: drop",
+                tci & 0xfff
+            ));
             return;
         };
         let src = self.key.get(Field::DL_SRC) as u64;
@@ -504,7 +582,11 @@ impl Ctx<'_> {
         if src >> 40 & 1 == 0 {
             self.env.mac.learn(src, vlan, in_port, self.now_ms);
         }
-        let known = if dst >> 40 & 1 == 0 { self.env.mac.lookup(dst, vlan, self.now_ms) } else { None };
+        let known = if dst >> 40 & 1 == 0 {
+            self.env.mac.lookup(dst, vlan, self.now_ms)
+        } else {
+            None
+        };
         let targets: Vec<&crate::pipeline::PortConfig> = match known {
             Some(p) if p == in_port => {
                 self.note("    >> NORMAL: destination is on the input port: drop".into());
@@ -512,11 +594,17 @@ impl Ctx<'_> {
             }
             Some(p) => {
                 self.note(format!("    >> NORMAL: forwarding to learned port {p}"));
-                ports.iter().filter(|c| c.port == p && c.vlan.carries(vlan)).collect()
+                ports
+                    .iter()
+                    .filter(|c| c.port == p && c.vlan.carries(vlan))
+                    .collect()
             }
             None => {
                 self.note(format!("    >> NORMAL: flooding VLAN {vlan}"));
-                ports.iter().filter(|c| c.port != in_port && !c.no_flood && c.vlan.carries(vlan)).collect()
+                ports
+                    .iter()
+                    .filter(|c| c.port != in_port && !c.no_flood && c.vlan.carries(vlan))
+                    .collect()
             }
         };
         for pc in targets {
@@ -554,7 +642,10 @@ mod tests {
 
     fn pipeline(flows: &[&str]) -> Pipeline {
         let p = Pipeline::new();
-        let specs: Vec<_> = flows.iter().map(|f| parse_flow(f, FlowCmd::Add).unwrap_or_else(|e| panic!("{f}: {e}"))).collect();
+        let specs: Vec<_> = flows
+            .iter()
+            .map(|f| parse_flow(f, FlowCmd::Add).unwrap_or_else(|e| panic!("{f}: {e}")))
+            .collect();
         p.flows.add_many(&specs, 0);
         p
     }
@@ -569,7 +660,10 @@ mod tests {
 
     #[test]
     fn table_miss_drops_and_resubmit_returns() {
-        let p = pipeline(&["table=0,in_port=1 actions=resubmit(,1),output:3", "table=1,ip actions=output:2"]);
+        let p = pipeline(&[
+            "table=0,in_port=1 actions=resubmit(,1),output:3",
+            "table=1,ip actions=output:2",
+        ]);
         assert_eq!(format_program(&run(&p, "in_port=1,ip").actions), "2,3");
         // Miss in table 1: that branch does nothing, the caller carries on.
         assert_eq!(format_program(&run(&p, "in_port=1,arp").actions), "3");
@@ -606,7 +700,13 @@ mod tests {
         // A chain that grows reg0 every time never repeats but goes 65 deep.
         let mut flows = Vec::new();
         for i in 0..70u32 {
-            flows.push(format!("table={},reg0={} actions=set_field:{}->reg0,resubmit(,{})", i % 200, i, i + 1, (i + 1) % 200));
+            flows.push(format!(
+                "table={},reg0={} actions=set_field:{}->reg0,resubmit(,{})",
+                i % 200,
+                i,
+                i + 1,
+                (i + 1) % 200
+            ));
         }
         let refs: Vec<&str> = flows.iter().map(String::as_str).collect();
         let p = pipeline(&refs);
@@ -617,9 +717,16 @@ mod tests {
 
     #[test]
     fn resubmit_loop_is_detected() {
-        let p = pipeline(&["table=0 actions=output:1,resubmit(,1)", "table=1 actions=resubmit(,0)"]);
+        let p = pipeline(&[
+            "table=0 actions=output:1,resubmit(,1)",
+            "table=1 actions=resubmit(,0)",
+        ]);
         let x = run(&p, "in_port=1");
-        assert!(matches!(x.error, Some(XlateError::Loop { .. })), "{:?}", x.error);
+        assert!(
+            matches!(x.error, Some(XlateError::Loop { .. })),
+            "{:?}",
+            x.error
+        );
         assert!(x.actions.is_empty());
         let trace = p.trace(&key("in_port=1"), &[], 0);
         assert!(trace.contains("resubmit loop"), "{trace}");
@@ -644,12 +751,22 @@ mod tests {
         // The zone came from reg0, so reg0's low bits are in the megaflow.
         assert_eq!(x.wc.get(Field::reg(0)), 0xffff);
         assert_eq!(x.recirc_keys.len(), 1);
-        let passes = p.passes(&key("in_port=1,ip,reg0=3"), &[ct::CtState::TRK | ct::CtState::NEW], 0, false);
+        let passes = p.passes(
+            &key("in_port=1,ip,reg0=3"),
+            &[ct::CtState::TRK | ct::CtState::NEW],
+            0,
+            false,
+        );
         assert_eq!(passes.len(), 2);
         assert_eq!(passes[1].key.get(Field::CT_ZONE), 3);
         assert_eq!(passes[1].key.get(Field::RECIRC_ID), 2);
-        let DpAction::Ct(c) = &passes[1].xlate.actions[0] else { panic!("{:?}", passes[1].xlate.actions) };
-        assert_eq!((c.commit, c.mark, c.label), (true, Some((5, 0xffff_ffff)), Some((1, 1))));
+        let DpAction::Ct(c) = &passes[1].xlate.actions[0] else {
+            panic!("{:?}", passes[1].xlate.actions)
+        };
+        assert_eq!(
+            (c.commit, c.mark, c.label),
+            (true, Some((5, 0xffff_ffff)), Some((1, 1)))
+        );
         assert_eq!(c.timeout.as_deref(), Some("short"));
         assert_eq!(c.alg, Some(CtAlg::Ftp));
         assert_eq!(c.recirc, None);
@@ -676,7 +793,10 @@ mod tests {
         ]);
         let states = [ct::CtState::TRK | ct::CtState::NEW];
         let ntp = p.passes(&key("udp,tp_dst=123"), &states, 0, false);
-        assert_eq!(format_program(&ntp[0].xlate.actions), "notrack,ct(zone=0),recirc(0x2)");
+        assert_eq!(
+            format_program(&ntp[0].xlate.actions),
+            "notrack,ct(zone=0),recirc(0x2)"
+        );
         assert_eq!(format_program(&ntp[1].xlate.actions), "9");
         let dns = p.passes(&key("udp,tp_dst=53"), &states, 0, false);
         assert_eq!(format_program(&dns[1].xlate.actions), "2");
@@ -693,10 +813,17 @@ mod tests {
             format_program(&x.actions),
             "set(dl_src=00:00:00:00:00:aa),set(nw_dst=10.0.0.9),set(tp_dst=8080),set(reg0=0x500/0xff00),set(nw_tos=16),set(nw_ttl=63),5"
         );
-        assert_eq!(x.wc.get(Field::NW_SRC), 0xff, "move read only the low byte of nw_src");
+        assert_eq!(
+            x.wc.get(Field::NW_SRC),
+            0xff,
+            "move read only the low byte of nw_src"
+        );
         assert_eq!(x.wc.get(Field::NW_TTL), 0xff);
         // TTL 1 cannot be decremented: dropped.
-        assert_eq!(format_program(&run(&p, "tcp,nw_src=1.2.3.5,nw_ttl=1").actions), "drop");
+        assert_eq!(
+            format_program(&run(&p, "tcp,nw_src=1.2.3.5,nw_ttl=1").actions),
+            "drop"
+        );
     }
 
     #[test]
@@ -710,49 +837,93 @@ mod tests {
 
     #[test]
     fn flood_all_and_controller() {
-        let p = pipeline(&["in_port=1 actions=FLOOD", "in_port=2 actions=ALL", "in_port=3 actions=controller(reason=no_match,max_len=64)"]);
+        let p = pipeline(&[
+            "in_port=1 actions=FLOOD",
+            "in_port=2 actions=ALL",
+            "in_port=3 actions=controller(reason=no_match,max_len=64)",
+        ]);
         let mut ports: Vec<PortConfig> = (1..=4).map(|i| PortConfig::access(i, 0)).collect();
         ports[3].no_flood = true;
         p.set_ports(ports);
         assert_eq!(format_program(&run(&p, "in_port=1").actions), "2,3");
         assert_eq!(format_program(&run(&p, "in_port=2").actions), "1,3,4");
         let x = run(&p, "in_port=3");
-        assert_eq!(format_program(&x.actions), "userspace(controller,reason=no_match,max_len=64)");
+        assert_eq!(
+            format_program(&x.actions),
+            "userspace(controller,reason=no_match,max_len=64)"
+        );
     }
 
     #[test]
     fn normal_learns_and_handles_vlans() {
         let p = pipeline(&["actions=NORMAL"]);
-        p.set_ports(vec![PortConfig::access(1, 10), PortConfig::access(2, 10), PortConfig::access(3, 20), PortConfig::trunk(4, &[10, 20])]);
+        p.set_ports(vec![
+            PortConfig::access(1, 10),
+            PortConfig::access(2, 10),
+            PortConfig::access(3, 20),
+            PortConfig::trunk(4, &[10, 20]),
+        ]);
         // Unknown destination: flood within VLAN 10 (access 2 untagged, trunk 4 tagged).
-        let x = run(&p, "in_port=1,dl_src=00:00:00:00:00:01,dl_dst=00:00:00:00:00:02");
-        assert_eq!(format_program(&x.actions), "2,push_vlan(tpid=0x8100),set(vlan_tci=0x100a),4");
-        for f in [Field::IN_PORT, Field::DL_SRC, Field::DL_DST, Field::VLAN_TCI] {
+        let x = run(
+            &p,
+            "in_port=1,dl_src=00:00:00:00:00:01,dl_dst=00:00:00:00:00:02",
+        );
+        assert_eq!(
+            format_program(&x.actions),
+            "2,push_vlan(tpid=0x8100),set(vlan_tci=0x100a),4"
+        );
+        for f in [
+            Field::IN_PORT,
+            Field::DL_SRC,
+            Field::DL_DST,
+            Field::VLAN_TCI,
+        ] {
             assert_eq!(x.wc.get(f), f.info().slot.ones(), "{} consulted", f.name());
         }
         // The reply from the trunk, tagged 10, goes to the learned port untagged.
-        let x = run(&p, "in_port=4,dl_vlan=10,dl_src=00:00:00:00:00:02,dl_dst=00:00:00:00:00:01");
+        let x = run(
+            &p,
+            "in_port=4,dl_vlan=10,dl_src=00:00:00:00:00:02,dl_dst=00:00:00:00:00:01",
+        );
         assert_eq!(format_program(&x.actions), "pop_vlan,1");
         // Now 00:..:02 is known on port 4 in VLAN 10.
-        let x = run(&p, "in_port=1,dl_src=00:00:00:00:00:01,dl_dst=00:00:00:00:00:02");
-        assert_eq!(format_program(&x.actions), "push_vlan(tpid=0x8100),set(vlan_tci=0x100a),4");
+        let x = run(
+            &p,
+            "in_port=1,dl_src=00:00:00:00:00:01,dl_dst=00:00:00:00:00:02",
+        );
+        assert_eq!(
+            format_program(&x.actions),
+            "push_vlan(tpid=0x8100),set(vlan_tci=0x100a),4"
+        );
         // VLAN 20 is separate: same MAC unknown there, flood to 3 and 4 only.
-        let x = run(&p, "in_port=4,dl_vlan=20,dl_src=00:00:00:00:00:07,dl_dst=00:00:00:00:00:02");
+        let x = run(
+            &p,
+            "in_port=4,dl_vlan=20,dl_src=00:00:00:00:00:07,dl_dst=00:00:00:00:00:02",
+        );
         assert_eq!(format_program(&x.actions), "pop_vlan,3");
         // A tagged frame on an access port is dropped; unknown port too.
-        assert_eq!(format_program(&run(&p, "in_port=1,dl_vlan=10").actions), "drop");
+        assert_eq!(
+            format_program(&run(&p, "in_port=1,dl_vlan=10").actions),
+            "drop"
+        );
         assert_eq!(format_program(&run(&p, "in_port=9").actions), "drop");
     }
 
     #[test]
     fn goto_table_and_stats_credit() {
-        let p = pipeline(&["table=0,ip actions=goto_table:3", "table=3,ip actions=output:1"]);
+        let p = pipeline(&[
+            "table=0,ip actions=goto_table:3",
+            "table=3,ip actions=output:1",
+        ]);
         let x = run(&p, "ip");
         assert_eq!(format_program(&x.actions), "1");
         assert_eq!(x.rules.len(), 2);
         x.credit(2, 128, 5);
         let d = p.flows.dump(None, 5);
-        assert!(d.iter().all(|l| l.contains("n_packets=2, n_bytes=128")), "{d:?}");
+        assert!(
+            d.iter().all(|l| l.contains("n_packets=2, n_bytes=128")),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -25,7 +25,10 @@ fn corpus_files() -> Vec<PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e == "flows"))
         .collect();
     v.sort();
-    assert!(v.len() >= 3, "expected at least three corpus pipelines, found {v:?}");
+    assert!(
+        v.len() >= 3,
+        "expected at least three corpus pipelines, found {v:?}"
+    );
     v
 }
 
@@ -42,13 +45,22 @@ fn corpus_parses_prints_and_round_trips() {
     let mut total = 0;
     for path in corpus_files() {
         let specs = load(&path);
-        assert!(specs.len() >= 10, "{} is too small to be a real pipeline", path.display());
+        assert!(
+            specs.len() >= 10,
+            "{} is too small to be a real pipeline",
+            path.display()
+        );
         let tables: std::collections::BTreeSet<_> = specs.iter().map(|s| s.table).collect();
-        assert!(tables.len() >= 3, "{} should be multi-table", path.display());
+        assert!(
+            tables.len() >= 3,
+            "{} should be multi-table",
+            path.display()
+        );
         for s in &specs {
             // add-flow form.
             let text = s.to_text();
-            let back = parse_flow(&text, FlowCmd::Add).unwrap_or_else(|e| panic!("reparse `{text}`: {e}"));
+            let back =
+                parse_flow(&text, FlowCmd::Add).unwrap_or_else(|e| panic!("reparse `{text}`: {e}"));
             assert_eq!(&back, s, "round trip via `{text}`");
             // Printing is a fixed point.
             assert_eq!(back.to_text(), text);
@@ -56,10 +68,19 @@ fn corpus_parses_prints_and_round_trips() {
         // dump-flows form reads back to the same set of flows.
         let p = Pipeline::new();
         p.flows.add_many(&specs, 0);
-        assert_eq!(p.flows.snapshot().len(), specs.len(), "{}: no two flows share match and priority", path.display());
+        assert_eq!(
+            p.flows.snapshot().len(),
+            specs.len(),
+            "{}: no two flows share match and priority",
+            path.display()
+        );
         for line in p.flows.dump(None, 1500) {
-            let back = parse_flow(&line, FlowCmd::Add).unwrap_or_else(|e| panic!("reparse dump `{line}`: {e}"));
-            assert!(specs.contains(&back), "dump line `{line}` does not read back to a corpus flow");
+            let back = parse_flow(&line, FlowCmd::Add)
+                .unwrap_or_else(|e| panic!("reparse dump `{line}`: {e}"));
+            assert!(
+                specs.contains(&back),
+                "dump line `{line}` does not read back to a corpus flow"
+            );
         }
         total += specs.len();
     }
@@ -82,11 +103,23 @@ fn parse_expect(path: &Path) -> (Vec<PortConfig>, Vec<Case>) {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (k, v) = line.split_once(':').unwrap_or_else(|| panic!("{}:{}: bad line", path.display(), i + 1));
+        let (k, v) = line
+            .split_once(':')
+            .unwrap_or_else(|| panic!("{}:{}: bad line", path.display(), i + 1));
         let v = v.trim().to_string();
         match k {
-            "ports" => ports = v.split(',').map(|p| PortConfig::access(p.trim().parse().expect("port"), 0)).collect(),
-            "packet" => cases.push(Case { line: i + 1, packet: v, ct: String::new(), passes: Vec::new() }),
+            "ports" => {
+                ports = v
+                    .split(',')
+                    .map(|p| PortConfig::access(p.trim().parse().expect("port"), 0))
+                    .collect()
+            }
+            "packet" => cases.push(Case {
+                line: i + 1,
+                packet: v,
+                ct: String::new(),
+                passes: Vec::new(),
+            }),
             "ct" => cases.last_mut().expect("ct after packet").ct = v,
             "pass" => cases.last_mut().expect("pass after packet").passes.push(v),
             _ => panic!("{}:{}: unknown key {k}", path.display(), i + 1),
@@ -101,14 +134,28 @@ fn corpus_classifies_sample_packets() {
     for path in corpus_files() {
         let expect = path.with_extension("expect");
         let (ports, cases) = parse_expect(&expect);
-        assert!(cases.len() >= 5, "{} needs sample packets", expect.display());
+        assert!(
+            cases.len() >= 5,
+            "{} needs sample packets",
+            expect.display()
+        );
         let p = Pipeline::new();
         p.set_ports(ports);
         p.flows.add_many(&load(&path), 0);
         for c in &cases {
-            let key = parse_match(&c.packet).unwrap_or_else(|e| panic!("{}:{}: {e}", expect.display(), c.line)).key;
-            let states = if c.ct.is_empty() { Vec::new() } else { parse_ct_states(&c.ct).expect("ct states") };
-            let got: Vec<String> = p.passes(&key, &states, 0, false).iter().map(|x| format_program(&x.xlate.actions)).collect();
+            let key = parse_match(&c.packet)
+                .unwrap_or_else(|e| panic!("{}:{}: {e}", expect.display(), c.line))
+                .key;
+            let states = if c.ct.is_empty() {
+                Vec::new()
+            } else {
+                parse_ct_states(&c.ct).expect("ct states")
+            };
+            let got: Vec<String> = p
+                .passes(&key, &states, 0, false)
+                .iter()
+                .map(|x| format_program(&x.xlate.actions))
+                .collect();
             assert_eq!(
                 got,
                 c.passes,
@@ -126,7 +173,11 @@ fn corpus_classifies_sample_packets() {
 
 /// `ovs-ofctl parse-flows` on a file: Ok(stdout) or Err(message).
 fn ovs_parse(path: &Path) -> Result<String, String> {
-    let out = Command::new("ovs-ofctl").arg("parse-flows").arg(path).output().map_err(|e| e.to_string())?;
+    let out = Command::new("ovs-ofctl")
+        .arg("parse-flows")
+        .arg(path)
+        .output()
+        .map_err(|e| e.to_string())?;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     if !out.status.success() || stdout.contains("decode error") || stderr.contains("decode error") {
@@ -136,7 +187,10 @@ fn ovs_parse(path: &Path) -> Result<String, String> {
 }
 
 fn ovs_available() -> bool {
-    let present = Command::new("ovs-ofctl").arg("--version").output().is_ok_and(|o| o.status.success());
+    let present = Command::new("ovs-ofctl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !present {
         if std::env::var("FERROVS_REQUIRE_OVS").as_deref() == Ok("1") {
             panic!("FERROVS_REQUIRE_OVS=1 but ovs-ofctl is not installed (apt-get install openvswitch-common)");
@@ -155,7 +209,12 @@ fn ovs_matches(stdout: &str) -> Vec<String> {
         .map(|r| {
             let m = r.split(" actions=").next().unwrap_or("");
             m.split(' ')
-                .filter(|w| !w.starts_with("table:") && !w.starts_with("cookie:") && !w.starts_with("idle:") && !w.starts_with("hard:"))
+                .filter(|w| {
+                    !w.starts_with("table:")
+                        && !w.starts_with("cookie:")
+                        && !w.starts_with("idle:")
+                        && !w.starts_with("hard:")
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         })
@@ -170,13 +229,19 @@ fn corpus_is_valid_ovs_syntax_and_prints_like_ovs() {
     let tmp = std::env::temp_dir().join(format!("ferrovs-corpus-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     for path in corpus_files() {
-        let stdout = ovs_parse(&path).unwrap_or_else(|e| panic!("ovs-ofctl rejects {}: {e}", path.display()));
+        let stdout = ovs_parse(&path)
+            .unwrap_or_else(|e| panic!("ovs-ofctl rejects {}: {e}", path.display()));
         // Our printed form must be accepted by OVS too.
         let specs = load(&path);
         let printed: String = specs.iter().map(|s| s.to_text() + "\n").collect();
         let out = tmp.join(path.file_name().unwrap());
         std::fs::write(&out, &printed).unwrap();
-        ovs_parse(&out).unwrap_or_else(|e| panic!("ovs-ofctl rejects our printing of {}: {e}\n{printed}", path.display()));
+        ovs_parse(&out).unwrap_or_else(|e| {
+            panic!(
+                "ovs-ofctl rejects our printing of {}: {e}\n{printed}",
+                path.display()
+            )
+        });
         // And our match text is OVS's normalized match text.
         let ours: Vec<String> = specs
             .iter()
@@ -192,7 +257,12 @@ fn corpus_is_valid_ovs_syntax_and_prints_like_ovs() {
                 parts.join(",")
             })
             .collect();
-        assert_eq!(ours, ovs_matches(&stdout), "{}: match text differs from ovs-ofctl's", path.display());
+        assert_eq!(
+            ours,
+            ovs_matches(&stdout),
+            "{}: match text differs from ovs-ofctl's",
+            path.display()
+        );
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }

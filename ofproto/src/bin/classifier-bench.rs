@@ -73,8 +73,16 @@ fn build(n_flows: usize, n_masks: usize, r: &mut Rng) -> (Classifier<u32>, Vec<F
     while c.len() < n_flows {
         let m = mask(i % n_masks);
         let k = random_key(r);
-        let mm = Match { key: k.masked(&m.mask), mask: m.mask };
-        c.insert(&mm, (r.next() % 60000) as u16 + 1, i as u64, Arc::new(i as u32));
+        let mm = Match {
+            key: k.masked(&m.mask),
+            mask: m.mask,
+        };
+        c.insert(
+            &mm,
+            (r.next() % 60000) as u16 + 1,
+            i as u64,
+            Arc::new(i as u32),
+        );
         rule_keys.push(k);
         i += 1;
     }
@@ -110,14 +118,23 @@ fn run(c: &Classifier<u32>, pkts: &[FlowKey], ms: u64) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let get = |name: &str, d: u64| {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(d)
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
     };
     let runs = get("--runs", 5) as usize;
     let ms = get("--ms", 300);
     let flows = [10usize, 1_000, 100_000];
     let masks = [1usize, 8, 32];
-    println!("classifier lookups per second (millions), median of {runs} runs of {ms} ms, one thread");
-    println!("{:>10} | {:>10} {:>10} {:>10}", "flows", "1 mask", "8 masks", "32 masks");
+    println!(
+        "classifier lookups per second (millions), median of {runs} runs of {ms} ms, one thread"
+    );
+    println!(
+        "{:>10} | {:>10} {:>10} {:>10}",
+        "flows", "1 mask", "8 masks", "32 masks"
+    );
     println!("{:-<10}-+-{:-<10}-{:-<10}-{:-<10}", "", "", "", "");
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
     for &f in &flows {

@@ -28,7 +28,9 @@ fn usage() -> ExitCode {
 
 fn load(path: &str) -> Result<Vec<ofproto::FlowSpec>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    parse_flows_file(&text).map(|v| v.into_iter().map(|(_, s)| s).collect()).map_err(|(n, e)| format!("line {n}: {e}"))
+    parse_flows_file(&text)
+        .map(|v| v.into_iter().map(|(_, s)| s).collect())
+        .map_err(|(n, e)| format!("line {n}: {e}"))
 }
 
 fn parse_ports(s: &str) -> Result<Vec<PortConfig>, String> {
@@ -36,13 +38,21 @@ fn parse_ports(s: &str) -> Result<Vec<PortConfig>, String> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (num, mode) = p.split_once(':').unwrap_or((p, ""));
-            let n: u32 = num.parse().map_err(|_| format!("`{num}`: port must be a number"))?;
+            let n: u32 = num
+                .parse()
+                .map_err(|_| format!("`{num}`: port must be a number"))?;
             match mode {
                 "" => Ok(PortConfig::access(n, 0)),
                 "trunk" => Ok(PortConfig::trunk(n, &[])),
                 m => {
-                    let v = m.strip_prefix("vlan=").ok_or_else(|| format!("`{m}`: expected vlan=N or trunk"))?;
-                    let v: u16 = v.parse().ok().filter(|v| *v < 4096).ok_or_else(|| format!("`{v}`: bad VLAN"))?;
+                    let v = m
+                        .strip_prefix("vlan=")
+                        .ok_or_else(|| format!("`{m}`: expected vlan=N or trunk"))?;
+                    let v: u16 = v
+                        .parse()
+                        .ok()
+                        .filter(|v| *v < 4096)
+                        .ok_or_else(|| format!("`{v}`: bad VLAN"))?;
                     Ok(PortConfig::access(n, v))
                 }
             }

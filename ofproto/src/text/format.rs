@@ -12,12 +12,18 @@ use ct::state::STATE_NAMES;
 
 /// `01.02.ab`.
 pub fn hex_bytes(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(".")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn mac(v: u128) -> String {
     let b = (v as u64).to_be_bytes();
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[2], b[3], b[4], b[5], b[6], b[7])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[2], b[3], b[4], b[5], b[6], b[7]
+    )
 }
 
 /// `0x1f`, or `0` for zero (as C's `%#x` prints it).
@@ -44,9 +50,17 @@ pub fn format_value(f: Field, v: u128) -> String {
 }
 
 fn prefix_len(m: u128, bits: u32) -> Option<u32> {
-    let ones = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+    let ones = if bits == 128 {
+        u128::MAX
+    } else {
+        (1u128 << bits) - 1
+    };
     let n = m.count_ones();
-    let expect = if n == 0 { 0 } else { (ones << (bits - n)) & ones };
+    let expect = if n == 0 {
+        0
+    } else {
+        (ones << (bits - n)) & ones
+    };
     (m == expect).then_some(n)
 }
 
@@ -71,8 +85,16 @@ pub fn format_value_mask(f: Field, v: u128, m: u128) -> String {
             let names: Vec<(&str, u32)> = STATE_NAMES.iter().map(|(b, n)| (*n, b.bits())).collect();
             let known: u128 = names.iter().map(|(_, b)| *b as u128).sum();
             if m == ones && v & !known == 0 {
-                let set: Vec<&str> = names.iter().filter(|(_, b)| v & *b as u128 != 0).map(|(n, _)| *n).collect();
-                return if set.is_empty() { "0".into() } else { set.join("|") };
+                let set: Vec<&str> = names
+                    .iter()
+                    .filter(|(_, b)| v & *b as u128 != 0)
+                    .map(|(n, _)| *n)
+                    .collect();
+                return if set.is_empty() {
+                    "0".into()
+                } else {
+                    set.join("|")
+                };
             }
             if m & !known == 0 {
                 return flags_text(v, m, &names);
@@ -81,7 +103,11 @@ pub fn format_value_mask(f: Field, v: u128, m: u128) -> String {
         }
         Fmt::TcpFlags => {
             if m == 0xfff {
-                let set: Vec<&str> = TCP_FLAG_NAMES.iter().filter(|(_, b)| v & *b as u128 != 0).map(|(n, _)| *n).collect();
+                let set: Vec<&str> = TCP_FLAG_NAMES
+                    .iter()
+                    .filter(|(_, b)| v & *b as u128 != 0)
+                    .map(|(n, _)| *n)
+                    .collect();
                 if v & !0x1ff == 0 && !set.is_empty() {
                     return set.join("|");
                 }
@@ -243,11 +269,13 @@ pub fn format_key(k: &FlowKey) -> String {
     for f in Field::all() {
         let info = f.info();
         // Skip views and overlays: print base storage only.
-        if matches!(f, Field::DL_VLAN | Field::DL_VLAN_PCP | Field::IP_DSCP) || f.0 >= Field::xreg(0).0 {
+        if matches!(f, Field::DL_VLAN | Field::DL_VLAN_PCP | Field::IP_DSCP)
+            || f.0 >= Field::xreg(0).0
+        {
             continue;
         }
         let v = k.get(f);
-        if v != 0 || f == Field::DL_TYPE && v != 0 {
+        if v != 0 {
             m.set(f, v, info.slot.ones());
         }
     }
@@ -285,17 +313,35 @@ mod tests {
             rt("arp,arp_op=1,arp_spa=10.0.0.0/8,arp_tpa=1.1.1.1,arp_sha=00:00:00:00:00:01,arp_tha=00:00:00:00:00:00,vlan_tci=0x1000/0x1000"),
             "arp,vlan_tci=0x1000/0x1000,arp_spa=10.0.0.0/8,arp_tpa=1.1.1.1,arp_op=1,arp_sha=00:00:00:00:00:01,arp_tha=00:00:00:00:00:00"
         );
-        assert_eq!(rt("dl_type=0x0800,nw_proto=89,ip_dscp=3,dl_vlan_pcp=2"), "ip,dl_vlan_pcp=2,nw_proto=89,nw_tos=12");
-        assert_eq!(rt("ip,nw_src=10.0.0.0/255.0.255.0"), "ip,nw_src=10.0.0.0/255.0.255.0");
-        assert_eq!(rt("ipv6,ipv6_src=fe80::/ffff::,ipv6_dst=::1"), "ipv6,ipv6_src=fe80::/16,ipv6_dst=::1");
+        assert_eq!(
+            rt("dl_type=0x0800,nw_proto=89,ip_dscp=3,dl_vlan_pcp=2"),
+            "ip,dl_vlan_pcp=2,nw_proto=89,nw_tos=12"
+        );
+        assert_eq!(
+            rt("ip,nw_src=10.0.0.0/255.0.255.0"),
+            "ip,nw_src=10.0.0.0/255.0.255.0"
+        );
+        assert_eq!(
+            rt("ipv6,ipv6_src=fe80::/ffff::,ipv6_dst=::1"),
+            "ipv6,ipv6_src=fe80::/16,ipv6_dst=::1"
+        );
         assert_eq!(rt("tcp,tcp_flags=0x002/0x012"), "tcp,tcp_flags=+syn-ack");
         assert_eq!(rt("tcp,tcp_flags=syn"), "tcp,tcp_flags=syn");
-        assert_eq!(rt("ct_state=0x22/0x3f,ip"), "ct_state=-new+est-rel-rpl-inv+trk,ip");
+        assert_eq!(
+            rt("ct_state=0x22/0x3f,ip"),
+            "ct_state=-new+est-rel-rpl-inv+trk,ip"
+        );
         assert_eq!(rt("ct_state=+trk-new+est"), "ct_state=-new+est+trk");
         assert_eq!(rt("dl_vlan=0xffff"), "vlan_tci=0x0000");
         assert_eq!(rt("tcp,tp_dst=80,nw_frag=no"), "tcp,nw_frag=no,tp_dst=80");
-        assert_eq!(rt("ct_label=0x1/0x1,ct_mark=0x5,ct_zone=0x10"), "ct_zone=16,ct_mark=0x5,ct_label=0x1/0x1");
-        assert_eq!(rt("ipv6,ipv6_label=0x12345/0xfffff"), "ipv6,ipv6_label=0x12345");
+        assert_eq!(
+            rt("ct_label=0x1/0x1,ct_mark=0x5,ct_zone=0x10"),
+            "ct_zone=16,ct_mark=0x5,ct_label=0x1/0x1"
+        );
+        assert_eq!(
+            rt("ipv6,ipv6_label=0x12345/0xfffff"),
+            "ipv6,ipv6_label=0x12345"
+        );
         assert_eq!(rt("in_port=LOCAL"), "in_port=LOCAL");
         assert_eq!(rt("dl_type=0x1234"), "dl_type=0x1234");
     }

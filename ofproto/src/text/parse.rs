@@ -37,7 +37,10 @@ pub fn err(token: &str, reason: &str) -> ParseError {
     if token.chars().count() > 80 {
         t.push_str("...");
     }
-    ParseError { token: t, reason: reason.to_string() }
+    ParseError {
+        token: t,
+        reason: reason.to_string(),
+    }
 }
 
 /// An unsigned integer in decimal or `0x` hex that fits in `bits` bits.
@@ -56,7 +59,8 @@ pub fn parse_uint(s: &str, bits: u32) -> Result<u128, String> {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err("not a number".into());
         }
-        s.parse::<u128>().map_err(|_| format!("does not fit in {bits} bits"))?
+        s.parse::<u128>()
+            .map_err(|_| format!("does not fit in {bits} bits"))?
     };
     if bits < 128 && v >> bits != 0 {
         return Err(format!("does not fit in {bits} bits"));
@@ -143,23 +147,31 @@ pub fn parse_field_value(f: Field, s: &str, allow_mask: bool) -> Result<(u128, u
     let info = f.info();
     let ones = info.slot.ones();
     let name = info.name;
+    let flag_syntax =
+        s.starts_with(['+', '-']) || s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
     match info.fmt {
-        Fmt::CtState => {
-            if s.starts_with(['+', '-']) || s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic()) {
-                return parse_flags(s, &|n| CtState::by_name(n).map(|b| b.bits()), ones as u32);
-            }
+        Fmt::CtState if flag_syntax => {
+            return parse_flags(s, &|n| CtState::by_name(n).map(|b| b.bits()), ones as u32);
         }
-        Fmt::TcpFlags => {
-            if s.starts_with(['+', '-']) || s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic()) {
-                let by = |n: &str| TCP_FLAG_NAMES.iter().find(|(x, _)| *x == n).map(|(_, b)| *b);
-                return parse_flags(s, &by, 0xfff);
-            }
+        Fmt::TcpFlags if flag_syntax => {
+            let by = |n: &str| {
+                TCP_FLAG_NAMES
+                    .iter()
+                    .find(|(x, _)| *x == n)
+                    .map(|(_, b)| *b)
+            };
+            return parse_flags(s, &by, 0xfff);
         }
         Fmt::Frag => {
             if let Some((_, v, m)) = FRAG_NAMES.iter().find(|(n, _, _)| *n == s) {
                 return Ok((*v as u128, *m as u128));
             }
-            return Err(err(s, "nw_frag must be no, yes, first, later or not_later"));
+            if !s.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
+                return Err(err(
+                    s,
+                    "nw_frag must be no, yes, first, later, not_later or a number",
+                ));
+            }
         }
         _ => {}
     }
@@ -175,7 +187,8 @@ pub fn parse_field_value(f: Field, s: &str, allow_mask: bool) -> Result<(u128, u
     let one = |t: &str, is_mask: bool| -> Result<u128, ParseError> {
         let what = if is_mask { "mask" } else { "value" };
         match info.fmt {
-            Fmt::Mac => parse_mac(t).ok_or_else(|| err(t, &format!("{name} {what} is not an Ethernet address"))),
+            Fmt::Mac => parse_mac(t)
+                .ok_or_else(|| err(t, &format!("{name} {what} is not an Ethernet address"))),
             Fmt::Ipv4 => t
                 .parse::<Ipv4Addr>()
                 .map(|a| u32::from(a) as u128)
@@ -191,10 +204,19 @@ pub fn parse_field_value(f: Field, s: &str, allow_mask: bool) -> Result<(u128, u
                 let v = parse_uint(t, 128).map_err(|e| err(t, &format!("{name} {what}: {e}")))?;
                 let scaled = if is_mask { v } else { v >> info.text_shift };
                 if !is_mask && info.text_shift > 0 && v & ((1 << info.text_shift) - 1) != 0 {
-                    return Err(err(t, &format!("{name} value must have its low {} bits clear", info.text_shift)));
+                    return Err(err(
+                        t,
+                        &format!(
+                            "{name} value must have its low {} bits clear",
+                            info.text_shift
+                        ),
+                    ));
                 }
                 if scaled & !ones != 0 {
-                    return Err(err(t, &format!("{name} {what} does not fit in {} bits", info.slot.bits)));
+                    return Err(err(
+                        t,
+                        &format!("{name} {what} does not fit in {} bits", info.slot.bits),
+                    ));
                 }
                 Ok(scaled)
             }
@@ -203,7 +225,11 @@ pub fn parse_field_value(f: Field, s: &str, allow_mask: bool) -> Result<(u128, u
     let v = one(vs, false)?;
     let m = match ms {
         None => ones,
-        Some(m) if matches!(info.fmt, Fmt::Ipv4 | Fmt::Ipv6) && m.bytes().all(|b| b.is_ascii_digit()) && !m.is_empty() => {
+        Some(m)
+            if matches!(info.fmt, Fmt::Ipv4 | Fmt::Ipv6)
+                && m.bytes().all(|b| b.is_ascii_digit())
+                && !m.is_empty() =>
+        {
             let len: u32 = m.parse().map_err(|_| err(m, "bad prefix length"))?;
             let bits = info.slot.bits as u32;
             if len > bits {
@@ -251,7 +277,7 @@ pub fn split_top(s: &str, sep: char) -> Result<Vec<&str>, ParseError> {
 /// `01.02.0a` or `01020a` hex bytes (for note and userdata).
 pub fn parse_hex_bytes(s: &str) -> Result<Vec<u8>, ParseError> {
     let digits: String = s.chars().filter(|c| *c != '.').collect();
-    if digits.len() % 2 != 0 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !digits.len().is_multiple_of(2) || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(err(s, "expected hex bytes like 01.02.ab"));
     }
     (0..digits.len())
@@ -297,7 +323,12 @@ impl MatchBuilder {
     fn set(&mut self, f: Field, v: u128, mask: u128, tok: &str) -> Result<(), ParseError> {
         let (ov, om) = self.m.get(f);
         if om != 0 && (om != mask & f.info().slot.ones() || ov != v & mask) {
-            let prev = self.origin.iter().find(|(g, _)| *g == f).map(|(_, t)| t.as_str()).unwrap_or("?");
+            let prev = self
+                .origin
+                .iter()
+                .find(|(g, _)| *g == f)
+                .map(|(_, t)| t.as_str())
+                .unwrap_or("?");
             return Err(err(tok, &format!("conflicts with earlier `{prev}`")));
         }
         self.m.set(f, v, mask);
@@ -307,10 +338,18 @@ impl MatchBuilder {
 }
 
 /// Parse one match item (`tcp`, `nw_src=10.0.0.0/8`) into `b`.
-fn match_item(b: &mut MatchBuilder, key: &str, val: Option<&str>, tok: &str) -> Result<(), ParseError> {
+fn match_item(
+    b: &mut MatchBuilder,
+    key: &str,
+    val: Option<&str>,
+    tok: &str,
+) -> Result<(), ParseError> {
     if let Some((_, dl, proto)) = SHORTHANDS.iter().find(|(n, _, _)| *n == key) {
         if val.is_some() {
-            return Err(err(tok, &format!("`{key}` is a protocol shorthand and takes no value")));
+            return Err(err(
+                tok,
+                &format!("`{key}` is a protocol shorthand and takes no value"),
+            ));
         }
         b.set(Field::DL_TYPE, *dl as u128, u128::MAX, tok)?;
         if let Some(p) = proto {
@@ -333,7 +372,10 @@ fn match_item(b: &mut MatchBuilder, key: &str, val: Option<&str>, tok: &str) -> 
         probe.set(f, v, m);
         let (nv, nm) = probe.get(Field::VLAN_TCI);
         if tm & 0x1000 != 0 && tv & 0x1000 == 0 {
-            return Err(err(tok, "conflicts with an earlier match for no VLAN header"));
+            return Err(err(
+                tok,
+                "conflicts with an earlier match for no VLAN header",
+            ));
         }
         b.m.set(Field::VLAN_TCI, nv, nm);
         b.origin.push((Field::VLAN_TCI, tok.to_string()));
@@ -349,8 +391,14 @@ pub fn parse_flow(line: &str, cmd: FlowCmd) -> Result<FlowSpec, ParseError> {
     if cmd == FlowCmd::Delete {
         spec.table = None;
     }
-    let mut b = MatchBuilder { m: Match::default(), origin: Vec::new() };
-    for tok in split_top(head, ',')?.into_iter().flat_map(|t| t.split_whitespace()) {
+    let mut b = MatchBuilder {
+        m: Match::default(),
+        origin: Vec::new(),
+    };
+    for tok in split_top(head, ',')?
+        .into_iter()
+        .flat_map(|t| t.split_whitespace())
+    {
         if tok.is_empty() {
             continue;
         }
@@ -388,25 +436,45 @@ pub fn parse_flow(line: &str, cmd: FlowCmd) -> Result<FlowSpec, ParseError> {
                         if cmd == FlowCmd::Add {
                             return Err(err(tok, "flow additions cannot use a cookie mask"));
                         }
-                        (c, parse_uint(m, 64).map_err(|e| err(tok, &format!("cookie mask: {e}")))? as u64)
+                        (
+                            c,
+                            parse_uint(m, 64).map_err(|e| err(tok, &format!("cookie mask: {e}")))?
+                                as u64,
+                        )
                     }
                     None => (v, if cmd == FlowCmd::Add { 0 } else { u64::MAX }),
                 };
-                spec.cookie = parse_uint(c, 64).map_err(|e| err(tok, &format!("cookie: {e}")))? as u64;
+                spec.cookie =
+                    parse_uint(c, 64).map_err(|e| err(tok, &format!("cookie: {e}")))? as u64;
                 spec.cookie_mask = m;
             }
             "out_port" => {
                 let v = val.ok_or_else(|| err(tok, "`out_port` needs a value"))?;
-                spec.out_port = Some(PortNo::parse(v).ok_or_else(|| err(tok, "out_port is not a port"))?);
+                spec.out_port =
+                    Some(PortNo::parse(v).ok_or_else(|| err(tok, "out_port is not a port"))?);
             }
-            "send_flow_rem" | "check_overlap" | "reset_counts" | "no_packet_counts" | "no_byte_counts" if val.is_none() => {}
+            "send_flow_rem" | "check_overlap" | "reset_counts" | "no_packet_counts"
+            | "no_byte_counts"
+                if val.is_none() => {}
             "duration" | "n_packets" | "n_bytes" | "idle_age" | "hard_age" => {}
             _ => match_item(&mut b, key, val, tok)?,
         }
     }
     if let Err((f, p)) = b.m.check_prereqs() {
-        let tok = b.origin.iter().find(|(g, _)| *g == f).map(|(_, t)| t.clone()).unwrap_or_else(|| f.name().into());
-        return Err(err(&tok, &format!("missing prerequisite: {} needs {}", f.name(), prereq_text(p))));
+        let tok = b
+            .origin
+            .iter()
+            .find(|(g, _)| *g == f)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_else(|| f.name().into());
+        return Err(err(
+            &tok,
+            &format!(
+                "missing prerequisite: {} needs {}",
+                f.name(),
+                prereq_text(p)
+            ),
+        ));
     }
     spec.mtch = b.m;
     match (cmd, actions) {
@@ -440,8 +508,14 @@ fn split_actions(line: &str) -> (&str, Option<&str>) {
 
 /// Parse a match alone (`del-flows` style, or the packet of a trace).
 pub fn parse_match(s: &str) -> Result<Match, ParseError> {
-    let mut b = MatchBuilder { m: Match::default(), origin: Vec::new() };
-    for tok in split_top(s, ',')?.into_iter().flat_map(|t| t.split_whitespace()) {
+    let mut b = MatchBuilder {
+        m: Match::default(),
+        origin: Vec::new(),
+    };
+    for tok in split_top(s, ',')?
+        .into_iter()
+        .flat_map(|t| t.split_whitespace())
+    {
         let (key, val) = match tok.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (tok, None),
@@ -488,10 +562,16 @@ mod tests {
     #[test]
     fn masks_each_kind() {
         assert_eq!(pv(Field::NW_SRC, "10.0.0.0/8"), (0x0a00_0000, 0xff00_0000));
-        assert_eq!(pv(Field::NW_SRC, "10.1.2.3/255.0.255.0"), (0x0a00_0200, 0xff00_ff00));
+        assert_eq!(
+            pv(Field::NW_SRC, "10.1.2.3/255.0.255.0"),
+            (0x0a00_0200, 0xff00_ff00)
+        );
         assert_eq!(pv(Field::NW_SRC, "10.1.2.3/0"), (0, 0));
         assert_eq!(pv(Field::IPV6_SRC, "fe80::1/16").1, 0xffffu128 << 112);
-        assert_eq!(pv(Field::DL_DST, "01:00:00:00:00:00/01:00:00:00:00:00"), (1 << 40, 1 << 40));
+        assert_eq!(
+            pv(Field::DL_DST, "01:00:00:00:00:00/01:00:00:00:00:00"),
+            (1 << 40, 1 << 40)
+        );
         assert_eq!(pv(Field::TP_DST, "0x50/0xfff0"), (0x50, 0xfff0));
         assert_eq!(pv(Field::reg(0), "5/0xff"), (5, 0xff));
         assert_eq!(pv(Field::CT_LABEL, "0x1/0x1"), (1, 1));
@@ -549,7 +629,10 @@ mod tests {
         assert!(e.reason.contains("unbalanced"));
         let e = parse_flow("ip actions=drop", FlowCmd::Delete).unwrap_err();
         assert!(e.reason.contains("no actions"));
-        assert!(parse_flow("tcp,tcp actions=drop", FlowCmd::Add).is_ok(), "repeating a shorthand is consistent");
+        assert!(
+            parse_flow("tcp,tcp actions=drop", FlowCmd::Add).is_ok(),
+            "repeating a shorthand is consistent"
+        );
     }
 
     #[test]
@@ -574,12 +657,18 @@ mod tests {
         let s = parse_flow("dl_vlan=0xffff actions=drop", FlowCmd::Add).unwrap();
         assert_eq!(s.mtch.get(Field::VLAN_TCI), (0, 0xffff));
         let s = parse_flow("dl_vlan=5,dl_vlan_pcp=3 actions=drop", FlowCmd::Add).unwrap();
-        assert_eq!(s.mtch.get(Field::VLAN_TCI), (0x1000 | (3 << 13) | 5, 0xffff));
+        assert_eq!(
+            s.mtch.get(Field::VLAN_TCI),
+            (0x1000 | (3 << 13) | 5, 0xffff)
+        );
     }
 
     #[test]
     fn split_top_respects_nesting() {
-        assert_eq!(split_top("a,b(c,d),e[1,2]", ',').unwrap(), vec!["a", "b(c,d)", "e[1,2]"]);
+        assert_eq!(
+            split_top("a,b(c,d),e[1,2]", ',').unwrap(),
+            vec!["a", "b(c,d)", "e[1,2]"]
+        );
         assert!(split_top("a)", ',').is_err());
     }
 }
