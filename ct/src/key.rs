@@ -185,13 +185,7 @@ impl ConnKey {
             | (self.proto as u64) << 48
             | (self.family as u64) << 56;
         let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
-        for v in [
-            w(&self.src[..8]),
-            w(&self.src[8..]),
-            w(&self.dst[..8]),
-            w(&self.dst[8..]),
-            tail,
-        ] {
+        for v in [w(&self.src[..8]), w(&self.src[8..]), w(&self.dst[..8]), w(&self.dst[8..]), tail] {
             h = (h ^ v).wrapping_mul(0xff51_afd7_ed55_8ccd);
             h = h.rotate_left(29);
         }
@@ -214,13 +208,7 @@ impl fmt::Display for ConnKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "src={},dst={}", self.src_ip(), self.dst_ip())?;
         if self.is_icmp() {
-            write!(
-                f,
-                ",id={},type={},code={}",
-                self.src_port,
-                self.icmp_type(),
-                self.icmp_code()
-            )
+            write!(f, ",id={},type={},code={}", self.src_port, self.icmp_type(), self.icmp_code())
         } else if matches!(self.proto, ipproto::TCP | ipproto::UDP | ipproto::SCTP) {
             write!(f, ",sport={},dport={}", self.src_port, self.dst_port)
         } else {
@@ -240,14 +228,7 @@ mod tests {
 
     #[test]
     fn reverse_swaps_ports_and_addresses() {
-        let k = ConnKey::v4(
-            Zone(3),
-            "10.0.0.1".parse().unwrap(),
-            "10.0.0.2".parse().unwrap(),
-            6,
-            1000,
-            80,
-        );
+        let k = ConnKey::v4(Zone(3), "10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), 6, 1000, 80);
         let r = k.reverse();
         assert_eq!(r.src_ip().to_string(), "10.0.0.2");
         assert_eq!((r.src_port, r.dst_port, r.zone), (80, 1000, Zone(3)));
@@ -256,37 +237,16 @@ mod tests {
 
     #[test]
     fn reverse_icmp_maps_echo_types() {
-        let k = ConnKey::v4(
-            Zone(0),
-            "1.1.1.1".parse().unwrap(),
-            "2.2.2.2".parse().unwrap(),
-            1,
-            77,
-            8 << 8,
-        );
+        let k = ConnKey::v4(Zone(0), "1.1.1.1".parse().unwrap(), "2.2.2.2".parse().unwrap(), 1, 77, 8 << 8);
         let r = k.reverse();
         assert_eq!((r.src_port, r.icmp_type(), r.icmp_code()), (77, 0, 0));
-        let k6 = ConnKey::v6(
-            Zone(0),
-            "::1".parse().unwrap(),
-            "::2".parse().unwrap(),
-            58,
-            5,
-            128 << 8,
-        );
+        let k6 = ConnKey::v6(Zone(0), "::1".parse().unwrap(), "::2".parse().unwrap(), 58, 5, 128 << 8);
         assert_eq!(k6.reverse().icmp_type(), 129);
     }
 
     #[test]
     fn zone_changes_hash_and_equality() {
-        let a = ConnKey::v4(
-            Zone(1),
-            "10.0.0.1".parse().unwrap(),
-            "10.0.0.2".parse().unwrap(),
-            17,
-            1,
-            2,
-        );
+        let a = ConnKey::v4(Zone(1), "10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), 17, 1, 2);
         let mut b = a;
         b.zone = Zone(2);
         assert_ne!(a, b);
@@ -296,29 +256,9 @@ mod tests {
 
     #[test]
     fn display_matches_ovs() {
-        let k = ConnKey::v4(
-            Zone(0),
-            "10.0.0.1".parse().unwrap(),
-            "10.0.0.2".parse().unwrap(),
-            6,
-            1000,
-            80,
-        );
-        assert_eq!(
-            k.to_string(),
-            "src=10.0.0.1,dst=10.0.0.2,sport=1000,dport=80"
-        );
-        let i = ConnKey::v4(
-            Zone(0),
-            "10.0.0.1".parse().unwrap(),
-            "10.0.0.2".parse().unwrap(),
-            1,
-            9,
-            8 << 8,
-        );
-        assert_eq!(
-            i.to_string(),
-            "src=10.0.0.1,dst=10.0.0.2,id=9,type=8,code=0"
-        );
+        let k = ConnKey::v4(Zone(0), "10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), 6, 1000, 80);
+        assert_eq!(k.to_string(), "src=10.0.0.1,dst=10.0.0.2,sport=1000,dport=80");
+        let i = ConnKey::v4(Zone(0), "10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), 1, 9, 8 << 8);
+        assert_eq!(i.to_string(), "src=10.0.0.1,dst=10.0.0.2,id=9,type=8,code=0");
     }
 }

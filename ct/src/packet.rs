@@ -89,9 +89,7 @@ pub enum L4Info {
     IcmpQuery,
     /// ICMP/ICMPv6 error; `inner` is the key of the embedded (offending) packet
     /// as it was sent, in the same zone.
-    IcmpError {
-        inner: ConnKey,
-    },
+    IcmpError { inner: ConnKey },
 }
 
 /// Parse result for one packet.

@@ -76,10 +76,7 @@ impl TcpConn {
     /// The state of a connection created by `seg` (which passed `valid_new`).
     pub fn new(seg: &TcpSeg) -> TcpConn {
         let _ = seg;
-        TcpConn {
-            state: TcpState::SynSent,
-            ..Default::default()
-        }
+        TcpConn { state: TcpState::SynSent, ..Default::default() }
     }
 
     /// Feed a segment travelling in `dir`; `liberal` turns window checks off.
