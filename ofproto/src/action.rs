@@ -906,12 +906,8 @@ impl fmt::Display for Action {
             }
             Action::Drop => f.write_str("drop"),
             Action::Resubmit { port, table, ct } => {
-                if table.is_none() && !ct {
-                    return write!(
-                        f,
-                        "resubmit:{}",
-                        port.expect("resubmit has a port or table")
-                    );
+                if let (Some(p), None, false) = (port, table, ct) {
+                    return write!(f, "resubmit:{p}");
                 }
                 f.write_str("resubmit(")?;
                 if let Some(p) = port {
