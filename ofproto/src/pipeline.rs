@@ -409,3 +409,120 @@ pub fn parse_ct_states(s: &str) -> Result<Vec<CtState>, crate::text::parse::Pars
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_queue_is_bounded_and_truncates() {
+        let q = ControllerQueue {
+            capacity: 2,
+            ..Default::default()
+        };
+        let spec = ControllerSpec {
+            max_len: 4,
+            ..Default::default()
+        };
+        let pkt = || PacketIn {
+            spec: spec.clone(),
+            key: FlowKey::default(),
+            data: vec![1, 2, 3, 4, 5, 6],
+        };
+        assert!(q.push(pkt()));
+        assert!(q.push(pkt()));
+        assert!(!q.push(pkt()));
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(q.pop().unwrap().data, vec![1, 2, 3, 4]);
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn mac_table_ages_and_respects_capacity() {
+        let t = MacTable {
+            max_age_ms: 1000,
+            capacity: 2,
+            ..Default::default()
+        };
+        t.learn(1, 0, PortNo(1), 0);
+        t.learn(2, 0, PortNo(2), 0);
+        assert_eq!(t.lookup(1, 0, 999), Some(PortNo(1)));
+        assert_eq!(t.lookup(1, 5, 999), None, "VLANs are separate");
+        assert_eq!(t.lookup(1, 0, 1000), None, "aged out");
+        // Full of live entries: a new MAC is not learned.
+        t.learn(1, 0, PortNo(1), 500);
+        t.learn(2, 0, PortNo(2), 500);
+        t.learn(3, 0, PortNo(3), 600);
+        assert_eq!(t.lookup(3, 0, 600), None);
+        // Once the old ones age out there is room again.
+        t.learn(3, 0, PortNo(3), 1600);
+        assert_eq!(t.lookup(3, 0, 1600), Some(PortNo(3)));
+    }
+
+    #[test]
+    fn vlan_modes() {
+        let a = VlanMode::Access(10);
+        assert_eq!(a.input_vlan(0), Some(10));
+        assert_eq!(
+            a.input_vlan(0x1000 | 10),
+            None,
+            "tagged frame on an access port"
+        );
+        assert_eq!(a.output_tci(10), None);
+        let t = VlanMode::Trunk(vec![10]);
+        assert_eq!(t.input_vlan(0x1000 | 10), Some(10));
+        assert_eq!(t.input_vlan(0x1000 | 11), None);
+        assert_eq!(t.input_vlan(0), Some(0));
+        assert_eq!(t.output_tci(10), Some(10));
+        assert!(!t.carries(11));
+    }
+
+    #[test]
+    fn ct_state_sequences_parse() {
+        let v = parse_ct_states("trk+new,trk|est|rpl").unwrap();
+        assert_eq!(
+            v,
+            vec![
+                CtState::TRK | CtState::NEW,
+                CtState::TRK | CtState::EST | CtState::RPL
+            ]
+        );
+        assert_eq!(parse_ct_states("trk+nope").unwrap_err().token, "nope");
+    }
+
+    #[test]
+    fn recirc_key_sets_ct_fields_from_state() {
+        let mut k = FlowKey::default();
+        k.set(Field::DL_TYPE, 0x0800);
+        k.set(Field::NW_PROTO, 6);
+        k.set(Field::NW_SRC, 1);
+        k.set(Field::NW_DST, 2);
+        k.set(Field::TP_SRC, 3);
+        k.set(Field::TP_DST, 4);
+        let ct = DpCt {
+            zone: 9,
+            commit: true,
+            force: false,
+            mark: Some((5, 0xff)),
+            label: None,
+            alg: None,
+            timeout: None,
+            nat: None,
+            recirc: Some(3),
+        };
+        let r = recirc_key(&k, &ct, CtState::TRK | CtState::EST | CtState::RPL);
+        assert_eq!(r.get(Field::RECIRC_ID), 3);
+        assert_eq!(r.get(Field::CT_ZONE), 9);
+        assert_eq!(r.get(Field::CT_MARK), 5);
+        // A reply's original direction is the reverse of the packet.
+        assert_eq!((r.get(Field::CT_NW_SRC), r.get(Field::CT_NW_DST)), (2, 1));
+        assert_eq!((r.get(Field::CT_TP_SRC), r.get(Field::CT_TP_DST)), (4, 3));
+        let u = recirc_key(&k, &ct, CtState::TRK | CtState::UNTRACKED);
+        assert_eq!(
+            u.get(Field::CT_ZONE),
+            0,
+            "untracked packets get no conntrack fields"
+        );
+        assert_eq!(u.get(Field::CT_STATE), 0x120);
+    }
+}

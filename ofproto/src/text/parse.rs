@@ -323,10 +323,19 @@ impl MatchBuilder {
     fn set(&mut self, f: Field, v: u128, mask: u128, tok: &str) -> Result<(), ParseError> {
         let (ov, om) = self.m.get(f);
         if om != 0 && (om != mask & f.info().slot.ones() || ov != v & mask) {
+            let overlaps = |g: Field| {
+                let (mut a, mut b) = (
+                    crate::fields::FlowMask::default(),
+                    crate::fields::FlowMask::default(),
+                );
+                a.set_exact(f);
+                b.set_exact(g);
+                a.w.iter().zip(b.w.iter()).any(|(x, y)| x & y != 0)
+            };
             let prev = self
                 .origin
                 .iter()
-                .find(|(g, _)| *g == f)
+                .find(|(g, _)| overlaps(*g))
                 .map(|(_, t)| t.as_str())
                 .unwrap_or("?");
             return Err(err(tok, &format!("conflicts with earlier `{prev}`")));
@@ -460,15 +469,24 @@ pub fn parse_flow(line: &str, cmd: FlowCmd) -> Result<FlowSpec, ParseError> {
             _ => match_item(&mut b, key, val, tok)?,
         }
     }
+    // Check each item as written, so the error names the user's token (a
+    // view such as ip_dscp shares storage with nw_tos).
+    for (f, tok) in &b.origin {
+        let p = f.info().prereq;
+        if !b.m.satisfies(p) {
+            return Err(err(
+                tok,
+                &format!(
+                    "missing prerequisite: {} needs {}",
+                    f.name(),
+                    prereq_text(p)
+                ),
+            ));
+        }
+    }
     if let Err((f, p)) = b.m.check_prereqs() {
-        let tok = b
-            .origin
-            .iter()
-            .find(|(g, _)| *g == f)
-            .map(|(_, t)| t.clone())
-            .unwrap_or_else(|| f.name().into());
         return Err(err(
-            &tok,
+            f.name(),
             &format!(
                 "missing prerequisite: {} needs {}",
                 f.name(),
@@ -620,7 +638,13 @@ mod tests {
         let e = parse_flow("ip", FlowCmd::Add).unwrap_err();
         assert!(e.reason.contains("actions"));
         let e = parse_flow("ip,ipv6 actions=drop", FlowCmd::Add).unwrap_err();
-        assert!(e.reason.contains("conflicts"), "{e}");
+        assert!(e.reason.contains("conflicts with earlier `ip`"), "{e}");
+        let e = parse_flow("ip,nw_tos=16,ip_dscp=5 actions=drop", FlowCmd::Add).unwrap_err();
+        assert_eq!(e.token, "ip_dscp=5");
+        assert!(
+            e.reason.contains("conflicts with earlier `nw_tos=16`"),
+            "{e}"
+        );
         let e = parse_flow("table=255 actions=drop", FlowCmd::Add).unwrap_err();
         assert!(e.reason.contains("0..254"));
         let e = parse_flow("cookie=1/1 actions=drop", FlowCmd::Add).unwrap_err();
