@@ -208,6 +208,8 @@ impl Default for CtAction {
 pub enum Action {
     /// `output:PORT` (also NORMAL, FLOOD, ALL, LOCAL, IN_PORT and bare numbers).
     Output(PortNo),
+    /// `output:FIELD[a..b]`: the port number is read from the packet's metadata.
+    OutputReg(SubField),
     Controller(ControllerSpec),
     /// `drop`: an empty action list.
     Drop,
@@ -337,9 +339,17 @@ impl Action {
             "drop" if arg.is_none() => Action::Drop,
             "output" => {
                 let p = need("a port")?;
-                let port = PortNo::parse(p)
-                    .ok_or_else(|| err(p, "not a port number or reserved port name"))?;
-                Action::port_action(port)
+                if p.contains('[') {
+                    let sf = SubField::parse(p)?;
+                    if sf.n_bits > 32 {
+                        return Err(err(p, "output port subfield is wider than 32 bits"));
+                    }
+                    Action::OutputReg(sf)
+                } else {
+                    let port = PortNo::parse(p)
+                        .ok_or_else(|| err(p, "not a port number or reserved port name"))?;
+                    Action::port_action(port)
+                }
             }
             "normal" | "flood" | "all" | "local" | "in_port" if arg.is_none() => {
                 Action::port_action(PortNo::parse(&lname).expect("reserved names parse"))
@@ -559,6 +569,12 @@ fn check_write(tok: &str, f: Field, m: &Match) -> Result<(), ParseError> {
     let info = f.info();
     if !info.writable {
         return Err(err(tok, &format!("field {} is read-only", info.name)));
+    }
+    if f == Field::CT_MARK || f == Field::CT_LABEL {
+        return Err(err(
+            tok,
+            &format!("{} may only be set inside ct(commit,exec(...))", info.name),
+        ));
     }
     // VLAN setters push a header when there is none, so they need nothing.
     if f == Field::DL_VLAN || f == Field::DL_VLAN_PCP || f == Field::VLAN_TCI {
@@ -890,6 +906,7 @@ impl fmt::Display for Action {
                 Some(n) if *p != PortNo::ANY && *p != PortNo::TABLE => f.write_str(n),
                 _ => write!(f, "output:{}", p.0),
             },
+            Action::OutputReg(sf) => write!(f, "output:{sf}"),
             Action::Controller(c) => {
                 if c.reason == "action" && c.userdata.is_empty() {
                     write!(f, "CONTROLLER:{}", c.max_len)
@@ -986,6 +1003,11 @@ mod tests {
         );
         assert_eq!(rt("output:controller"), "CONTROLLER:65535");
         assert_eq!(rt("drop"), "drop");
+        assert_eq!(rt("output:reg0[0..15]"), "output:NXM_NX_REG0[0..15]");
+        assert!(parse_actions("output:xreg0[]")
+            .unwrap_err()
+            .to_string()
+            .contains("32 bits"));
         assert!(parse_actions("drop,output:1").is_err());
         assert!(parse_actions("output:eth0")
             .unwrap_err()
@@ -1190,6 +1212,17 @@ mod tests {
         assert!(chk("output:1,goto_table:2", &ip, 1).is_ok());
         assert!(chk("dec_ttl", &Match::default(), 0).is_err());
         assert!(chk("mod_vlan_vid:5", &Match::default(), 0).is_ok());
+        assert!(chk("set_field:1->ct_mark", &ip, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("inside ct"));
+        assert!(chk("load:1->NXM_NX_CT_LABEL[0]", &ip, 0).is_err());
+        assert!(
+            chk("move:NXM_OF_IP_SRC[]->NXM_NX_REG0[]", &Match::default(), 0)
+                .unwrap_err()
+                .to_string()
+                .contains("source nw_src")
+        );
     }
 
     #[test]

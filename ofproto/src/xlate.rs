@@ -387,6 +387,11 @@ impl Ctx<'_> {
                 PortNo::TABLE | PortNo::ANY => {}
                 p => self.output(p),
             },
+            Action::OutputReg(sf) => {
+                self.out.wc.or_field(sf.field, sf.mask());
+                let port = ((self.key.get(sf.field) & sf.mask()) >> sf.ofs) as u32;
+                self.output(PortNo(port));
+            }
             Action::Controller(c) => self.emit(DpAction::Controller(c.clone())),
             Action::Drop | Action::Note(_) => {}
             Action::Resubmit { port, table: t, ct } => {
@@ -730,6 +735,13 @@ mod tests {
         assert!(x.actions.is_empty());
         let trace = p.trace(&key("in_port=1"), &[], 0);
         assert!(trace.contains("resubmit loop"), "{trace}");
+    }
+
+    #[test]
+    fn output_to_a_register() {
+        let p = pipeline(&["in_port=1 actions=set_field:0x70003->reg5,output:NXM_NX_REG5[0..15]"]);
+        let x = run(&p, "in_port=1");
+        assert_eq!(format_program(&x.actions), "set(reg5=0x70003),3");
     }
 
     #[test]
