@@ -282,10 +282,7 @@ impl Pipeline {
                 key: p.key.masked(&x.wc),
                 mask: x.wc,
             };
-            out.push_str(&format!(
-                "\nFinal flow: {}\n",
-                format_key(&final_key(&p.key, x))
-            ));
+            out.push_str(&format!("\nFinal flow: {}\n", format_key(&x.final_key)));
             out.push_str(&format!("Megaflow: {}\n", format_match(&m)));
             out.push_str(&format!(
                 "Datapath actions: {}\n",
@@ -323,20 +320,6 @@ fn state_text(s: CtState) -> String {
     } else {
         v.join("|")
     }
-}
-
-/// The key after applying the program's Set actions (what the pipeline saw last).
-fn final_key(k: &FlowKey, x: &Xlate) -> FlowKey {
-    let mut k = *k;
-    for a in &x.actions {
-        match a {
-            DpAction::Set { field, value, mask } => k.set_masked(*field, *value, *mask),
-            DpAction::PopVlan => k.set(Field::VLAN_TCI, 0),
-            DpAction::PushVlan { .. } => k.set(Field::VLAN_TCI, 0x1000),
-            _ => {}
-        }
-    }
-    k
 }
 
 /// The metadata a recirculated packet carries: ct fields as conntrack would

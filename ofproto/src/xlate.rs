@@ -185,6 +185,9 @@ pub struct Xlate {
     /// Metadata at each forked ct(table=): the packet conntrack will see.
     pub recirc_keys: Vec<(FlowKey, DpCt)>,
     pub error: Option<XlateError>,
+    /// The metadata as the pipeline left it (after writes, with ct fields
+    /// cleared by any ct action).
+    pub final_key: FlowKey,
     /// Human-readable trace, when asked for.
     pub trace: Vec<String>,
 }
@@ -252,6 +255,7 @@ pub fn xlate(env: &Pipeline, tables: &Tables, key: &FlowKey, now_ms: u64, trace:
         })
         .map_or(0, |i| i + 1);
     cx.out.actions.truncate(keep);
+    cx.out.final_key = cx.key;
     cx.out
 }
 
