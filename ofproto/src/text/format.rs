@@ -2,7 +2,6 @@
 //! `ovs-ofctl dump-flows` uses: ct fields, the protocol shorthand, registers,
 //! metadata, in_port, VLAN, Ethernet, IPv6, IPv4/ARP, IP details, L4.
 
-use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::fields::{consts::*, Field, FlowKey, Fmt, PortNo};
@@ -280,9 +279,11 @@ pub fn format_key(k: &FlowKey) -> String {
         }
     }
     let s = format_match(&m);
-    let mut out = String::new();
-    let _ = write!(out, "{}", if s.is_empty() { "(empty)" } else { &s });
-    out
+    if s.is_empty() {
+        "(empty)".into()
+    } else {
+        s
+    }
 }
 
 #[cfg(test)]
