@@ -87,23 +87,27 @@ impl<T> Clone for Entry<T> {
 }
 
 /// All rules sharing one mask: masked key -> rules, best first.
+///
+/// Field order is the lookup's access order (`repr(C)` keeps it): the first
+/// two cache lines hold everything a probe reads except the key words.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Subtable<T> {
     /// Best rank in this subtable.
     max_rank: u64,
     n_idx: usize,
-    /// Indices of the mask's non-zero words; only these are hashed and compared.
-    idx: [u8; WORDS],
-    /// The mask's non-zero words, compacted: `mw[j]` is word `idx[j]`.
-    mw: [u64; WORDS],
-    mask: FlowMask,
     /// Hash -> index into `hashes`/`keys`/`rules`.
     table: HashTable<u32>,
-    hashes: Vec<u64>,
     /// Masked key words of each bucket, `n_idx` per bucket.
     keys: Vec<u64>,
     /// Rules of each bucket, sorted by rank, best first.
     rules: Vec<Vec<Entry<T>>>,
+    /// Indices of the mask's non-zero words; only these are hashed and compared.
+    idx: [u8; WORDS],
+    /// The mask's non-zero words, compacted: `mw[j]` is word `idx[j]`.
+    mw: [u64; WORDS],
+    hashes: Vec<u64>,
+    mask: FlowMask,
 }
 
 impl<T> Clone for Subtable<T> {
@@ -124,7 +128,9 @@ impl<T> Clone for Subtable<T> {
 
 #[inline(always)]
 fn mix(h: u64, w: u64) -> u64 {
-    let x = ((h ^ w) as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+    // One 64x64->128 multiply, folded: cheap and mixes into both halves
+    // (hashbrown uses the top bits as tags and the low bits as the index).
+    let x = ((h ^ w) as u128) * (0x9e37_79b9_7f4a_7c15u64 as u128);
     (x as u64) ^ ((x >> 64) as u64)
 }
 

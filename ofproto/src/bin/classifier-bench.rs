@@ -1,6 +1,6 @@
 //! Classifier lookup throughput on one thread.
 //!
-//! `cargo run --release -p ofproto --bin classifier-bench [-- --runs N --ms MS]`
+//! `cargo run --release -p ofproto --bin classifier-bench [-- --runs N --ms MS --flows 10,1000 --masks 1,8]`
 //!
 //! For each (flows, masks) pair it builds a classifier whose rules are spread
 //! evenly over that many distinct masks (IPv4 source and destination prefixes,
@@ -143,8 +143,15 @@ fn main() {
     };
     let runs = get("--runs", 5) as usize;
     let ms = get("--ms", 300);
-    let flows = [10usize, 1_000, 100_000];
-    let masks = [1usize, 8, 32];
+    let list = |name: &str, d: &[usize]| -> Vec<usize> {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+            .unwrap_or_else(|| d.to_vec())
+    };
+    let flows = list("--flows", &[10, 1_000, 100_000]);
+    let masks = list("--masks", &[1, 8, 32]);
     println!(
         "classifier lookups per second (millions), median of {runs} runs of {ms} ms, one thread"
     );
