@@ -145,12 +145,15 @@ impl Rule {
         if self.hard_timeout != 0 {
             let _ = write!(s, "hard_timeout={}, ", self.hard_timeout);
         }
-        let used = self
-            .stats
-            .used_ms
-            .load(Ordering::Relaxed)
-            .max(self.created_ms);
-        let _ = write!(s, "idle_age={}, ", now_ms.saturating_sub(used) / 1000);
+        if self.idle_timeout != 0 {
+            // Only where it matters: how close the flow is to idling out.
+            let used = self
+                .stats
+                .used_ms
+                .load(Ordering::Relaxed)
+                .max(self.created_ms);
+            let _ = write!(s, "idle_age={}, ", now_ms.saturating_sub(used) / 1000);
+        }
         let m = format_match(&self.mtch);
         let mut head = Vec::new();
         if self.priority != DEFAULT_PRIORITY {
@@ -570,10 +573,23 @@ mod tests {
         r.credit(3, 180, 1000);
         assert_eq!(
             t.dump(None, 1234),
-            vec![" cookie=0x0, duration=1.234s, table=0, n_packets=3, n_bytes=180, idle_age=0, priority=100,ct_state=-trk,ip actions=ct(table=1,zone=5)"]
+            vec![" cookie=0x0, duration=1.234s, table=0, n_packets=3, n_bytes=180, priority=100,ct_state=-trk,ip actions=ct(table=1,zone=5)"]
+        );
+        // With an idle timeout, the idle age shows too.
+        t.add(
+            &parse_flow("idle_timeout=30,priority=7,ip actions=drop", FlowCmd::Add).unwrap(),
+            0,
+        );
+        let d = t.dump(None, 4200);
+        assert!(
+            d.iter().any(|l| l
+                .contains("n_bytes=0, idle_timeout=30, idle_age=4, priority=7,ip actions=drop")),
+            "{d:?}"
         );
         // Dump output parses back to the same flow.
         let back = parse_flow(&t.dump(None, 1234)[0], FlowCmd::Add).unwrap();
         assert_eq!(back, r.spec());
+        let idle = t.snapshot().rules()[1].clone();
+        assert_eq!(parse_flow(&d[1], FlowCmd::Add).unwrap(), idle.spec());
     }
 }

@@ -38,7 +38,12 @@ fn check_prints_each_flow_in_dump_flows_syntax() {
             .all(|l| l.starts_with(" cookie=0x0, duration=0.000s, table=")),
         "{text}"
     );
-    assert!(text.contains("table=0, n_packets=0, n_bytes=0, idle_age=0, priority=100,ip,in_port=1 actions=ct(table=1,zone=1)"), "{text}");
+    assert!(
+        text.contains(
+            "table=0, n_packets=0, n_bytes=0, priority=100,ip,in_port=1 actions=ct(table=1,zone=1)"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
