@@ -588,7 +588,8 @@ impl Ctx<'_> {
         };
         let src = self.key.get(Field::DL_SRC) as u64;
         let dst = self.key.get(Field::DL_DST) as u64;
-        if src >> 40 & 1 == 0 {
+        // A trace only looks: it must not teach the switch anything.
+        if src >> 40 & 1 == 0 && !self.tracing {
             self.env.mac.learn(src, vlan, in_port, self.now_ms);
         }
         let known = if dst >> 40 & 1 == 0 {
@@ -911,6 +912,14 @@ mod tests {
             format_program(&x.actions),
             "push_vlan(tpid=0x8100),set(vlan_tci=0x100a),4"
         );
+        // A trace does not learn.
+        let before = p.mac.len();
+        p.trace(
+            &key("in_port=2,dl_src=00:00:00:00:00:99,dl_dst=00:00:00:00:00:01"),
+            &[],
+            0,
+        );
+        assert_eq!(p.mac.len(), before);
         // VLAN 20 is separate: same MAC unknown there, flood to 3 and 4 only.
         let x = run(
             &p,
