@@ -1,7 +1,7 @@
 //! ferrovs `ofproto`: the OpenFlow-like pipeline.
 //!
 //! * [`fields`]: match fields and their storage in a [`fields::FlowKey`].
-//! * [`matches`]: value/mask matches and OVS prerequisites.
+//! * [`mod@matches`]: value/mask matches and OVS prerequisites.
 //! * [`action`]: actions, each with parse, format and check.
 //! * [`classifier`]: tuple-space search with consulted-field masks, published copy-on-write.
 //! * [`table`]: flow tables and flow-mods, timeouts, counters.
