@@ -84,6 +84,9 @@ impl PortConfig {
 #[derive(Debug)]
 pub struct MacTable {
     entries: Mutex<HashMap<(u64, u16), (PortNo, u64)>>,
+    /// Bumped when a MAC is learned on a new port or first learned: NORMAL
+    /// decisions cached as megaflows may be stale after that.
+    generation: AtomicU64,
     pub max_age_ms: u64,
     pub capacity: usize,
 }
@@ -92,6 +95,7 @@ impl Default for MacTable {
     fn default() -> Self {
         MacTable {
             entries: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
             max_age_ms: 300_000,
             capacity: 8192,
         }
@@ -108,7 +112,15 @@ impl MacTable {
                 return;
             }
         }
-        e.insert((mac, vlan), (port, now_ms));
+        if e.insert((mac, vlan), (port, now_ms))
+            .is_none_or(|(old, _)| old != port)
+        {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+    /// See the field docs; compare across calls to detect changes.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
     pub fn lookup(&self, mac: u64, vlan: u16, now_ms: u64) -> Option<PortNo> {
         let e = self.entries.lock();
@@ -181,6 +193,7 @@ impl ControllerQueue {
 pub struct Pipeline {
     pub flows: FlowTables,
     ports: RwLock<Arc<Vec<PortConfig>>>,
+    port_generation: AtomicU64,
     pub mac: MacTable,
     pub controller: ControllerQueue,
 }
@@ -189,7 +202,17 @@ impl Pipeline {
     pub fn new() -> Self {
         Self::default()
     }
+    /// Changes whenever a cached translation may have become wrong: a
+    /// flow-mod, a port change, or a MAC learned on a new port. A datapath
+    /// compares it before trusting its megaflows.
+    pub fn generation(&self) -> u64 {
+        self.flows
+            .version()
+            .wrapping_add(self.mac.generation())
+            .wrapping_add(self.port_generation.load(Ordering::Acquire))
+    }
     pub fn set_ports(&self, ports: Vec<PortConfig>) {
+        self.port_generation.fetch_add(1, Ordering::Release);
         *self.ports.write() = Arc::new(ports);
     }
     pub fn ports(&self) -> Arc<Vec<PortConfig>> {
@@ -440,6 +463,29 @@ mod tests {
         // Once the old ones age out there is room again.
         t.learn(3, 0, PortNo(3), 1600);
         assert_eq!(t.lookup(3, 0, 1600), Some(PortNo(3)));
+    }
+
+    #[test]
+    fn generation_moves_on_every_change_that_can_stale_a_megaflow() {
+        let p = Pipeline::new();
+        let g0 = p.generation();
+        p.flows.add(
+            &crate::text::parse::parse_flow("ip actions=drop", crate::text::parse::FlowCmd::Add)
+                .unwrap(),
+            0,
+        );
+        let g1 = p.generation();
+        assert_ne!(g0, g1, "flow-mod");
+        p.set_ports(vec![PortConfig::access(1, 0)]);
+        let g2 = p.generation();
+        assert_ne!(g1, g2, "ports");
+        p.mac.learn(5, 0, PortNo(1), 0);
+        let g3 = p.generation();
+        assert_ne!(g2, g3, "new MAC");
+        p.mac.learn(5, 0, PortNo(1), 10);
+        assert_eq!(g3, p.generation(), "refreshing a MAC changes nothing");
+        p.mac.learn(5, 0, PortNo(2), 20);
+        assert_ne!(g3, p.generation(), "MAC moved");
     }
 
     #[test]

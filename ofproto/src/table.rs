@@ -280,6 +280,11 @@ impl FlowTables {
     pub fn new() -> Self {
         Self::default()
     }
+    /// Version counter, bumped by every flow-mod that published: a datapath
+    /// revalidates (or flushes) its megaflows when it changes.
+    pub fn version(&self) -> u64 {
+        self.published.version()
+    }
     /// The current version.
     pub fn snapshot(&self) -> Arc<Tables> {
         self.published.load()
