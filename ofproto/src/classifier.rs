@@ -22,8 +22,15 @@
 //! the number of distinct masks it visits, not the number of rules. Each probe
 //! touches only the words its mask uses; a subtable stores those word indices.
 //!
+//! Before hashing the whole masked key, a lookup asks a small Bloom filter
+//! kept per subtable over one word of its mask (the word with the most mask
+//! bits, typically the IP addresses): if no rule's masked word can equal the
+//! packet's, the subtable is skipped after consulting only that word. This
+//! is OVS's prefix-tracking idea in its simplest form: it shortens lookups
+//! for packets that match few subtables and keeps their megaflows wider.
+//!
 //! The consulted-field mask is the union of the masks of the subtables the
-//! lookup visited, hit or miss: a miss in a subtable is information too (a
+//! lookup visited, hit or miss (only the filter word for a filtered-out one): a miss in a subtable is information too (a
 //! packet differing in those bits might hit there). Subtables skipped by the
 //! early exit are not in it: nothing in them could have outranked the answer.
 //! This is conservative but exact in the sense that matters: a megaflow built
@@ -96,6 +103,12 @@ pub struct Subtable<T> {
     /// Best rank in this subtable.
     max_rank: u64,
     n_idx: usize,
+    /// Position in `idx` of the filter word (see [`Subtable::filter_rejects`]),
+    /// or `usize::MAX` when the subtable has a single word (no filter).
+    fj: usize,
+    /// Bloom filter over the masked filter word of every bucket:
+    /// `bloom.len() * 64` bits, a power of two.
+    bloom: Vec<u64>,
     /// Hash -> index into `hashes`/`keys`/`rules`.
     table: HashTable<u32>,
     /// Masked key words of each bucket, `n_idx` per bucket.
@@ -115,6 +128,8 @@ impl<T> Clone for Subtable<T> {
         Subtable {
             mask: self.mask,
             mw: self.mw,
+            fj: self.fj,
+            bloom: self.bloom.clone(),
             idx: self.idx,
             n_idx: self.n_idx,
             max_rank: self.max_rank,
@@ -146,9 +161,14 @@ impl<T> Subtable<T> {
                 n += 1;
             }
         }
+        // Filter word: until there are rules to compare, the last word (L3/L4
+        // and metadata live late in the key; word 0 is dl_type and in_port).
+        let fj = if n >= 2 { n - 1 } else { usize::MAX };
         Subtable {
             mask,
             mw,
+            fj,
+            bloom: if n >= 2 { vec![0; 1] } else { Vec::new() },
             idx,
             n_idx: n,
             max_rank: 0,
@@ -156,6 +176,64 @@ impl<T> Subtable<T> {
             hashes: Vec::new(),
             keys: Vec::new(),
             rules: Vec::new(),
+        }
+    }
+
+    #[inline(always)]
+    fn bloom_bit(&self, w: u64) -> (usize, u64) {
+        let h = mix(0x1319_8a2e_0370_7344, w);
+        let nbits = self.bloom.len() * 64;
+        let bit = (h >> 20) as usize & (nbits - 1);
+        (bit / 64, 1u64 << (bit % 64))
+    }
+
+    /// True when no rule here can match `k`, judged from the filter word
+    /// alone. Then only that word's mask bits were consulted: any packet that
+    /// agrees with `k` on them is rejected too (a Bloom filter has no false
+    /// negatives), which keeps megaflows wide as well as lookups short.
+    #[inline(always)]
+    fn filter_rejects(&self, k: &FlowKey) -> bool {
+        if self.fj == usize::MAX {
+            return false;
+        }
+        let w = k.w[self.idx[self.fj] as usize] & self.mw[self.fj];
+        let (i, b) = self.bloom_bit(w);
+        self.bloom[i] & b == 0
+    }
+
+    fn bloom_add(&mut self, w: u64) {
+        let (i, b) = self.bloom_bit(w);
+        self.bloom[i] |= b;
+    }
+
+    /// Rebuild the filter sized for the current buckets (about 16 bits each,
+    /// so roughly 6% false positives with one hash), on the word whose masked
+    /// values differ most among the rules (ties: the later word).
+    fn bloom_rebuild(&mut self) {
+        if self.fj == usize::MAX {
+            return;
+        }
+        let n = self.n_idx;
+        if self.rules.len() >= 2 {
+            let mut best = (0usize, self.fj);
+            for j in 0..n {
+                let distinct: hashbrown::HashSet<u64> = (0..self.rules.len())
+                    .map(|b| self.keys[b * n + j])
+                    .collect();
+                if (distinct.len(), j) > best {
+                    best = (distinct.len(), j);
+                }
+            }
+            self.fj = best.1;
+        }
+        let words = (self.rules.len() * 16)
+            .div_ceil(64)
+            .next_power_of_two()
+            .max(1);
+        self.bloom = vec![0; words];
+        for b in 0..self.rules.len() {
+            let w = self.keys[b * n + self.fj];
+            self.bloom_add(w);
         }
     }
 
@@ -218,6 +296,16 @@ impl<T> Subtable<T> {
                 let hashes = &self.hashes;
                 self.table
                     .insert_unique(h, b as u32, |&x| hashes[x as usize]);
+                if self.fj != usize::MAX {
+                    // Re-pick the word and re-size at each power of two:
+                    // between rebuilds the filter keeps >= 8 bits a bucket.
+                    if self.rules.len().is_power_of_two() {
+                        self.bloom_rebuild();
+                    } else {
+                        let w = key.w[self.idx[self.fj] as usize] & self.mw[self.fj];
+                        self.bloom_add(w);
+                    }
+                }
                 b
             }
         };
@@ -250,6 +338,7 @@ impl<T> Subtable<T> {
         let e = self.rules[b].remove(pos);
         if self.rules[b].is_empty() {
             self.remove_bucket(b);
+            self.bloom_rebuild();
         }
         self.recompute_max();
         Some(e)
@@ -337,6 +426,10 @@ impl<T> Classifier<T> {
                 if st.max_rank <= b.rank {
                     break;
                 }
+            }
+            if st.filter_rejects(k) {
+                wc.w[st.idx[st.fj] as usize] |= st.mw[st.fj];
+                continue;
             }
             for j in 0..st.n_idx {
                 let i = st.idx[j] as usize;
@@ -534,6 +627,63 @@ mod tests {
         let mut wc = FlowMask::default();
         assert!(c.lookup(&key("arp"), &mut wc).is_none());
         assert_eq!(wc.get(Field::DL_TYPE), 0xffff);
+    }
+
+    #[test]
+    fn filtered_subtables_consult_only_their_filter_word() {
+        let mut c: Classifier<&str> = Classifier::new();
+        for (i, (net, name)) in [("10", "ten"), ("11", "eleven"), ("13", "thirteen")]
+            .iter()
+            .enumerate()
+        {
+            c.insert(
+                &m(&format!("tcp,nw_src={net}.0.0.0/8,tp_dst=80")),
+                10,
+                i as u64,
+                Arc::new(*name),
+            );
+        }
+        // The rules differ only in nw_src, so that is the filter word, and a
+        // packet from elsewhere is turned away after consulting only the /8.
+        let mut rejected = 0;
+        for net in 20..60u32 {
+            let mut wc = FlowMask::default();
+            let k = key(&format!("tcp,nw_src={net}.1.1.1,tp_dst=80"));
+            assert!(c.lookup(&k, &mut wc).is_none());
+            if wc.get(Field::TP_DST) == 0 {
+                assert_eq!(wc.get(Field::NW_SRC), 0xff00_0000);
+                assert_eq!(wc.get(Field::DL_TYPE), 0, "nor dl_type");
+                rejected += 1;
+            }
+        }
+        assert!(
+            rejected >= 30,
+            "the filter turned away only {rejected} of 40"
+        );
+        let mut wc = FlowMask::default();
+        assert_eq!(
+            *c.lookup(&key("tcp,nw_src=10.1.1.1,tp_dst=80"), &mut wc)
+                .unwrap()
+                .value,
+            "ten"
+        );
+        assert_eq!(wc.get(Field::TP_DST), 0xffff);
+        // After a removal the filter is rebuilt and forgets the value.
+        c.remove(&m("tcp,nw_src=10.0.0.0/8,tp_dst=80"), 10);
+        let st = &c.subtables[0];
+        assert!(
+            st.filter_rejects(&key("tcp,nw_src=10.1.1.1,tp_dst=80")) || {
+                // Unless 10/8 collides with a remaining value in the filter.
+                let (i, b) = st.bloom_bit(0x0a00_0000u64 << 32);
+                st.bloom[i] & b != 0
+            }
+        );
+        assert_eq!(
+            *c.lookup(&key("tcp,nw_src=13.1.1.1,tp_dst=80"), &mut wc)
+                .unwrap()
+                .value,
+            "thirteen"
+        );
     }
 
     #[test]
