@@ -173,6 +173,31 @@ impl fmt::Display for XlateError {
     }
 }
 
+/// Why a translation produced an empty program (for the datapath's drop
+/// counters: every drop has a reason).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The last table looked up had no matching rule.
+    TableMiss(TableId),
+    /// `dec_ttl` on a packet whose TTL/hop limit was 0 or 1.
+    TtlExpired,
+    /// Translation was aborted.
+    Error(XlateError),
+    /// The rules ran but sent the packet nowhere (`drop`, or no output).
+    NoOutput,
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DropReason::TableMiss(t) => write!(f, "table {t} miss"),
+            DropReason::TtlExpired => f.write_str("TTL expired"),
+            DropReason::Error(e) => write!(f, "{e}"),
+            DropReason::NoOutput => f.write_str("no output action"),
+        }
+    }
+}
+
 /// The result of translating one packet.
 #[derive(Debug, Default)]
 pub struct Xlate {
@@ -185,6 +210,8 @@ pub struct Xlate {
     /// Metadata at each forked ct(table=): the packet conntrack will see.
     pub recirc_keys: Vec<(FlowKey, DpCt)>,
     pub error: Option<XlateError>,
+    /// Set when `actions` is empty.
+    pub drop_reason: Option<DropReason>,
     /// The metadata as the pipeline left it (after writes, with ct fields
     /// cleared by any ct action).
     pub final_key: FlowKey,
@@ -212,6 +239,9 @@ struct Ctx<'a> {
     stack: Vec<(u64, FlowKey)>,
     tracing: bool,
     stop: bool,
+    /// The last table that missed, and whether TTL expiry stopped us.
+    last_miss: Option<TableId>,
+    ttl_expired: bool,
     now_ms: u64,
 }
 
@@ -227,6 +257,8 @@ pub fn xlate(env: &Pipeline, tables: &Tables, key: &FlowKey, now_ms: u64, trace:
         stack: Vec::new(),
         tracing: trace,
         stop: false,
+        last_miss: None,
+        ttl_expired: false,
         now_ms,
     };
     cx.out.wc.set_exact(Field::RECIRC_ID);
@@ -256,6 +288,17 @@ pub fn xlate(env: &Pipeline, tables: &Tables, key: &FlowKey, now_ms: u64, trace:
         .map_or(0, |i| i + 1);
     cx.out.actions.truncate(keep);
     cx.out.final_key = cx.key;
+    if cx.out.actions.is_empty() {
+        cx.out.drop_reason = Some(if let Some(e) = &cx.out.error {
+            DropReason::Error(e.clone())
+        } else if cx.ttl_expired {
+            DropReason::TtlExpired
+        } else if let Some(t) = cx.last_miss {
+            DropReason::TableMiss(t)
+        } else {
+            DropReason::NoOutput
+        });
+    }
     cx.out
 }
 
@@ -278,6 +321,7 @@ impl Ctx<'_> {
             .lookup(&self.key, &mut self.out.wc)
             .map(|e| e.value.clone());
         let Some(rule) = hit else {
+            self.last_miss = Some(table);
             self.note(format!("{:2}. No match.", table.0));
             self.note("    drop".to_string());
             return;
@@ -423,6 +467,7 @@ impl Ctx<'_> {
                 let ttl = self.key.get(Field::NW_TTL);
                 if ttl <= 1 {
                     self.note("    >> TTL expired: packet dropped".to_string());
+                    self.ttl_expired = true;
                     self.stop = true;
                     self.out.actions.clear();
                     return;
@@ -677,8 +722,11 @@ mod tests {
         assert_eq!(format_program(&run(&p, "in_port=1,ip").actions), "2,3");
         // Miss in table 1: that branch does nothing, the caller carries on.
         assert_eq!(format_program(&run(&p, "in_port=1,arp").actions), "3");
-        // Miss in table 0: drop.
-        assert_eq!(format_program(&run(&p, "in_port=2,ip").actions), "drop");
+        // Miss in table 0: drop, and the reason says so.
+        let x = run(&p, "in_port=2,ip");
+        assert_eq!(format_program(&x.actions), "drop");
+        assert_eq!(x.drop_reason, Some(DropReason::TableMiss(TableId(0))));
+        assert_eq!(run(&p, "in_port=1,ip").drop_reason, None);
     }
 
     #[test]
