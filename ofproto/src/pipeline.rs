@@ -311,6 +311,9 @@ impl Pipeline {
                 "Datapath actions: {}\n",
                 format_program(&x.actions)
             ));
+            if let Some(r) = &x.drop_reason {
+                out.push_str(&format!("Drop reason: {r}\n"));
+            }
         }
         if truncated {
             out.push_str("\n>>>> too many recirculations, trace stopped after 32 passes <<<<\n");

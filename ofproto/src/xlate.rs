@@ -727,6 +727,8 @@ mod tests {
         assert_eq!(format_program(&x.actions), "drop");
         assert_eq!(x.drop_reason, Some(DropReason::TableMiss(TableId(0))));
         assert_eq!(run(&p, "in_port=1,ip").drop_reason, None);
+        let q = pipeline(&["ip actions=drop", "arp actions=output:1"]);
+        assert_eq!(run(&q, "ip").drop_reason, Some(DropReason::NoOutput));
     }
 
     #[test]

@@ -113,7 +113,10 @@ fn trace_reports_table_miss_and_normal() {
         .unwrap();
     let t = String::from_utf8(out.stdout).unwrap();
     assert!(t.contains(" 0. priority 0"), "{t}");
-    assert!(t.contains("Datapath actions: drop"), "{t}");
+    assert!(
+        t.contains("Datapath actions: drop\nDrop reason: no output action"),
+        "{t}"
+    );
 }
 
 #[test]
