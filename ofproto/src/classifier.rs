@@ -93,6 +93,74 @@ impl<T> Clone for Entry<T> {
     }
 }
 
+/// A vector kept in shared chunks of [`CHUNK`] elements: cloning copies one
+/// pointer per chunk, and a write copies only the chunk it lands in. This is
+/// what keeps a single flow-mod into a 100,000-rule subtable cheap.
+#[derive(Debug)]
+struct Chunked<V> {
+    chunks: Vec<Arc<Vec<V>>>,
+    len: usize,
+}
+
+const CHUNK: usize = 256;
+
+impl<V> Clone for Chunked<V> {
+    fn clone(&self) -> Self {
+        Chunked {
+            chunks: self.chunks.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl<V: Clone> Chunked<V> {
+    fn new() -> Self {
+        Chunked {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+    #[inline(always)]
+    fn get(&self, i: usize) -> &V {
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+    fn get_mut(&mut self, i: usize) -> &mut V {
+        &mut Arc::make_mut(&mut self.chunks[i / CHUNK])[i % CHUNK]
+    }
+    fn push(&mut self, v: V) {
+        if self.len.is_multiple_of(CHUNK) {
+            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+        }
+        let last = self.chunks.len() - 1;
+        Arc::make_mut(&mut self.chunks[last]).push(v);
+        self.len += 1;
+    }
+    /// Remove element `i`, moving the last element into its place.
+    fn swap_remove(&mut self, i: usize) -> V {
+        let last_chunk = self.chunks.len() - 1;
+        let tail = Arc::make_mut(&mut self.chunks[last_chunk])
+            .pop()
+            .expect("non-empty");
+        if self.chunks[last_chunk].is_empty() {
+            self.chunks.pop();
+        }
+        self.len -= 1;
+        if i == self.len {
+            return tail;
+        }
+        std::mem::replace(self.get_mut(i), tail)
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    fn iter(&self) -> impl Iterator<Item = &V> + '_ {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+}
+
 /// All rules sharing one mask: masked key -> rules, best first.
 ///
 /// Field order is the lookup's access order (`repr(C)` keeps it): the first
@@ -109,12 +177,14 @@ pub struct Subtable<T> {
     /// Bloom filter over the masked filter word of every bucket:
     /// `bloom.len() * 64` bits, a power of two.
     bloom: Vec<u64>,
+    /// Buckets removed since the filter was last rebuilt.
+    stale: usize,
     /// Hash -> index into `hashes`/`keys`/`rules`.
     table: HashTable<u32>,
     /// Masked key words of each bucket, `n_idx` per bucket.
     keys: Vec<u64>,
     /// Rules of each bucket, sorted by rank, best first.
-    rules: Vec<Vec<Entry<T>>>,
+    rules: Chunked<Vec<Entry<T>>>,
     /// Indices of the mask's non-zero words; only these are hashed and compared.
     idx: [u8; WORDS],
     /// The mask's non-zero words, compacted: `mw[j]` is word `idx[j]`.
@@ -130,6 +200,7 @@ impl<T> Clone for Subtable<T> {
             mw: self.mw,
             fj: self.fj,
             bloom: self.bloom.clone(),
+            stale: self.stale,
             idx: self.idx,
             n_idx: self.n_idx,
             max_rank: self.max_rank,
@@ -169,13 +240,14 @@ impl<T> Subtable<T> {
             mw,
             fj,
             bloom: if n >= 2 { vec![0; 1] } else { Vec::new() },
+            stale: 0,
             idx,
             n_idx: n,
             max_rank: 0,
             table: HashTable::new(),
             hashes: Vec::new(),
             keys: Vec::new(),
-            rules: Vec::new(),
+            rules: Chunked::new(),
         }
     }
 
@@ -231,6 +303,7 @@ impl<T> Subtable<T> {
             .next_power_of_two()
             .max(1);
         self.bloom = vec![0; words];
+        self.stale = 0;
         for b in 0..self.rules.len() {
             let w = self.keys[b * n + self.fj];
             self.bloom_add(w);
@@ -267,7 +340,7 @@ impl<T> Subtable<T> {
     /// Best rule matching `k`, if any.
     #[inline(always)]
     pub fn find(&self, k: &FlowKey) -> Option<&Entry<T>> {
-        self.bucket(k).and_then(|b| self.rules[b].first())
+        self.bucket(k).and_then(|b| self.rules.get(b).first())
     }
 
     fn recompute_max(&mut self) {
@@ -309,7 +382,7 @@ impl<T> Subtable<T> {
                 b
             }
         };
-        let list = &mut self.rules[b];
+        let list = self.rules.get_mut(b);
         let old = list
             .iter()
             .position(|x| x.priority == e.priority)
@@ -334,13 +407,24 @@ impl<T> Subtable<T> {
 
     fn remove(&mut self, key: &FlowKey, priority: u16) -> Option<Entry<T>> {
         let b = self.bucket(key)?;
-        let pos = self.rules[b].iter().position(|x| x.priority == priority)?;
-        let e = self.rules[b].remove(pos);
-        if self.rules[b].is_empty() {
+        let pos = self
+            .rules
+            .get(b)
+            .iter()
+            .position(|x| x.priority == priority)?;
+        let e = self.rules.get_mut(b).remove(pos);
+        if self.rules.get(b).is_empty() {
             self.remove_bucket(b);
-            self.bloom_rebuild();
+            // Stale filter bits only cost speed (a false "maybe"), never a
+            // wrong answer, so rebuild only once a quarter of it is stale.
+            self.stale += 1;
+            if self.stale * 4 > self.rules.len() {
+                self.bloom_rebuild();
+            }
         }
-        self.recompute_max();
+        if e.rank == self.max_rank {
+            self.recompute_max();
+        }
         Some(e)
     }
 
@@ -493,7 +577,7 @@ impl<T> Classifier<T> {
     pub fn find_exact(&self, m: &Match, priority: u16) -> Option<&Entry<T>> {
         let st = self.subtables.iter().find(|s| s.mask == m.mask)?;
         let b = st.bucket(&m.key)?;
-        st.rules[b].iter().find(|e| e.priority == priority)
+        st.rules.get(b).iter().find(|e| e.priority == priority)
     }
 
     /// Every rule with its match, in no particular order.
@@ -702,6 +786,37 @@ mod tests {
         assert_eq!(c.remove(&m("ip"), 5).as_deref(), Some(&2));
         assert!(c.is_empty());
         assert_eq!(c.n_subtables(), 0);
+    }
+
+    #[test]
+    fn large_subtables_across_chunks_stay_consistent_and_copy_on_write() {
+        // 700 buckets span three chunks; removals move buckets across them.
+        let rule = |i: u32| m(&format!("ip,nw_src=10.{}.{}.0/24", i / 256, i % 256));
+        let pkt = |i: u32| key(&format!("ip,nw_src=10.{}.{}.7", i / 256, i % 256));
+        let mut c: Classifier<u32> = Classifier::new();
+        for i in 0..700u32 {
+            c.insert(&rule(i), 1, i as u64, Arc::new(i));
+        }
+        let before = c.clone();
+        for i in (0..700u32).filter(|i| i % 7 == 3 || *i >= 650) {
+            assert_eq!(c.remove(&rule(i), 1).map(|v| *v), Some(i));
+        }
+        c.insert(&rule(3), 9, 1000, Arc::new(3000));
+        for i in 0..700u32 {
+            let mut wc = FlowMask::default();
+            let got = c.lookup(&pkt(i), &mut wc).map(|e| *e.value);
+            let want = if i == 3 {
+                Some(3000)
+            } else if i % 7 == 3 || i >= 650 {
+                None
+            } else {
+                Some(i)
+            };
+            assert_eq!(got, want, "rule {i}");
+            // The earlier version is untouched by all of that.
+            assert_eq!(before.lookup(&pkt(i), &mut wc).map(|e| *e.value), Some(i));
+        }
+        assert_eq!(c.iter().count(), c.len());
     }
 
     #[test]

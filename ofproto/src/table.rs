@@ -250,6 +250,24 @@ fn selected(r: &Rule, spec: &FlowSpec, strict: bool) -> bool {
     }
 }
 
+/// The rules a modify/delete request selects. Strict requests with a table
+/// are one exact lookup; the rest scan (as OpenFlow's semantics require).
+fn choose(t: &Tables, spec: &FlowSpec, strict: bool) -> Vec<Arc<Rule>> {
+    if let (true, Some(table)) = (strict, spec.table) {
+        return t
+            .table(table)
+            .find_exact(&spec.mtch, spec.priority)
+            .map(|e| e.value.clone())
+            .filter(|r| selected(r, spec, true))
+            .into_iter()
+            .collect();
+    }
+    t.rules()
+        .into_iter()
+        .filter(|r| selected(r, spec, strict))
+        .collect()
+}
+
 /// Why a rule was removed by [`FlowTables::expire`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RemovedReason {
@@ -349,11 +367,7 @@ impl FlowTables {
     /// rules, keeping their counters. Returns how many changed.
     pub fn modify(&self, spec: &FlowSpec, strict: bool, now_ms: u64) -> usize {
         self.update(|t| {
-            let chosen: Vec<Arc<Rule>> = t
-                .rules()
-                .into_iter()
-                .filter(|r| selected(r, spec, strict))
-                .collect();
+            let chosen = choose(t, spec, strict);
             for old in &chosen {
                 let new = Rule {
                     table: old.table,
@@ -377,11 +391,7 @@ impl FlowTables {
     /// del-flows (`strict` for --strict). Returns the removed rules.
     pub fn delete(&self, spec: &FlowSpec, strict: bool) -> Vec<Arc<Rule>> {
         self.update(|t| {
-            let chosen: Vec<Arc<Rule>> = t
-                .rules()
-                .into_iter()
-                .filter(|r| selected(r, spec, strict))
-                .collect();
+            let chosen = choose(t, spec, strict);
             for r in &chosen {
                 t.table_mut(r.table).remove(&r.mtch, r.priority);
             }

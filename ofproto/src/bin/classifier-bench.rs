@@ -182,4 +182,50 @@ fn main() {
             println!("{row}");
         }
     }
+    println!("\nsingle add-flow (copy-on-write publish), one mask");
+    for n in [1_000usize, 100_000] {
+        println!(
+            "{n:>10} flows present: {:>8.1} us",
+            flow_mod_latency(n) * 1e6
+        );
+    }
+}
+
+/// Latency of one flow-mod (copy-on-write publish) into a table that
+/// already holds `n` flows with one mask: the control-plane cost of the
+/// lock-free read side.
+pub fn flow_mod_latency(n: usize) -> f64 {
+    use ofproto::table::{FlowSpec, FlowTables};
+    let t = FlowTables::new();
+    let mut r = Rng(7);
+    let m = mask(0);
+    let specs: Vec<FlowSpec> = (0..n)
+        .map(|_| {
+            let k = random_key(&mut r);
+            FlowSpec {
+                mtch: Match {
+                    key: k.masked(&m.mask),
+                    mask: m.mask,
+                },
+                priority: 5,
+                ..Default::default()
+            }
+        })
+        .collect();
+    t.add_many(&specs, 0);
+    let reps = 20;
+    let start = Instant::now();
+    for _ in 0..reps {
+        let k = random_key(&mut r);
+        let spec = FlowSpec {
+            mtch: Match {
+                key: k.masked(&m.mask),
+                mask: m.mask,
+            },
+            priority: 5,
+            ..Default::default()
+        };
+        t.add(&spec, 0);
+    }
+    start.elapsed().as_secs_f64() / reps as f64
 }
