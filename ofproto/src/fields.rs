@@ -217,6 +217,9 @@ pub enum Prereq {
     Icmpv6,
     /// IPv4 plus a valid `ct_state` (`+new`, `+est`, `+rel` or `+trk-inv`).
     CtIpv4,
+    /// [`Prereq::CtIp`] plus an exact `ct_nw_proto` (OVS ignores ct_tp_src
+    /// and ct_tp_dst without it; ferrovs refuses them instead).
+    CtL4,
     CtIpv6,
     CtIp,
 }
@@ -600,7 +603,7 @@ fn build_fields() -> Vec<FieldInfo> {
             s(9, 0, 16),
             Decimal,
             Bitwise,
-            P::CtIp,
+            P::CtL4,
             false,
         ),
         f(
@@ -609,7 +612,7 @@ fn build_fields() -> Vec<FieldInfo> {
             s(9, 16, 16),
             Decimal,
             Bitwise,
-            P::CtIp,
+            P::CtL4,
             false,
         ),
         f(
@@ -678,7 +681,7 @@ fn build_fields() -> Vec<FieldInfo> {
         f(
             "arp_op",
             &["NXM_OF_ARP_OP"],
-            s(18, 48, 16),
+            s(18, 48, 8),
             Decimal,
             No,
             P::Arp,
@@ -854,9 +857,16 @@ impl PortNo {
         if let Some((p, _)) = Self::NAMES.iter().find(|(_, n)| n.eq_ignore_ascii_case(s)) {
             return Some(*p);
         }
-        crate::text::parse::parse_uint(s, 32)
-            .ok()
-            .map(|v| PortNo(v as u32))
+        // OpenFlow 1.0 numbers ports in 16 bits with 0xff00.. reserved; those
+        // map to the OpenFlow 1.1+ reserved range 0xffffff00... Numbers in
+        // between are not ports (as in OVS).
+        let n = crate::text::parse::parse_uint(s, 32).ok()? as u32;
+        match n {
+            0..=0xfeff => Some(PortNo(n)),
+            0xff00..=0xffff => Some(PortNo(n | 0xffff_0000)),
+            0xffff_ff00.. => Some(PortNo(n)),
+            _ => None,
+        }
     }
 }
 
@@ -973,6 +983,14 @@ mod tests {
         assert_eq!(PortNo::parse("7"), Some(PortNo(7)));
         assert_eq!(PortNo::parse("0x10"), Some(PortNo(16)));
         assert_eq!(PortNo::parse("eth0"), None);
+        assert_eq!(
+            PortNo::parse("65534"),
+            Some(PortNo::LOCAL),
+            "OpenFlow 1.0 LOCAL"
+        );
+        assert_eq!(PortNo::parse("0xfffffffe"), Some(PortNo::LOCAL));
+        assert_eq!(PortNo::parse("65536"), None, "outside both ranges");
+        assert_eq!(PortNo::parse("4028575858"), None);
         assert_eq!(PortNo::NORMAL.to_string(), "NORMAL");
         assert_eq!(PortNo(3).to_string(), "3");
     }

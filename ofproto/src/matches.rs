@@ -124,6 +124,9 @@ impl Match {
             Prereq::CtIpv4 => self.is_ipv4() && self.ct_valid(),
             Prereq::CtIpv6 => self.is_ipv6() && self.ct_valid(),
             Prereq::CtIp => self.is_ip() && self.ct_valid(),
+            Prereq::CtL4 => {
+                self.is_ip() && self.ct_valid() && self.get(Field::CT_NW_PROTO).1 == 0xff
+            }
         }
     }
 
@@ -163,6 +166,10 @@ pub fn prereq_text(p: Prereq) -> &'static str {
         Prereq::CtIpv4 => "ip and a valid ct_state (+new, +est, +rel or +trk-inv)",
         Prereq::CtIpv6 => "ipv6 and a valid ct_state (+new, +est, +rel or +trk-inv)",
         Prereq::CtIp => "ip or ipv6 and a valid ct_state (+new, +est, +rel or +trk-inv)",
+        Prereq::CtL4 => {
+            "ip or ipv6, a valid ct_state (+new, +est, +rel or +trk-inv) and ct_nw_proto \
+             (OVS would silently ignore the field without it)"
+        }
     }
 }
 

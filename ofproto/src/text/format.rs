@@ -101,21 +101,31 @@ pub fn format_value_mask(f: Field, v: u128, m: u128) -> String {
             format!("{v:#x}/{m:#x}")
         }
         Fmt::TcpFlags => {
+            // As OVS: named flags, and `[200]` style for the unnamed bits.
+            let names: Vec<(String, u32)> = (0..12)
+                .map(|i| {
+                    let bit = 1u32 << i;
+                    let known = TCP_FLAG_NAMES.iter().find(|(_, b)| *b == bit);
+                    (
+                        known.map_or(format!("[{bit:x}]"), |(n, _)| n.to_string()),
+                        bit,
+                    )
+                })
+                .collect();
             if m == 0xfff {
-                let set: Vec<&str> = TCP_FLAG_NAMES
+                let set: Vec<&str> = names
                     .iter()
                     .filter(|(_, b)| v & *b as u128 != 0)
-                    .map(|(n, _)| *n)
+                    .map(|(n, _)| n.as_str())
                     .collect();
-                if v & !0x1ff == 0 && !set.is_empty() {
-                    return set.join("|");
-                }
-                return format!("{v:#05x}");
+                return if set.is_empty() {
+                    "0".into()
+                } else {
+                    set.join("|")
+                };
             }
-            if m & !0x1ff == 0 {
-                return flags_text(v, m, &TCP_FLAG_NAMES);
-            }
-            format!("{v:#05x}/{m:#05x}")
+            let refs: Vec<(&str, u32)> = names.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+            flags_text(v, m, &refs)
         }
         Fmt::Frag => FRAG_NAMES
             .iter()
@@ -127,7 +137,8 @@ pub fn format_value_mask(f: Field, v: u128, m: u128) -> String {
             None => format!("{}/{}", format_value(f, v), format_value(f, m)),
         },
         Fmt::Mac if m != ones => format!("{}/{}", mac(v), mac(m)),
-        Fmt::Decimal if m != ones => format!("{}/{}", hex(v), hex(m)),
+        // OVS prints a masked decimal field as `0x0/0xff00` (zero included).
+        Fmt::Decimal if m != ones => format!("{v:#x}/{m:#x}"),
         Fmt::Hex if f == Field::VLAN_TCI => {
             if m == ones {
                 format!("{v:#06x}")
@@ -329,6 +340,12 @@ mod tests {
         assert_eq!(rt("tcp,tcp_flags=0x002/0x012"), "tcp,tcp_flags=+syn-ack");
         assert_eq!(rt("tcp,tcp_flags=syn"), "tcp,tcp_flags=syn");
         assert_eq!(
+            rt("tcp,tcp_flags=0x34d/0x76f"),
+            "tcp,tcp_flags=+fin-syn+rst+psh-urg+ece+ns+[200]-[400]"
+        );
+        assert_eq!(rt("tcp,tcp_flags=0x303"), "tcp,tcp_flags=fin|syn|ns|[200]");
+        assert_eq!(rt("tcp,tcp_flags=0"), "tcp,tcp_flags=0");
+        assert_eq!(
             rt("ct_state=0x22/0x3f,ip"),
             "ct_state=-new+est-rel-rpl-inv+trk,ip"
         );
@@ -381,6 +398,7 @@ mod field_tests {
             Prereq::Icmpv6 => "icmp6,",
             Prereq::CtIpv4 | Prereq::CtIp => "ip,ct_state=+trk-inv,",
             Prereq::CtIpv6 => "ipv6,ct_state=+trk-inv,",
+            Prereq::CtL4 => "tcp,ct_state=+trk-inv,ct_nw_proto=6,",
         }
     }
 

@@ -148,13 +148,19 @@ pub fn parse_field_value(f: Field, s: &str, allow_mask: bool) -> Result<(u128, u
     let ones = info.slot.ones();
     let name = info.name;
     let flag_syntax =
-        s.starts_with(['+', '-']) || s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
+        s.starts_with(['+', '-', '[']) || s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
     match info.fmt {
         Fmt::CtState if flag_syntax => {
             return parse_flags(s, &|n| CtState::by_name(n).map(|b| b.bits()), ones as u32);
         }
         Fmt::TcpFlags if flag_syntax => {
+            // Named flags, or `[200]`: an unnamed bit in hex, as OVS prints it.
             let by = |n: &str| {
+                if let Some(h) = n.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+                    return u32::from_str_radix(h, 16)
+                        .ok()
+                        .filter(|b| b.is_power_of_two() && *b <= 0x800);
+                }
                 TCP_FLAG_NAMES
                     .iter()
                     .find(|(x, _)| *x == n)
