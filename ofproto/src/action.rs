@@ -538,6 +538,15 @@ impl Action {
                         }
                     }
                 }
+                match c.alg {
+                    Some(CtAlg::Ftp) if !m.satisfies(crate::fields::Prereq::Tcp) => {
+                        return Err(err("alg=ftp", "the FTP helper needs tcp in the match"));
+                    }
+                    Some(CtAlg::Tftp) if !m.satisfies(crate::fields::Prereq::Udp) => {
+                        return Err(err("alg=tftp", "the TFTP helper needs udp in the match"));
+                    }
+                    _ => {}
+                }
                 if let Some(t) = c.table {
                     if t > TableId::MAX {
                         return Err(err(&me(), "table must be 0..254"));
@@ -1124,6 +1133,20 @@ mod tests {
             .to_string()
             .contains("family"));
         assert!(chk("ct(nat)", &ip).is_ok());
+        let mut tcp = ip;
+        tcp.set_exact(Field::NW_PROTO, 6);
+        let mut udp = ip;
+        udp.set_exact(Field::NW_PROTO, 17);
+        assert!(chk("ct(commit,alg=ftp)", &ip)
+            .unwrap_err()
+            .to_string()
+            .contains("tcp"));
+        assert!(chk("ct(commit,alg=ftp)", &tcp).is_ok());
+        assert!(chk("ct(commit,alg=tftp)", &tcp)
+            .unwrap_err()
+            .to_string()
+            .contains("udp"));
+        assert!(chk("ct(commit,alg=tftp)", &udp).is_ok());
     }
 
     #[test]

@@ -809,17 +809,17 @@ mod tests {
     fn ct_with_table_forks_and_clears_ct_fields() {
         let p = pipeline(&[
             "table=0,priority=10,ct_state=-trk,ip actions=ct(table=1,zone=NXM_NX_REG0[0..15]),resubmit(,2)",
-            "table=1,ct_state=+trk+new,ip actions=ct(commit,zone=3,exec(set_field:0x5->ct_mark,set_field:0x1/0x1->ct_label),timeout=short,alg=ftp),output:2",
+            "table=1,ct_state=+trk+new,tcp actions=ct(commit,zone=3,exec(set_field:0x5->ct_mark,set_field:0x1/0x1->ct_label),timeout=short,alg=ftp),output:2",
             "table=2,ct_state=-trk,ip actions=output:7",
         ]);
-        let x = run(&p, "in_port=1,ip,reg0=3");
+        let x = run(&p, "in_port=1,tcp,reg0=3");
         // The original continues after the fork, untracked (table 2 sees -trk).
         assert_eq!(format_program(&x.actions), "ct(zone=3),recirc(0x2),7");
         // The zone came from reg0, so reg0's low bits are in the megaflow.
         assert_eq!(x.wc.get(Field::reg(0)), 0xffff);
         assert_eq!(x.recirc_keys.len(), 1);
         let passes = p.passes(
-            &key("in_port=1,ip,reg0=3"),
+            &key("in_port=1,tcp,reg0=3"),
             &[ct::CtState::TRK | ct::CtState::NEW],
             0,
             false,
