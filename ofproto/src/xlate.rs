@@ -72,11 +72,12 @@ pub enum DpAction {
         tpid: u16,
     },
     PopVlan,
-    Ct(DpCt),
+    /// Boxed, like `Controller`, to keep every step at 48 bytes.
+    Ct(Box<DpCt>),
     CtClear,
     Notrack,
     /// Queue the packet for the control channel.
-    Controller(ControllerSpec),
+    Controller(Box<ControllerSpec>),
 }
 
 impl fmt::Display for DpAction {
@@ -440,7 +441,7 @@ impl Ctx<'_> {
                 let port = ((self.key.get(sf.field) & sf.mask()) >> sf.ofs) as u32;
                 self.output(PortNo(port));
             }
-            Action::Controller(c) => self.emit(DpAction::Controller(c.clone())),
+            Action::Controller(c) => self.emit(DpAction::Controller(Box::new(c.clone()))),
             Action::Drop | Action::Note(_) => {}
             Action::Resubmit { port, table: t, ct } => {
                 self.resubmit(*port, t.unwrap_or(table), *ct)
@@ -597,7 +598,7 @@ impl Ctx<'_> {
                 c.table.map(|t| t.0).unwrap_or(0)
             ));
         }
-        self.emit(DpAction::Ct(dp));
+        self.emit(DpAction::Ct(Box::new(dp)));
         self.clear_ct();
         self.note(
             "    -> Sets the packet to an untracked state, and clears all the conntrack fields."
@@ -999,6 +1000,11 @@ mod tests {
             d.iter().all(|l| l.contains("n_packets=2, n_bytes=128")),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn program_steps_are_small() {
+        assert!(std::mem::size_of::<DpAction>() <= 48);
     }
 
     #[test]
