@@ -270,7 +270,8 @@ pub fn parse_actions(s: &str) -> Result<Vec<Action>, ParseError> {
     for tok in split_top(s, ',')? {
         let tok = tok.trim();
         if tok.is_empty() {
-            return Err(err(s, "empty action in list"));
+            // `actions=` alone is drop, and OVS skips empty list entries.
+            continue;
         }
         let a = Action::parse(tok)?;
         if a == Action::Drop {
@@ -1018,6 +1019,9 @@ mod tests {
             .to_string()
             .contains("32 bits"));
         assert!(parse_actions("drop,output:1").is_err());
+        assert_eq!(rt(""), "drop");
+        assert_eq!(rt("drop,drop"), "drop");
+        assert_eq!(rt("output:1,,output:2"), "output:1,output:2");
         assert!(parse_actions("output:eth0")
             .unwrap_err()
             .to_string()
