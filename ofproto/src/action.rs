@@ -245,19 +245,22 @@ pub enum Action {
         field: Field,
         value: u128,
     },
-    DecTtl,
+    /// `dec_ttl` or `dec_ttl(ID,...)`: the controller ids to notify when the
+    /// TTL runs out (carried; ferrovs drops such packets).
+    DecTtl(Vec<u16>),
     PushVlan(u16),
     /// `strip_vlan` / `pop_vlan`.
     PopVlan,
     Note(Vec<u8>),
 }
 
-const MOD_NAMES: [(&str, Field); 9] = [
+const MOD_NAMES: [(&str, Field); 10] = [
     ("mod_dl_src", Field::DL_SRC),
     ("mod_dl_dst", Field::DL_DST),
     ("mod_nw_src", Field::NW_SRC),
     ("mod_nw_dst", Field::NW_DST),
     ("mod_nw_tos", Field::NW_TOS),
+    ("mod_nw_ttl", Field::NW_TTL),
     ("mod_tp_src", Field::TP_SRC),
     ("mod_tp_dst", Field::TP_DST),
     ("mod_vlan_vid", Field::DL_VLAN),
@@ -422,7 +425,19 @@ impl Action {
                 }
                 Action::Move { src, dst }
             }
-            "dec_ttl" if arg.is_none() => Action::DecTtl,
+            "dec_ttl" if arg.is_none() => Action::DecTtl(Vec::new()),
+            "dec_ttl" if paren => {
+                let ids = arg
+                    .unwrap_or("")
+                    .split(',')
+                    .map(|id| {
+                        parse_uint(id.trim(), 16)
+                            .map(|v| v as u16)
+                            .map_err(|e| err(id, &format!("dec_ttl controller id: {e}")))
+                    })
+                    .collect::<Result<Vec<u16>, ParseError>>()?;
+                Action::DecTtl(ids)
+            }
             "push_vlan" => {
                 let t = need("an ethertype")?;
                 let tpid = parse_uint(t, 16)
@@ -512,7 +527,7 @@ impl Action {
                 }
                 check_write(&me(), dst.field, m)?;
             }
-            Action::DecTtl if !m.satisfies(crate::fields::Prereq::Ip) => {
+            Action::DecTtl(_) if !m.satisfies(crate::fields::Prereq::Ip) => {
                 return Err(err(&me(), "dec_ttl needs ip or ipv6 in the match"));
             }
             Action::Ct(c) => {
@@ -983,7 +998,11 @@ impl fmt::Display for Action {
                     write!(f, "{name}:{}", format_value(*field, *value))
                 }
             }
-            Action::DecTtl => f.write_str("dec_ttl"),
+            Action::DecTtl(ids) if ids.is_empty() => f.write_str("dec_ttl"),
+            Action::DecTtl(ids) => {
+                let ids: Vec<String> = ids.iter().map(u16::to_string).collect();
+                write!(f, "dec_ttl({})", ids.join(","))
+            }
             Action::PushVlan(t) => write!(f, "push_vlan:{t:#06x}"),
             Action::PopVlan => f.write_str("strip_vlan"),
             Action::Note(b) => write!(f, "note:{}", hex_bytes(b)),
@@ -1208,6 +1227,16 @@ mod tests {
             .to_string()
             .contains("0x800"));
         assert_eq!(rt("note:01.02.03"), "note:01.02.03");
+        assert_eq!(
+            rt("dec_ttl(1,2),dec_ttl(5),dec_ttl"),
+            "dec_ttl(1,2),dec_ttl(5),dec_ttl"
+        );
+        assert!(parse_actions("dec_ttl(x)")
+            .unwrap_err()
+            .to_string()
+            .contains("`x`"));
+        assert_eq!(rt("mod_nw_ttl:5"), "mod_nw_ttl:5");
+        assert!(parse_actions("mod_nw_ttl:256").is_err());
         assert_eq!(rt("ct_clear,notrack"), "ct_clear,notrack");
     }
 

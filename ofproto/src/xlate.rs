@@ -463,7 +463,7 @@ impl Ctx<'_> {
                 self.out.wc.or_field(src.field, src.mask());
                 self.set(dst.field, v << dst.ofs, dst.mask());
             }
-            Action::DecTtl => {
+            Action::DecTtl(_) => {
                 self.out.wc.set_exact(Field::NW_TTL);
                 let ttl = self.key.get(Field::NW_TTL);
                 if ttl <= 1 {

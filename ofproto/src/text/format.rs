@@ -361,6 +361,7 @@ mod tests {
             "ipv6,ipv6_label=0x12345"
         );
         assert_eq!(rt("in_port=LOCAL"), "in_port=LOCAL");
+        assert_eq!(rt("ip6"), "ipv6");
         assert_eq!(rt("dl_type=0x1234"), "dl_type=0x1234");
     }
 

@@ -229,6 +229,9 @@ pub fn parse_field_value(f: Field, s: &str, allow_mask: bool) -> Result<(u128, u
         }
     };
     let v = one(vs, false)?;
+    if info.fmt == Fmt::CtState && v & !(CtState::all().bits() as u128) != 0 {
+        return Err(err(vs, "unknown ct_state flag(s)"));
+    }
     let m = match ms {
         None => ones,
         Some(m)
@@ -293,9 +296,10 @@ pub fn parse_hex_bytes(s: &str) -> Result<Vec<u8>, ParseError> {
 }
 
 /// Protocol shorthands: name, dl_type, nw_proto.
-pub(crate) const SHORTHANDS: [(&str, u16, Option<u8>); 12] = [
+pub(crate) const SHORTHANDS: [(&str, u16, Option<u8>); 13] = [
     ("ip", ETH_IPV4, None),
     ("ipv6", ETH_IPV6, None),
+    ("ip6", ETH_IPV6, None),
     ("icmp", ETH_IPV4, Some(PROTO_ICMP)),
     ("icmp6", ETH_IPV6, Some(PROTO_ICMPV6)),
     ("tcp", ETH_IPV4, Some(PROTO_TCP)),
@@ -603,6 +607,10 @@ mod tests {
         assert_eq!(pv(Field::CT_STATE, "0x22/0x3f"), (0x22, 0x3f));
         assert_eq!(pv(Field::CT_STATE, "+trk+untracked"), (0x120, 0x120));
         assert_eq!(pv(Field::CT_STATE, "new|trk"), (0x21, 0xffff_ffff));
+        assert!(parse_field_value(Field::CT_STATE, "0x200", true)
+            .unwrap_err()
+            .reason
+            .contains("unknown ct_state"));
         assert_eq!(pv(Field::TCP_FLAGS, "+syn-ack"), (0x2, 0x12));
         assert_eq!(pv(Field::TCP_FLAGS, "syn"), (0x2, 0xfff));
         assert_eq!(pv(Field::NW_FRAG, "later"), (3, 3));
