@@ -182,6 +182,10 @@ fn main() {
             println!("{row}");
         }
     }
+    println!("\nxlate (upcall) throughput on the corpus pipelines, first pass, one thread");
+    for (name, rate) in xlate_rates(runs, ms) {
+        println!("{name:>14}: {:>8.2} M translations/s", rate / 1e6);
+    }
     println!("\nsingle add-flow (copy-on-write publish), one mask");
     for n in [1_000usize, 100_000] {
         println!(
@@ -228,4 +232,52 @@ pub fn flow_mod_latency(n: usize) -> f64 {
         t.add(&spec, 0);
     }
     start.elapsed().as_secs_f64() / reps as f64
+}
+
+/// Translations per second for each corpus pipeline, over the packets of
+/// its `.expect` file (median of `runs`).
+fn xlate_rates(runs: usize, ms: u64) -> Vec<(String, f64)> {
+    use ofproto::pipeline::PortConfig;
+    use ofproto::text::parse::{parse_flows_file, parse_match};
+    use ofproto::Pipeline;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let mut out = Vec::new();
+    for name in ["firewall", "lb", "ovn_acl"] {
+        let Ok(flows) = std::fs::read_to_string(dir.join(format!("{name}.flows"))) else {
+            continue;
+        };
+        let Ok(expect) = std::fs::read_to_string(dir.join(format!("{name}.expect"))) else {
+            continue;
+        };
+        let Ok(specs) = parse_flows_file(&flows) else {
+            continue;
+        };
+        let p = Pipeline::new();
+        p.set_ports((1..=3).map(|i| PortConfig::access(i, 0)).collect());
+        p.flows
+            .add_many(&specs.into_iter().map(|(_, s)| s).collect::<Vec<_>>(), 0);
+        let keys: Vec<FlowKey> = expect
+            .lines()
+            .filter_map(|l| l.strip_prefix("packet: "))
+            .filter_map(|pkt| parse_match(pkt).ok().map(|m| m.key))
+            .collect();
+        let snap = p.flows.snapshot();
+        let mut v: Vec<f64> = (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                let mut n = 0u64;
+                while start.elapsed().as_millis() < ms as u128 {
+                    for k in &keys {
+                        let x = ofproto::xlate::xlate(&p, &snap, k, 0, false);
+                        black_box(&x);
+                    }
+                    n += keys.len() as u64;
+                }
+                n as f64 / start.elapsed().as_secs_f64()
+            })
+            .collect();
+        v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+        out.push((name.to_string(), v[v.len() / 2]));
+    }
+    out
 }
