@@ -150,6 +150,18 @@ impl<V: Clone> Chunked<V> {
         }
         std::mem::replace(self.get_mut(i), tail)
     }
+    fn pop(&mut self) -> Option<V> {
+        if self.len == 0 {
+            return None;
+        }
+        let last_chunk = self.chunks.len() - 1;
+        let v = Arc::make_mut(&mut self.chunks[last_chunk]).pop();
+        if self.chunks[last_chunk].is_empty() {
+            self.chunks.pop();
+        }
+        self.len -= 1;
+        v
+    }
     fn len(&self) -> usize {
         self.len
     }
@@ -182,14 +194,14 @@ pub struct Subtable<T> {
     /// Hash -> index into `hashes`/`keys`/`rules`.
     table: HashTable<u32>,
     /// Masked key words of each bucket, `n_idx` per bucket.
-    keys: Vec<u64>,
+    keys: Chunked<u64>,
     /// Rules of each bucket, sorted by rank, best first.
     rules: Chunked<Vec<Entry<T>>>,
     /// Indices of the mask's non-zero words; only these are hashed and compared.
     idx: [u8; WORDS],
     /// The mask's non-zero words, compacted: `mw[j]` is word `idx[j]`.
     mw: [u64; WORDS],
-    hashes: Vec<u64>,
+    hashes: Chunked<u64>,
     mask: FlowMask,
 }
 
@@ -245,8 +257,8 @@ impl<T> Subtable<T> {
             n_idx: n,
             max_rank: 0,
             table: HashTable::new(),
-            hashes: Vec::new(),
-            keys: Vec::new(),
+            hashes: Chunked::new(),
+            keys: Chunked::new(),
             rules: Chunked::new(),
         }
     }
@@ -290,7 +302,7 @@ impl<T> Subtable<T> {
             let mut best = (0usize, self.fj);
             for j in 0..n {
                 let distinct: hashbrown::HashSet<u64> = (0..self.rules.len())
-                    .map(|b| self.keys[b * n + j])
+                    .map(|b| *self.keys.get(b * n + j))
                     .collect();
                 if (distinct.len(), j) > best {
                     best = (distinct.len(), j);
@@ -305,7 +317,7 @@ impl<T> Subtable<T> {
         self.bloom = vec![0; words];
         self.stale = 0;
         for b in 0..self.rules.len() {
-            let w = self.keys[b * n + self.fj];
+            let w = *self.keys.get(b * n + self.fj);
             self.bloom_add(w);
         }
     }
@@ -328,10 +340,10 @@ impl<T> Subtable<T> {
         let (keys, idx, mw) = (&self.keys, &self.idx, &self.mw);
         self.table
             .find(h, |&b| {
-                let kk = &keys[b as usize * n..b as usize * n + n];
+                let base = b as usize * n;
                 (0..n).all(|j| {
                     let i = idx[j] as usize;
-                    kk[j] == k.w[i] & mw[j]
+                    *keys.get(base + j) == k.w[i] & mw[j]
                 })
             })
             .map(|b| *b as usize)
@@ -368,7 +380,7 @@ impl<T> Subtable<T> {
                 self.rules.push(Vec::new());
                 let hashes = &self.hashes;
                 self.table
-                    .insert_unique(h, b as u32, |&x| hashes[x as usize]);
+                    .insert_unique(h, b as u32, |&x| *hashes.get(x as usize));
                 if self.fj != usize::MAX {
                     // Re-pick the word and re-size at each power of two:
                     // between rebuilds the filter keeps >= 8 bits a bucket.
@@ -431,20 +443,23 @@ impl<T> Subtable<T> {
     fn remove_bucket(&mut self, b: usize) {
         let n = self.n_idx;
         let last = self.rules.len() - 1;
-        let hb = self.hashes[b];
+        let hb = *self.hashes.get(b);
         if let Ok(ent) = self.table.find_entry(hb, |&x| x as usize == b) {
             ent.remove();
         }
         if b != last {
-            let hl = self.hashes[last];
+            let hl = *self.hashes.get(last);
             if let Ok(mut ent) = self.table.find_entry(hl, |&x| x as usize == last) {
                 *ent.get_mut() = b as u32;
             }
             for j in 0..n {
-                self.keys[b * n + j] = self.keys[last * n + j];
+                let w = *self.keys.get(last * n + j);
+                *self.keys.get_mut(b * n + j) = w;
             }
         }
-        self.keys.truncate(last * n);
+        for _ in 0..n {
+            self.keys.pop();
+        }
         self.hashes.swap_remove(b);
         self.rules.swap_remove(b);
     }
@@ -587,7 +602,7 @@ impl<T> Classifier<T> {
             st.rules.iter().enumerate().flat_map(move |(b, list)| {
                 let mut key = FlowKey::default();
                 for j in 0..n {
-                    key.w[st.idx[j] as usize] = st.keys[b * n + j];
+                    key.w[st.idx[j] as usize] = *st.keys.get(b * n + j);
                 }
                 let m = Match { key, mask: st.mask };
                 list.iter().map(move |e| (m, e))

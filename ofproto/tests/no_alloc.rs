@@ -5,7 +5,8 @@
 //! `unsafe impl` to install a global allocator that delegates to `System`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ofproto::classifier::Published;
@@ -14,7 +15,11 @@ use ofproto::{Classifier, Match};
 
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    /// Count only this test thread's allocations (the harness's own threads
+    /// may allocate meanwhile). A const-initialized `Cell` needs no allocation.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every method forwards to `System` with the caller's arguments
@@ -22,7 +27,7 @@ static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 // the memory handed out.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if COUNTING.with(Cell::get) {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: forwarded verbatim, see above.
@@ -33,7 +38,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if COUNTING.with(Cell::get) {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: forwarded verbatim, see above.
@@ -75,7 +80,7 @@ fn lookups_do_not_allocate() {
         })
         .collect();
     let mut hits = 0u64;
-    COUNTING.store(true, Ordering::SeqCst);
+    COUNTING.with(|c| c.set(true));
     for n in 0..10_000usize {
         let snap = reader.get();
         let mut wc = FlowMask::default();
@@ -83,7 +88,7 @@ fn lookups_do_not_allocate() {
             hits += 1;
         }
     }
-    COUNTING.store(false, Ordering::SeqCst);
+    COUNTING.with(|c| c.set(false));
     assert!(hits > 0, "the workload must actually hit rules");
     assert_eq!(
         ALLOCS.load(Ordering::SeqCst),
