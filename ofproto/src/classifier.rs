@@ -186,6 +186,10 @@ pub struct Subtable<T> {
     /// Position in `idx` of the filter word (see [`Subtable::filter_rejects`]),
     /// or `usize::MAX` when the subtable has a single word (no filter).
     fj: usize,
+    /// `idx[fj]` and `mw[fj]`, kept beside `max_rank` so that turning a
+    /// subtable away touches one cache line of it (plus the filter's).
+    f_word: usize,
+    f_mask: u64,
     /// Bloom filter over the masked filter word of every bucket:
     /// `bloom.len() * 64` bits, a power of two.
     bloom: Vec<u64>,
@@ -211,6 +215,8 @@ impl<T> Clone for Subtable<T> {
             mask: self.mask,
             mw: self.mw,
             fj: self.fj,
+            f_word: self.f_word,
+            f_mask: self.f_mask,
             bloom: self.bloom.clone(),
             stale: self.stale,
             idx: self.idx,
@@ -251,6 +257,8 @@ impl<T> Subtable<T> {
             mask,
             mw,
             fj,
+            f_word: if n >= 2 { idx[n - 1] as usize } else { 0 },
+            f_mask: if n >= 2 { mw[n - 1] } else { 0 },
             bloom: if n >= 2 { vec![0; 1] } else { Vec::new() },
             stale: 0,
             idx,
@@ -280,7 +288,7 @@ impl<T> Subtable<T> {
         if self.fj == usize::MAX {
             return false;
         }
-        let w = k.w[self.idx[self.fj] as usize] & self.mw[self.fj];
+        let w = k.w[self.f_word] & self.f_mask;
         let (i, b) = self.bloom_bit(w);
         self.bloom[i] & b == 0
     }
@@ -309,6 +317,8 @@ impl<T> Subtable<T> {
                 }
             }
             self.fj = best.1;
+            self.f_word = self.idx[self.fj] as usize;
+            self.f_mask = self.mw[self.fj];
         }
         let words = (self.rules.len() * 16)
             .div_ceil(64)
@@ -527,7 +537,7 @@ impl<T> Classifier<T> {
                 }
             }
             if st.filter_rejects(k) {
-                wc.w[st.idx[st.fj] as usize] |= st.mw[st.fj];
+                wc.w[st.f_word] |= st.f_mask;
                 continue;
             }
             for j in 0..st.n_idx {
