@@ -219,6 +219,63 @@ impl Pipeline {
         self.ports.read().clone()
     }
 
+    /// Run an `ovs-ofctl`-style flow command, as the control channel will:
+    /// `add-flow FLOW`, `add-flows TEXT` (one flow a line), `mod-flows FLOW`,
+    /// `del-flows [MATCH]`, `dump-flows [MATCH]`; `--strict` before the
+    /// command name makes mod/del strict. Returns what ovs-ofctl would print
+    /// (dump-flows lines; nothing for the others).
+    pub fn ofctl(
+        &self,
+        command: &str,
+        arg: &str,
+        now_ms: u64,
+    ) -> Result<String, crate::text::parse::ParseError> {
+        use crate::text::parse::{err, parse_flow, parse_flows_file, FlowCmd};
+        let (strict, cmd) = match command.strip_prefix("--strict ") {
+            Some(c) => (true, c.trim()),
+            None => (false, command.trim()),
+        };
+        match cmd {
+            "add-flow" => {
+                self.flows.add(&parse_flow(arg, FlowCmd::Add)?, now_ms);
+            }
+            "add-flows" => {
+                let specs = parse_flows_file(arg)
+                    .map_err(|(n, e)| err(&format!("line {n}: {}", e.token), &e.reason))?;
+                let specs: Vec<_> = specs.into_iter().map(|(_, s)| s).collect();
+                self.flows.add_many(&specs, now_ms);
+            }
+            "mod-flows" => {
+                self.flows
+                    .modify(&parse_flow(arg, FlowCmd::Modify)?, strict, now_ms);
+            }
+            "del-flows" => {
+                self.flows
+                    .delete(&parse_flow(arg, FlowCmd::Delete)?, strict);
+            }
+            "dump-flows" => {
+                let filter = if arg.trim().is_empty() {
+                    None
+                } else {
+                    Some(parse_flow(arg, FlowCmd::Delete)?)
+                };
+                let mut out = String::new();
+                for line in self.flows.dump(filter.as_ref(), now_ms) {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+                return Ok(out);
+            }
+            other => {
+                return Err(err(
+                    other,
+                    "unknown command (add-flow, add-flows, mod-flows, del-flows, dump-flows)",
+                ))
+            }
+        }
+        Ok(String::new())
+    }
+
     /// The datapath's entry point on a cache miss.
     pub fn xlate(&self, key: &FlowKey, now_ms: u64) -> Xlate {
         let snap = self.flows.snapshot();
@@ -422,6 +479,39 @@ pub fn parse_ct_states(s: &str) -> Result<Vec<CtState>, crate::text::parse::Pars
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ofctl_commands() {
+        let p = Pipeline::new();
+        p.ofctl("add-flows", "# fw\ntable=0,priority=10,ip actions=output:1\ntable=0,priority=5,arp actions=NORMAL\n", 0).unwrap();
+        p.ofctl("add-flow", "table=1,tcp,tp_dst=80 actions=output:2", 0)
+            .unwrap();
+        assert_eq!(p.flows.snapshot().len(), 3);
+        let d = p.ofctl("dump-flows", "table=1", 0).unwrap();
+        assert_eq!(d, " cookie=0x0, duration=0.000s, table=1, n_packets=0, n_bytes=0, tcp,tp_dst=80 actions=output:2\n");
+        p.ofctl("mod-flows", "ip actions=output:9", 0).unwrap();
+        assert!(p
+            .ofctl("dump-flows", "", 0)
+            .unwrap()
+            .contains("priority=10,ip actions=output:9"));
+        // Strict delete needs the priority; loose delete does not.
+        p.ofctl("--strict del-flows", "table=0,ip", 0).unwrap();
+        assert_eq!(p.flows.snapshot().len(), 3);
+        p.ofctl("--strict del-flows", "table=0,priority=10,ip", 0)
+            .unwrap();
+        assert_eq!(p.flows.snapshot().len(), 2);
+        p.ofctl("del-flows", "", 0).unwrap();
+        assert!(p.flows.snapshot().is_empty());
+        let e = p
+            .ofctl("add-flows", "ip actions=drop\nbogus=1 actions=drop\n", 0)
+            .unwrap_err();
+        assert!(e.token.starts_with("line 2: bogus"), "{e}");
+        assert!(p
+            .ofctl("frob-flows", "", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown command"));
+    }
 
     #[test]
     fn controller_queue_is_bounded_and_truncates() {
