@@ -23,14 +23,16 @@
 //! touches only the words its mask uses; a subtable stores those word indices.
 //!
 //! Before hashing the whole masked key, a lookup asks a small Bloom filter
-//! kept per subtable over one word of its mask (the word with the most mask
-//! bits, typically the IP addresses): if no rule's masked word can equal the
+//! kept per subtable over one word of its mask (the word whose masked values
+//! differ most among the subtable's rules, typically the IP addresses; chosen
+//! again as the subtable grows): if no rule's masked word can equal the
 //! packet's, the subtable is skipped after consulting only that word. This
-//! is OVS's prefix-tracking idea in its simplest form: it shortens lookups
-//! for packets that match few subtables and keeps their megaflows wider.
+//! is OVS's prefix-tracking idea in a simple form: it shortens lookups for
+//! packets that match few subtables and keeps their megaflows wider.
 //!
 //! The consulted-field mask is the union of the masks of the subtables the
-//! lookup visited, hit or miss (only the filter word for a filtered-out one): a miss in a subtable is information too (a
+//! lookup visited, hit or miss (only the filter word for a filtered-out
+//! one): a miss in a subtable is information too (a
 //! packet differing in those bits might hit there). Subtables skipped by the
 //! early exit are not in it: nothing in them could have outranked the answer.
 //! This is conservative but exact in the sense that matters: a megaflow built
@@ -45,15 +47,17 @@
 //! sequence, unique per rule, so "best" is a single integer comparison and the
 //! early-exit test is exact.
 //!
-//! # Concurrency: readers never wait
+//! # Concurrency: updates never stop readers
 //!
 //! A `Classifier` is an immutable value once published. Updates build a new
-//! version (sharing every untouched subtable through `Arc`) and publish it
+//! version (sharing every untouched subtable through `Arc`, and inside a
+//! changed subtable every untouched chunk of 256 buckets) and publish it
 //! with [`Published::publish`]; readers keep a [`Reader`] that holds an
 //! `Arc` of the version they use and checks one atomic version counter per
 //! call to see whether a newer one exists. The per-packet path takes no lock
-//! and allocates nothing; a reader takes a short lock only to pick up a new
-//! version, and an old version is freed when its last reader moves on. A
+//! and allocates nothing; a reader takes a short lock (held by anyone only
+//! for an `Arc` clone or swap) just to pick up a new version, once per
+//! flow-mod, and an old version is freed when its last reader moves on. A
 //! poll-mode thread would call `Reader::get` once per batch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
