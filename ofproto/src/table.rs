@@ -540,6 +540,59 @@ mod tests {
     }
 
     #[test]
+    fn readers_keep_classifying_while_flow_mods_publish() {
+        // A base rule always matches; a higher-priority rule for the same
+        // packet is added and deleted over and over. Every lookup must see
+        // one of the two complete states, and readers must make progress
+        // while the writer works.
+        let t = Arc::new(FlowTables::new());
+        add(&t, "priority=1,ip actions=output:1");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let k = crate::text::parse::parse_match("ip,nw_src=10.0.0.1")
+            .unwrap()
+            .key;
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let mut r = t.reader();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    loop {
+                        let done = stop.load(std::sync::atomic::Ordering::Acquire);
+                        let mut wc = FlowMask::default();
+                        let snap = r.get();
+                        let hit = snap
+                            .table(TableId(0))
+                            .lookup(&k, &mut wc)
+                            .expect("base rule");
+                        let acts = format_actions(&hit.value.actions);
+                        assert!(acts == "output:1" || acts == "output:2", "{acts}");
+                        n += 1;
+                        if done {
+                            return n;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let hi = parse_flow(
+            "priority=9,ip,nw_src=10.0.0.1 actions=output:2",
+            FlowCmd::Add,
+        )
+        .unwrap();
+        let del = parse_flow("priority=9,ip,nw_src=10.0.0.1", FlowCmd::Delete).unwrap();
+        for _ in 0..200 {
+            t.add(&hi, 0);
+            assert_eq!(t.delete(&del, true).len(), 1);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        for r in readers {
+            assert!(r.join().unwrap() >= 1);
+        }
+        assert_eq!(t.snapshot().len(), 1);
+    }
+
+    #[test]
     fn idle_and_hard_timeouts() {
         let t = FlowTables::new();
         t.add(
