@@ -141,4 +141,7 @@ fn bad_arguments_are_reported() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
     let out = bin().args(["frobnicate"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+    let out = bin().args(["--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ferrovs-flows trace FILE"));
 }

@@ -63,6 +63,10 @@ fn parse_ports(s: &str) -> Result<Vec<PortConfig>, String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("-h" | "--help" | "help") => {
+            usage();
+            ExitCode::SUCCESS
+        }
         Some("check") if args.len() == 2 => match load(&args[1]) {
             Ok(specs) => {
                 let p = Pipeline::new();
