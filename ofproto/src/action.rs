@@ -1282,6 +1282,58 @@ mod tests {
     }
 
     #[test]
+    fn every_action_variant_parses_prints_and_round_trips() {
+        let examples = [
+            "output:7",
+            "output:NXM_NX_REG1[0..15]",
+            "controller(reason=invalid_ttl,max_len=64,userdata=aa)",
+            "resubmit(3,4,ct)",
+            "goto_table:9",
+            "ct(commit,force,table=3,zone=NXM_NX_REG5[16..31],exec(move:NXM_NX_REG0[]->NXM_NX_CT_MARK[]),nat(src=10.0.0.1:1-2),alg=tftp,timeout=t1)",
+            "ct_clear",
+            "notrack",
+            "set_field:fe80::1->ipv6_src",
+            "load:0x3->NXM_NX_CT_LABEL[126..127]",
+            "move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[]",
+            "mod_tp_src:1",
+            "dec_ttl(1)",
+            "push_vlan:0x88a8",
+            "strip_vlan",
+            "note:00",
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for ex in examples {
+            let printed = rt(ex);
+            assert_eq!(printed, ex, "printing is the canonical spelling");
+            let a = parse_actions(ex).unwrap().remove(0);
+            // Exhaustive on purpose: a new variant must get an example here.
+            let kind = match a {
+                Action::Output(_) => "output",
+                Action::OutputReg(_) => "output_reg",
+                Action::Controller(_) => "controller",
+                Action::Drop => "drop",
+                Action::Resubmit { .. } => "resubmit",
+                Action::GotoTable(_) => "goto_table",
+                Action::Ct(_) => "ct",
+                Action::CtClear => "ct_clear",
+                Action::Notrack => "notrack",
+                Action::SetField { .. } => "set_field",
+                Action::Load { .. } => "load",
+                Action::Move { .. } => "move",
+                Action::Mod { .. } => "mod",
+                Action::DecTtl(_) => "dec_ttl",
+                Action::PushVlan(_) => "push_vlan",
+                Action::PopVlan => "pop_vlan",
+                Action::Note(_) => "note",
+            };
+            seen.insert(kind);
+        }
+        // `drop` is the empty list, printed as such.
+        assert_eq!(rt("drop"), "drop");
+        assert_eq!(seen.len(), 16, "{seen:?}");
+    }
+
+    #[test]
     fn unknown_action_names_token() {
         let e = parse_actions("output:1,frobnicate").unwrap_err();
         assert!(e.to_string().contains("frobnicate"), "{e}");
