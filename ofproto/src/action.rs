@@ -748,6 +748,12 @@ fn parse_ct(a: &str) -> Result<CtAction, ParseError> {
                 }
                 c.timeout = Some(v.to_string());
             }
+            ("nat", _) if c.nat.is_some() => {
+                return Err(err(
+                    kv,
+                    "ct takes one nat (OVS would nest the second one oddly)",
+                ))
+            }
             ("nat", None) => c.nat = Some(Nat::default()),
             ("nat", Some(n)) if paren => c.nat = Some(parse_nat(n)?),
             _ => return Err(err(kv, "unknown ct argument")),
@@ -1128,6 +1134,12 @@ mod tests {
             .to_string()
             .contains("backwards"));
         assert!(parse_actions("ct(nat(src=10.0.0.1,hash,random))").is_err());
+        assert!(
+            parse_actions("ct(commit,nat(src=10.0.0.1),nat(dst=10.0.0.2))")
+                .unwrap_err()
+                .to_string()
+                .contains("one nat")
+        );
     }
 
     #[test]
