@@ -1,0 +1,3 @@
+//! The ovs-ofctl flow text syntax.
+pub mod format;
+pub mod parse;
