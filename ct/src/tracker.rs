@@ -142,6 +142,8 @@ pub struct Tracker {
 struct Tally {
     invalid: u64,
     untracked: u64,
+    /// Lifecycle events, delivered once the shard locks are released.
+    events: Vec<ConnEvent>,
 }
 
 fn random_seed() -> u64 {
@@ -238,7 +240,6 @@ impl Tracker {
         let liberal = self.liberal.load(Ordering::Relaxed) || self.zones.liberal(params.zone);
         let want_events = self.has_sinks.load(Ordering::Relaxed);
         let mut tally = Tally::default();
-        let mut events: Vec<ConnEvent> = Vec::new();
 
         // Stage 1: parse every packet in place, then hash the live ones in
         // a second pass (reading a key right after its bytes were stored
@@ -318,14 +319,12 @@ impl Tracker {
                 found[i]
             };
             let before = (shard.stats.inserts, shard.stats.deleted);
-            let bytes = pkts[i].l3.len() as u64;
             self.process(
                 shard,
+                &pkts[i],
                 &infos[i],
                 hit,
-                bytes,
                 &ctx,
-                &mut events,
                 &mut tally,
                 &mut out[i],
             );
@@ -349,14 +348,12 @@ impl Tracker {
                     }
                 };
                 let hit = shard.lookup(lookup_key(&infos[i]), kh.hash);
-                let bytes = pkts[i].l3.len() as u64;
                 self.process(
                     shard,
+                    &pkts[i],
                     &infos[i],
                     hit,
-                    bytes,
                     &ctx,
-                    &mut events,
                     &mut tally,
                     &mut out[i],
                 );
@@ -364,8 +361,8 @@ impl Tracker {
         }
 
         // Stage 5: events and counters.
-        if !events.is_empty() {
-            self.deliver(&events);
+        if !tally.events.is_empty() {
+            self.deliver(&tally.events);
         }
         if tally.invalid != 0 {
             self.counters
@@ -445,23 +442,24 @@ impl Tracker {
         }
     }
 
-    /// One packet under its shard's lock; writes the packet's result.
+    /// One packet under its shard's lock (`hit`: its lookup result); writes
+    /// the packet's result.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn process(
         &self,
         shard: &mut Shard,
+        pkt: &CtPacket<'_>,
         info: &PacketInfo,
         hit: Option<(u32, Dir)>,
-        bytes: u64,
         ctx: &Ctx<'_>,
-        events: &mut Vec<ConnEvent>,
         tally: &mut Tally,
         out: &mut CtResult,
     ) {
         let params = ctx.params;
-        if let L4Info::IcmpError { inner } = &info.l4 {
-            let _ = inner;
+        let bytes = pkt.l3.len() as u64;
+        let events = &mut tally.events;
+        if matches!(info.l4, L4Info::IcmpError { .. }) {
             *out = match hit.and_then(|(s, d)| shard.get(s).map(|c| (c, d))) {
                 Some((c, dir)) if !c.expired(ctx.now_s) => {
                     // The error travels opposite to the packet it quotes.

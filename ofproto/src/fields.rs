@@ -254,6 +254,22 @@ macro_rules! fid {
 
 /// Named field ids.
 impl Field {
+    /// The conntrack fields a `ct` action sets and `ct_clear` clears, in
+    /// the order `ovs-ofctl dump-flows` prints them.
+    pub const CT_FIELDS: [Field; 11] = [
+        Field::CT_STATE,
+        Field::CT_ZONE,
+        Field::CT_MARK,
+        Field::CT_LABEL,
+        Field::CT_NW_SRC,
+        Field::CT_NW_DST,
+        Field::CT_IPV6_SRC,
+        Field::CT_IPV6_DST,
+        Field::CT_NW_PROTO,
+        Field::CT_TP_SRC,
+        Field::CT_TP_DST,
+    ];
+
     fid! {
         IN_PORT = 0, DL_TYPE = 1, VLAN_TCI = 2, DL_VLAN = 3, DL_VLAN_PCP = 4,
         DL_SRC = 5, DL_DST = 6, NW_PROTO = 7, NW_TOS = 8, IP_DSCP = 9, NW_ECN = 10,

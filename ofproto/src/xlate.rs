@@ -375,19 +375,7 @@ impl Ctx<'_> {
     }
 
     fn clear_ct(&mut self) {
-        for f in [
-            Field::CT_STATE,
-            Field::CT_ZONE,
-            Field::CT_MARK,
-            Field::CT_LABEL,
-            Field::CT_NW_SRC,
-            Field::CT_NW_DST,
-            Field::CT_IPV6_SRC,
-            Field::CT_IPV6_DST,
-            Field::CT_NW_PROTO,
-            Field::CT_TP_SRC,
-            Field::CT_TP_DST,
-        ] {
+        for f in Field::CT_FIELDS {
             self.key.set(f, 0);
         }
     }

@@ -195,21 +195,6 @@ fn body_order() -> Vec<Field> {
     v
 }
 
-const CT_ORDER: [Field; 12] = [
-    Field::RECIRC_ID,
-    Field::CT_STATE,
-    Field::CT_ZONE,
-    Field::CT_MARK,
-    Field::CT_LABEL,
-    Field::CT_NW_SRC,
-    Field::CT_NW_DST,
-    Field::CT_IPV6_SRC,
-    Field::CT_IPV6_DST,
-    Field::CT_NW_PROTO,
-    Field::CT_TP_SRC,
-    Field::CT_TP_DST,
-];
-
 /// A match as dump-flows prints it (`ct_state=-trk,ip,in_port=1`), empty for
 /// the catch-all match.
 pub fn format_match(m: &Match) -> String {
@@ -220,7 +205,7 @@ pub fn format_match(m: &Match) -> String {
             items.push(format!("{}={}", f.name(), format_value_mask(f, v, mask)));
         }
     };
-    for f in CT_ORDER {
+    for f in std::iter::once(Field::RECIRC_ID).chain(Field::CT_FIELDS) {
         put(f, &mut items);
     }
     // Protocol shorthand.
