@@ -62,7 +62,7 @@ impl Default for TrackerConfig {
 }
 
 /// Parameters of one `ct` action.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtParams {
     pub zone: Zone,
     pub commit: bool,

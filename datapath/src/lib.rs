@@ -42,11 +42,18 @@
 //! denied for the crate, and `unsafe_code` is denied everywhere else).
 #![deny(unsafe_code)]
 
+pub mod cache;
 pub mod flow;
+pub mod output;
 #[allow(unsafe_code)] // reserved for a DPDK mbuf storage; none yet
 pub mod packet;
+pub mod pipeline;
+pub mod pmd;
 pub mod port;
+pub mod program;
 pub mod stats;
+pub mod switch;
+pub mod upcall;
 
 pub use flow::{extract, ExtractStats, FlowKey, Malformed};
 pub use packet::{OffloadFlags, Packet, PacketBatch, PacketMeta, PacketPool, PortNo};

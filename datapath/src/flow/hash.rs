@@ -2,7 +2,7 @@
 //!
 //! The key's words are taken in pairs; each pair, XORed with its own secret
 //! constant (and the caller's basis), is multiplied as a 64x64->128-bit
-//! product whose halves are folded together, and the ten folded products
+//! product whose halves are folded together, and the thirteen folded products
 //! are summed. The products do not depend on each other, so they run in
 //! parallel; a final avalanche spreads every bit over the result. Not
 //! cryptographic: the caches that use it bound their probe length, so a
@@ -39,6 +39,12 @@ const SECRETS: [u64; FLOW_WORDS] = [
     0x5bb16ff2a035fc97,
     0x487b8034b3715d11,
     0x40628752037ed6e5,
+    0x9e6c63d0676a9a99,
+    0xd9c4eb7b26b44c2b,
+    0x2f5d1a6f82a4e3b7,
+    0x6c2f94d1b3e8a5c3,
+    0xe7a1c4b2d9f06e5d,
+    0x13b8f6a4c2d7e91f,
 ];
 
 /// The 128-bit product of `a` and `b`, high half XOR low half.

@@ -20,7 +20,7 @@ use std::fmt;
 use crate::packet::PortNo;
 
 /// Number of 64-bit words in a [`FlowKey`].
-pub const FLOW_WORDS: usize = 20;
+pub const FLOW_WORDS: usize = 26;
 
 /// `nw_frag` bit: the packet is an IP fragment (first or later).
 pub const FRAG_ANY: u8 = 0x01;
@@ -65,6 +65,14 @@ mod layout {
     pub const ND_TARGET: usize = 16; // two words
     pub const ARP_SHA: Pos = (18, 0, 48);
     pub const ARP_THA: Pos = (19, 0, 48);
+    // The connection's original-direction tuple, set by the `ct` action.
+    pub const CT_NW_SRC: Pos = (20, 0, 32);
+    pub const CT_NW_DST: Pos = (20, 32, 32);
+    pub const CT_TP_SRC: Pos = (21, 0, 16);
+    pub const CT_TP_DST: Pos = (21, 16, 16);
+    pub const CT_NW_PROTO: Pos = (21, 32, 8);
+    pub const CT_IPV6_SRC: usize = 22; // two words
+    pub const CT_IPV6_DST: usize = 24; // two words
 }
 
 /// The fields of one packet, packed into [`FLOW_WORDS`] words.
@@ -254,6 +262,40 @@ impl FlowKey {
     wide_field!(
         /// Connection label.
         ct_label, set_ct_label, layout::CT_LABEL);
+    scalar_field!(
+        /// Original-direction IPv4 source of the tracked connection.
+        ct_nw_src, set_ct_nw_src, u32, layout::CT_NW_SRC);
+    scalar_field!(
+        /// Original-direction IPv4 destination of the tracked connection.
+        ct_nw_dst, set_ct_nw_dst, u32, layout::CT_NW_DST);
+    scalar_field!(
+        /// Original-direction L4 source port (ICMP: id) of the connection.
+        ct_tp_src, set_ct_tp_src, u16, layout::CT_TP_SRC);
+    scalar_field!(
+        /// Original-direction L4 destination port (ICMP: type/code).
+        ct_tp_dst, set_ct_tp_dst, u16, layout::CT_TP_DST);
+    scalar_field!(
+        /// IP protocol of the tracked connection.
+        ct_nw_proto, set_ct_nw_proto, u8, layout::CT_NW_PROTO);
+    wide_field!(
+        /// Original-direction IPv6 source of the tracked connection.
+        ct_ipv6_src, set_ct_ipv6_src, layout::CT_IPV6_SRC);
+    wide_field!(
+        /// Original-direction IPv6 destination of the tracked connection.
+        ct_ipv6_dst, set_ct_ipv6_dst, layout::CT_IPV6_DST);
+
+    /// Clear every conntrack field (state, zone, mark, label, tuple), as
+    /// `ct_clear` and the end of a `ct` action do.
+    #[inline]
+    pub fn clear_ct(&mut self) {
+        self.set_ct_state(0);
+        self.set_ct_zone(0);
+        self.set_ct_mark(0);
+        self.set_ct_label(0);
+        for w in &mut self.words[20..26] {
+            *w = 0;
+        }
+    }
     wide_field!(
         /// IPv6 source address (the 16 bytes as a big-endian number).
         ipv6_src, set_ipv6_src, layout::IPV6_SRC);

@@ -8,10 +8,14 @@
 //!   malformed headers with a [`Malformed`] reason counted in
 //!   [`ExtractStats`].
 //! - [`hash`]: [`hash::flow_hash`], the exact-match-cache hash of a key.
+//! - [`format`](mod@format): a masked key as text (`dpctl/dump-flows`).
 
 pub mod extract;
+pub mod format;
 pub mod hash;
 pub mod key;
 
 pub use extract::{extract, extract_batch, ExtractStats, Malformed};
+pub use format::format_masked;
+pub use hash::flow_hash;
 pub use key::{FlowKey, FLOW_WORDS};

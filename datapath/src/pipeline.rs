@@ -1,0 +1,719 @@
+//! The packet pipeline of one poll-mode thread, read top to bottom
+//! (OVS's `dp_netdev_input`):
+//!
+//! 1. **extract** every packet's [`FlowKey`];
+//! 2. **classify**: exact-match cache, then megaflow cache, then the slow
+//!    path ([`upcall::translate`]) which installs a megaflow;
+//! 3. **group** the batch by megaflow, so each program runs once over its
+//!    packets (a `ct` op is one conntrack call for the whole group);
+//! 4. **execute** the program: rewrites, VLAN push/pop, conntrack, output
+//!    into per-port batches;
+//! 5. **recirculate**: packets a `ct(table=N)` sent back go through 2-4
+//!    again with their updated keys (no re-extraction), up to
+//!    [`PipelineConfig::max_recirc_depth`] passes;
+//! 6. **flush** the output batches.
+//!
+//! The caches belong to this thread. A change to the flow tables, the
+//! ports, the MAC table or the timeout policies moves [`Switch::generation`];
+//! the next batch notices and empties the caches before looking anything up,
+//! so a deleted flow stops matching at once. A periodic revalidation pass
+//! credits rule counters, refreshes MAC learning for active flows and
+//! evicts idle megaflows.
+
+use std::sync::Arc;
+
+use crate::action::{rewrite, vlan};
+use crate::cache::emc::ExactMatchCache;
+use crate::cache::megaflow::{Megaflow, MegaflowCache, DEFAULT_MAX_MEGAFLOWS};
+use crate::cache::FlowRef;
+use crate::flow::{extract, flow_hash, ExtractStats, FlowKey};
+use crate::output::TxPorts;
+use crate::packet::{OffloadFlags, Packet, PacketBatch, PacketPool, PortNo};
+use crate::program::{CtOp, Op};
+use crate::switch::Switch;
+use crate::upcall::{self, convert, UpcallContext};
+use crate::BATCH_SIZE;
+
+/// Tuning of one pipeline.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Use the exact-match cache.
+    pub emc: bool,
+    /// Use the megaflow cache (without it every packet is translated; the
+    /// exact-match cache needs it).
+    pub megaflow: bool,
+    /// Insert one exact-match miss in this many (OVS default 100; 1 = all).
+    pub emc_insert_inv_prob: u32,
+    pub max_megaflows: usize,
+    /// Passes through the caches a packet may make (first + recirculations).
+    pub max_recirc_depth: u8,
+    /// How often to revalidate megaflows (credit rules, refresh MACs).
+    pub revalidate_ms: u64,
+    /// Megaflows unused this long are evicted (OVS `max-idle`).
+    pub max_idle_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            emc: true,
+            megaflow: true,
+            emc_insert_inv_prob: 100,
+            max_megaflows: DEFAULT_MAX_MEGAFLOWS,
+            max_recirc_depth: 8,
+            revalidate_ms: 500,
+            max_idle_ms: 10_000,
+        }
+    }
+}
+
+/// What the pipeline counted (plain integers: one thread writes them; the
+/// PMD publishes snapshots).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineCounters {
+    /// Packets received (first passes).
+    pub packets: u64,
+    pub bytes: u64,
+    /// Extra passes caused by recirculation.
+    pub recirculations: u64,
+    pub emc_hits: u64,
+    pub megaflow_hits: u64,
+    /// Subtables searched by megaflow lookups that hit.
+    pub subtables_searched: u64,
+    /// Misses translated successfully / not.
+    pub upcalls: u64,
+    pub upcall_failures: u64,
+    /// Packets whose program was empty (the flow tables drop them).
+    pub dropped_by_flow: u64,
+    /// Packets extraction found malformed (still run through the pipeline).
+    pub malformed: u64,
+    /// Packets dropped for exceeding the recirculation depth.
+    pub recirc_too_deep: u64,
+    /// Forks beyond one batch's worth of recirculated packets in one pass.
+    pub recirc_overflow: u64,
+    /// Packets sent to a port that does not exist (or was removed).
+    pub output_no_port: u64,
+    /// Header rewrites that could not be applied (header absent).
+    pub rewrite_errors: u64,
+    /// Packets handed to conntrack.
+    pub ct_packets: u64,
+    /// Packets sent to the controller.
+    pub controller: u64,
+    /// Megaflows installed / evicted or invalidated.
+    pub megaflows_installed: u64,
+    pub megaflows_removed: u64,
+    /// Times the caches were emptied because the switch changed.
+    pub cache_flushes: u64,
+    /// Output bursts and the packets in them.
+    pub tx_bursts: u64,
+    pub tx_packets: u64,
+}
+
+/// Scratch for one pass over up to [`BATCH_SIZE`] packets.
+struct Pass {
+    pkts: [Option<Packet>; BATCH_SIZE],
+    keys: [FlowKey; BATCH_SIZE],
+    n: usize,
+}
+
+impl Pass {
+    fn new() -> Box<Pass> {
+        Box::new(Pass {
+            pkts: std::array::from_fn(|_| None),
+            keys: [FlowKey::ZERO; BATCH_SIZE],
+            n: 0,
+        })
+    }
+
+    fn push(&mut self, pkt: Packet, key: FlowKey) -> Result<(), Packet> {
+        if self.n == BATCH_SIZE {
+            return Err(pkt);
+        }
+        self.pkts[self.n] = Some(pkt);
+        self.keys[self.n] = key;
+        self.n += 1;
+        Ok(())
+    }
+}
+
+/// How one packet was classified.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Cached(FlowRef),
+    /// Translated but not cached (cache disabled or full): run `uncached[i]`.
+    Uncached(u8),
+    Drop,
+}
+
+/// The per-thread pipeline.
+pub struct Pipeline {
+    sw: Arc<Switch>,
+    cfg: PipelineConfig,
+    emc: ExactMatchCache,
+    megaflows: MegaflowCache,
+    pub pool: PacketPool,
+    pub tx: TxPorts,
+    pub counters: PipelineCounters,
+    pub extract_stats: ExtractStats,
+    generation: u64,
+    last_revalidate_ms: u64,
+    thread_index: usize,
+    pass: Box<Pass>,
+    recirc: Box<Pass>,
+    /// Translations of this batch that were not cached.
+    uncached: Vec<Box<[Op]>>,
+    ct_results: Vec<ct::CtResult>,
+}
+
+impl Pipeline {
+    /// A pipeline for poll-mode thread `thread_index` of `sw`.
+    pub fn new(sw: Arc<Switch>, cfg: PipelineConfig, thread_index: usize) -> Pipeline {
+        let ports = sw.ports();
+        let emc_prob = if cfg.emc && cfg.megaflow {
+            cfg.emc_insert_inv_prob
+        } else {
+            0
+        };
+        Pipeline {
+            generation: sw.generation(),
+            emc: ExactMatchCache::new(emc_prob),
+            megaflows: MegaflowCache::new(cfg.max_megaflows),
+            pool: PacketPool::default(),
+            tx: TxPorts::new(&ports, thread_index),
+            counters: PipelineCounters::default(),
+            extract_stats: ExtractStats::default(),
+            last_revalidate_ms: 0,
+            thread_index,
+            pass: Pass::new(),
+            recirc: Pass::new(),
+            uncached: Vec::new(),
+            ct_results: vec![ct::CtResult::default(); BATCH_SIZE],
+            sw,
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &PipelineConfig {
+        &self.cfg
+    }
+
+    /// Megaflows cached.
+    pub fn megaflow_count(&self) -> usize {
+        self.megaflows.len()
+    }
+
+    /// Exact-match entries in use.
+    pub fn emc_count(&self) -> usize {
+        self.emc.len()
+    }
+
+    /// Re-read the port set (after add-port/del-port).
+    pub fn reload_ports(&mut self) {
+        self.tx.flush(&mut self.pool);
+        let ports = self.sw.ports();
+        self.tx.set_ports(&ports, self.thread_index);
+    }
+
+    /// Run a received batch through the pipeline. Every packet ends up
+    /// queued for output, recirculated to completion, or freed; the batch
+    /// is left empty. Output batches are flushed at the end.
+    pub fn process(&mut self, batch: &mut PacketBatch) {
+        let now_ns = self.sw.clock.now_ns();
+        self.check_generation();
+        // 1. Extract.
+        self.pass.n = 0;
+        for mut pkt in batch.drain() {
+            let mut key = FlowKey::ZERO;
+            let (data, meta) = pkt.data_and_meta_mut();
+            let r = extract(data, meta, &mut key);
+            self.extract_stats.record(&key, r);
+            self.counters.malformed += r.is_err() as u64;
+            self.counters.packets += 1;
+            self.counters.bytes += pkt.len() as u64;
+            let i = self.pass.n;
+            self.pass.pkts[i] = Some(pkt);
+            self.pass.keys[i] = key;
+            self.pass.n += 1;
+        }
+        // 2-5. Classify, group, execute; then again for recirculated packets.
+        let mut depth = 1;
+        loop {
+            self.run_pass(now_ns);
+            if self.recirc.n == 0 {
+                break;
+            }
+            std::mem::swap(&mut self.pass, &mut self.recirc);
+            self.recirc.n = 0;
+            depth += 1;
+            if depth > self.cfg.max_recirc_depth as usize {
+                self.counters.recirc_too_deep += self.pass.n as u64;
+                for p in self.pass.pkts[..self.pass.n].iter_mut() {
+                    if let Some(p) = p.take() {
+                        self.pool.free(p);
+                    }
+                }
+                self.pass.n = 0;
+                break;
+            }
+            self.counters.recirculations += self.pass.n as u64;
+        }
+        // 6. Flush.
+        self.flush();
+        if now_ns / 1_000_000 >= self.last_revalidate_ms + self.cfg.revalidate_ms {
+            self.revalidate(now_ns / 1_000_000);
+        }
+    }
+
+    /// Send the pending output batches.
+    pub fn flush(&mut self) {
+        let (b, p) = (self.tx.bursts, self.tx.packets);
+        self.tx.flush(&mut self.pool);
+        self.counters.tx_bursts += self.tx.bursts - b;
+        self.counters.tx_packets += self.tx.packets - p;
+    }
+
+    /// Empty the caches if the switch changed since they were filled.
+    fn check_generation(&mut self) {
+        let g = self.sw.generation();
+        if g != self.generation {
+            self.generation = g;
+            self.flush_caches();
+        }
+    }
+
+    /// Forget every cached translation (crediting the rules first).
+    pub fn flush_caches(&mut self) {
+        let now_ms = self.sw.clock.now_ms();
+        for f in self.megaflows.drain() {
+            credit(&f, now_ms);
+            self.counters.megaflows_removed += 1;
+        }
+        self.emc.clear();
+        self.counters.cache_flushes += 1;
+    }
+
+    /// One pass over `self.pass`: classify, group, execute.
+    fn run_pass(&mut self, now_ns: u64) {
+        let n = self.pass.n;
+        let now_ms = now_ns / 1_000_000;
+        let mut classes = [Class::Drop; BATCH_SIZE];
+        self.uncached.clear();
+
+        // 2. Classify.
+        for (i, class) in classes.iter_mut().enumerate().take(n) {
+            let key = &self.pass.keys[i];
+            if self.cfg.megaflow {
+                let hash = if self.cfg.emc { flow_hash(key, 0) } else { 0 };
+                if self.cfg.emc {
+                    if let Some(r) = self.emc.lookup(key, hash) {
+                        if self.megaflows.is_live(r) {
+                            self.counters.emc_hits += 1;
+                            *class = Class::Cached(r);
+                            continue;
+                        }
+                    }
+                }
+                let visited = self.megaflows.subtables_visited;
+                if let Some(r) = self.megaflows.lookup(key) {
+                    self.counters.megaflow_hits += 1;
+                    self.counters.subtables_searched += self.megaflows.subtables_visited - visited;
+                    if self.cfg.emc {
+                        self.emc.insert(key, hash, r);
+                    }
+                    *class = Class::Cached(r);
+                    continue;
+                }
+            }
+            *class = self.upcall(i, now_ms);
+        }
+
+        // 3-4. Group by megaflow and execute each group.
+        let mut done = [false; BATCH_SIZE];
+        let mut group = [0u8; BATCH_SIZE];
+        for first in 0..n {
+            if done[first] {
+                continue;
+            }
+            let class = classes[first];
+            let mut m = 0;
+            for j in first..n {
+                if !done[j] && classes[j] == class {
+                    done[j] = true;
+                    group[m] = j as u8;
+                    m += 1;
+                }
+            }
+            let group = &group[..m];
+            let ops: Box<[Op]> = match class {
+                Class::Drop => {
+                    self.free_group(group);
+                    continue;
+                }
+                Class::Uncached(u) => std::mem::take(&mut self.uncached[u as usize]),
+                Class::Cached(r) => {
+                    let bytes: u64 = group
+                        .iter()
+                        .map(|&i| self.pass.pkts[i as usize].as_ref().map_or(0, |p| p.len() as u64))
+                        .sum();
+                    let Some(f) = self.megaflows.get_mut(r) else {
+                        self.free_group(group);
+                        continue;
+                    };
+                    f.packets += m as u64;
+                    f.bytes += bytes;
+                    f.used_ms = now_ms;
+                    // The program is shared by the group; take it out for
+                    // the duration (the megaflow cannot change meanwhile).
+                    std::mem::take(&mut f.ops)
+                }
+            };
+            if ops.is_empty() {
+                self.counters.dropped_by_flow += m as u64;
+            }
+            self.execute(&ops, group, now_ns);
+            self.free_group(group);
+            if let Class::Cached(r) = class {
+                if let Some(f) = self.megaflows.get_mut(r) {
+                    f.ops = ops;
+                }
+            }
+        }
+        self.pass.n = 0;
+    }
+
+    /// Translate packet `i` and cache the result.
+    fn upcall(&mut self, i: usize, now_ms: u64) -> Class {
+        // An earlier miss in this batch may have installed the megaflow.
+        if self.cfg.megaflow {
+            if let Some(r) = self.megaflows.lookup(&self.pass.keys[i]) {
+                self.counters.megaflow_hits += 1;
+                return Class::Cached(r);
+            }
+        }
+        let cx = UpcallContext {
+            bridge: &self.sw.bridge,
+            ct: &self.sw.ct,
+            recirc: &self.sw.recirc,
+        };
+        let t = match upcall::translate(cx, &self.pass.keys[i], now_ms) {
+            Ok(t) => t,
+            Err(_) => {
+                self.counters.upcall_failures += 1;
+                return Class::Drop;
+            }
+        };
+        self.counters.upcalls += 1;
+        for w in &t.warnings {
+            self.sw.warn_once(w);
+        }
+        let ops: Box<[Op]> = t.ops.into_boxed_slice();
+        if self.cfg.megaflow && !self.megaflows.is_full() {
+            let flow = Megaflow {
+                key: self.pass.keys[i],
+                mask: t.mask,
+                ops,
+                rules: t.rules,
+                packets: 0,
+                bytes: 0,
+                credited: (0, 0),
+                used_ms: now_ms,
+                created_ms: now_ms,
+            };
+            if let Some(r) = self.megaflows.insert(flow) {
+                self.counters.megaflows_installed += 1;
+                return Class::Cached(r);
+            }
+            return Class::Drop;
+        }
+        // Not cached (caches off, or full): credit the rules now and run
+        // the program for this packet alone.
+        let len = self.pass.pkts[i].as_ref().map_or(0, |p| p.len() as u64);
+        t.rules.iter().for_each(|r| r.credit(1, len, now_ms));
+        self.uncached.push(ops);
+        Class::Uncached((self.uncached.len() - 1) as u8)
+    }
+
+    /// Free whatever packets of `group` are still in the pass.
+    fn free_group(&mut self, group: &[u8]) {
+        for &i in group {
+            if let Some(p) = self.pass.pkts[i as usize].take() {
+                self.pool.free(p);
+            }
+        }
+    }
+
+    /// A copy of packet `i` (for an output or fork that is not the last op).
+    fn clone_packet(&mut self, i: usize) -> Option<Packet> {
+        let src = self.pass.pkts[i].as_ref()?;
+        let mut p = self.pool.alloc(src.meta.in_port);
+        if p.set_frame(src.data()).is_err() {
+            self.pool.free(p);
+            return None;
+        }
+        p.meta = src.meta;
+        Some(p)
+    }
+
+    /// Packet `i` itself when `last`, else a copy.
+    fn take_or_clone(&mut self, i: usize, last: bool) -> Option<Packet> {
+        if last {
+            self.pass.pkts[i].take()
+        } else {
+            self.clone_packet(i)
+        }
+    }
+
+    /// 4. Run `ops` over the packets `group` of the pass.
+    fn execute(&mut self, ops: &[Op], group: &[u8], now_ns: u64) {
+        for (j, op) in ops.iter().enumerate() {
+            // Is this the last op that needs the packet?
+            let last = j + 1 == ops.len();
+            match op {
+                Op::Output(port) => self.output(*port, group, last),
+                Op::SetHeader { field, value, mask } => {
+                    for &i in group {
+                        let i = i as usize;
+                        if let Some(p) = self.pass.pkts[i].as_mut() {
+                            if rewrite::set_field(p, &mut self.pass.keys[i], *field, *value, *mask)
+                                .is_err()
+                            {
+                                self.counters.rewrite_errors += 1;
+                            }
+                        }
+                    }
+                }
+                Op::SetMetadata { value, mask } => {
+                    for &i in group {
+                        let k = &mut self.pass.keys[i as usize];
+                        let v = (k.metadata() & !mask) | (value & mask);
+                        k.set_metadata(v);
+                        if let Some(p) = self.pass.pkts[i as usize].as_mut() {
+                            p.meta.metadata = v;
+                        }
+                    }
+                }
+                Op::SetInPort(port) => {
+                    for &i in group {
+                        self.pass.keys[i as usize].set_in_port(*port);
+                        if let Some(p) = self.pass.pkts[i as usize].as_mut() {
+                            p.meta.in_port = *port;
+                        }
+                    }
+                }
+                Op::PushVlan(tpid) => {
+                    for &i in group {
+                        let i = i as usize;
+                        if let Some(p) = self.pass.pkts[i].as_mut() {
+                            if vlan::push_vlan(p, &mut self.pass.keys[i], *tpid).is_err() {
+                                self.counters.rewrite_errors += 1;
+                            }
+                        }
+                    }
+                }
+                Op::PopVlan => {
+                    for &i in group {
+                        let i = i as usize;
+                        if let Some(p) = self.pass.pkts[i].as_mut() {
+                            if vlan::pop_vlan(p, &mut self.pass.keys[i]).is_err() {
+                                self.counters.rewrite_errors += 1;
+                            }
+                        }
+                    }
+                }
+                Op::Ct(c) => self.conntrack(c, group, last, now_ns),
+                Op::CtClear => {
+                    for &i in group {
+                        self.pass.keys[i as usize].clear_ct();
+                        if let Some(p) = self.pass.pkts[i as usize].as_mut() {
+                            clear_meta_ct(p);
+                            p.meta.offload.remove(OffloadFlags::NOTRACK);
+                        }
+                    }
+                }
+                Op::Notrack => {
+                    for &i in group {
+                        if let Some(p) = self.pass.pkts[i as usize].as_mut() {
+                            p.meta.offload.insert(OffloadFlags::NOTRACK);
+                        }
+                    }
+                }
+                Op::Controller(spec) => {
+                    for &i in group {
+                        let i = i as usize;
+                        let Some(p) = self.pass.pkts[i].as_ref() else {
+                            continue;
+                        };
+                        let frozen = self.sw.recirc.state(self.pass.keys[i].recirc_id());
+                        let key = convert::to_of_key(&self.pass.keys[i], &frozen.unwrap_or_default());
+                        let data = p.data()[..p.len().min(spec.max_len as usize)].to_vec();
+                        self.sw.bridge.controller.push(ofproto::pipeline::PacketIn {
+                            spec: (**spec).clone(),
+                            key,
+                            data,
+                        });
+                        self.counters.controller += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn output(&mut self, port: PortNo, group: &[u8], last: bool) {
+        let Some(slot) = self.tx.slot(port) else {
+            self.counters.output_no_port += group.len() as u64;
+            return;
+        };
+        for &i in group {
+            if let Some(p) = self.take_or_clone(i as usize, last) {
+                self.tx.push(slot, p, &mut self.pool);
+            }
+        }
+    }
+
+    /// The `ct` op over a group: one conntrack call for all its packets.
+    fn conntrack(&mut self, c: &CtOp, group: &[u8], last: bool, now_ns: u64) {
+        let m = group.len();
+        {
+            let mut cts: [ct::CtPacket<'_>; BATCH_SIZE] = [ct::CtPacket {
+                l3: &[],
+                family: ct::Family::Ipv4,
+                flags: ct::PktFlags::empty(),
+            }; BATCH_SIZE];
+            for (slot, &i) in cts.iter_mut().zip(group) {
+                let i = i as usize;
+                let Some(p) = self.pass.pkts[i].as_ref() else {
+                    continue;
+                };
+                let k = &self.pass.keys[i];
+                let l3 = p.meta.l3_offset().map_or(&[][..], |o| &p.data()[o.min(p.len())..]);
+                let mut flags = ct::PktFlags::empty();
+                let off = p.meta.offload;
+                flags.set(ct::PktFlags::L4_CSUM_GOOD, off.contains(OffloadFlags::L4_CSUM_GOOD));
+                flags.set(ct::PktFlags::IP_CSUM_GOOD, off.contains(OffloadFlags::IP_CSUM_GOOD));
+                flags.set(ct::PktFlags::NOTRACK, off.contains(OffloadFlags::NOTRACK));
+                *slot = ct::CtPacket {
+                    l3,
+                    family: if k.dl_type() == 0x86dd {
+                        ct::Family::Ipv6
+                    } else {
+                        ct::Family::Ipv4
+                    },
+                    flags,
+                };
+            }
+            self.sw
+                .ct
+                .execute(&cts[..m], &c.params, now_ns, &mut self.ct_results[..m]);
+        }
+        self.counters.ct_packets += m as u64;
+        for (g, &i) in group.iter().enumerate() {
+            let i = i as usize;
+            let r = self.ct_results[g];
+            if let Some(p) = self.pass.pkts[i].as_mut() {
+                if r.l4_csum_checked && !r.state.contains(ct::CtState::INV) {
+                    p.meta.offload.insert(OffloadFlags::L4_CSUM_GOOD);
+                }
+            }
+            if let Some(recirc_id) = c.recirc {
+                let mut key = self.pass.keys[i];
+                convert::set_ct_fields(&mut key, &r);
+                key.set_recirc_id(recirc_id);
+                if let Some(mut p) = self.take_or_clone(i, last) {
+                    p.meta.recirc_id = recirc_id;
+                    p.meta.ct_state = r.state.bits();
+                    p.meta.ct_zone = r.zone.0;
+                    p.meta.ct_mark = r.mark;
+                    p.meta.ct_label = r.label;
+                    if let Err(p) = self.recirc.push(p, key) {
+                        self.counters.recirc_overflow += 1;
+                        self.pool.free(p);
+                    }
+                }
+            }
+            // This pass carries on seeing the packet untracked.
+            self.pass.keys[i].clear_ct();
+            if let Some(p) = self.pass.pkts[i].as_mut() {
+                clear_meta_ct(p);
+            }
+        }
+    }
+
+    /// Credit rule counters, refresh what translation learns (MACs) for
+    /// flows that saw traffic, evict idle megaflows.
+    pub fn revalidate(&mut self, now_ms: u64) {
+        self.last_revalidate_ms = now_ms;
+        let cx = UpcallContext {
+            bridge: &self.sw.bridge,
+            ct: &self.sw.ct,
+            recirc: &self.sw.recirc,
+        };
+        let mut stale = Vec::new();
+        let refresh_macs = !self.sw.bridge.mac.is_empty();
+        for r in self.megaflows.refs() {
+            let Some(f) = self.megaflows.get_mut(r) else {
+                continue;
+            };
+            credit(f, now_ms);
+            f.credited = (f.packets, f.bytes);
+            if now_ms.saturating_sub(f.used_ms) > self.cfg.max_idle_ms {
+                stale.push(r);
+            } else if refresh_macs && f.used_ms + self.cfg.revalidate_ms >= now_ms {
+                // Active: translating again refreshes MAC learning (NORMAL),
+                // as OVS's revalidators do.
+                let _ = upcall::translate(cx, &f.key, now_ms);
+            }
+        }
+        for r in stale {
+            if self.megaflows.remove(r).is_some() {
+                self.counters.megaflows_removed += 1;
+            }
+        }
+    }
+
+    /// Text lines describing the cached megaflows (`dpctl/dump-flows`).
+    pub fn dump_megaflows(&self) -> Vec<String> {
+        let now_ms = self.sw.clock.now_ms();
+        self.megaflows
+            .refs()
+            .into_iter()
+            .filter_map(|r| self.megaflows.get(r))
+            .map(|f| {
+                format!(
+                    "{}, packets:{}, bytes:{}, used:{:.3}s, actions:{}",
+                    crate::flow::format_masked(&f.key, &f.mask),
+                    f.packets,
+                    f.bytes,
+                    now_ms.saturating_sub(f.used_ms) as f64 / 1000.0,
+                    crate::program::ProgramDisplay(&f.ops)
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.flush();
+        let now_ms = self.sw.clock.now_ms();
+        for f in self.megaflows.drain() {
+            credit(&f, now_ms);
+        }
+    }
+}
+
+/// Credit the traffic a megaflow saw since its last credit to its rules.
+fn credit(f: &Megaflow, now_ms: u64) {
+    let (p, b) = (f.packets - f.credited.0, f.bytes - f.credited.1);
+    if p > 0 {
+        for r in &f.rules {
+            r.credit(p, b, now_ms.max(f.used_ms));
+        }
+    }
+}
+
+fn clear_meta_ct(p: &mut Packet) {
+    p.meta.ct_state = 0;
+    p.meta.ct_zone = 0;
+    p.meta.ct_mark = 0;
+    p.meta.ct_label = 0;
+}
