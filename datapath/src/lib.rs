@@ -42,6 +42,7 @@
 //! denied for the crate, and `unsafe_code` is denied everywhere else).
 #![deny(unsafe_code)]
 
+pub mod action;
 pub mod flow;
 #[allow(unsafe_code)] // reserved for a DPDK mbuf storage; none yet
 pub mod packet;
