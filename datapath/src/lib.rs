@@ -42,6 +42,7 @@
 //! denied for the crate, and `unsafe_code` is denied everywhere else).
 #![deny(unsafe_code)]
 
+pub mod action;
 pub mod cache;
 pub mod flow;
 pub mod output;
