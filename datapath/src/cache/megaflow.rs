@@ -61,6 +61,17 @@ fn mix(h: u64, w: u64) -> u64 {
     (p as u64) ^ ((p >> 64) as u64)
 }
 
+/// Hash of `key & mask` over the mask's non-zero `words`.
+#[inline(always)]
+fn masked_hash(key: &FlowKey, mask: &FlowKey, words: &[u8]) -> u64 {
+    let (k, m) = (key.words(), mask.words());
+    let mut h = 0x243f_6a88_85a3_08d3u64;
+    for &i in words {
+        h = mix(h, k[i as usize] & m[i as usize]);
+    }
+    h
+}
+
 impl Subtable {
     fn new(mask: &FlowKey) -> Subtable {
         let mut words = [0u8; FLOW_WORDS];
@@ -83,12 +94,7 @@ impl Subtable {
     /// Hash of `key` under this subtable's mask (`key` need not be masked).
     #[inline(always)]
     fn hash(&self, key: &FlowKey) -> u64 {
-        let (k, m) = (key.words(), self.mask.words());
-        let mut h = 0x243f_6a88_85a3_08d3u64;
-        for &i in &self.words[..self.n_words as usize] {
-            h = mix(h, k[i as usize] & m[i as usize]);
-        }
-        h
+        masked_hash(key, &self.mask, &self.words[..self.n_words as usize])
     }
 
     /// Does `key` under this mask equal the masked key `stored`?
@@ -249,11 +255,12 @@ impl MegaflowCache {
         s.subtable = st_idx as u16;
         s.flow = Some(flow);
         let slots = &self.slots;
+        let (mask, words) = (&st.mask, &st.words[..st.n_words as usize]);
         st.table.insert_unique(h, slot, |&x| {
             slots[x as usize]
                 .flow
                 .as_ref()
-                .map_or(0, |f| st.hash(&f.key))
+                .map_or(0, |f| masked_hash(&f.key, mask, words))
         });
         self.len += 1;
         Some(FlowRef {

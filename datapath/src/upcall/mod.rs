@@ -257,7 +257,7 @@ mod tests {
         };
         let (a, b2) = (id_of(1), id_of(2));
         assert_ne!(a, b2);
-        let mut k = udp_key(1);
+        let mut k = udp_key(3); // neither output port: not skipped as in_port
         k.set_recirc_id(a);
         let t = translate(cx, &k, 0).unwrap();
         assert_eq!(t.ops, vec![Op::Output(PortNo(2))]);
