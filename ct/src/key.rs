@@ -218,7 +218,9 @@ impl PartialEq for ConnKey {
     /// arrays (this runs for every lookup).
     #[inline]
     fn eq(&self, other: &Self) -> bool {
-        self.words() == other.words()
+        // XOR-OR fold: branch-free, no memcmp call.
+        let (a, b) = (self.words(), other.words());
+        ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4])) == 0
     }
 }
 

@@ -76,10 +76,25 @@ mod layout {
 }
 
 /// The fields of one packet, packed into [`FLOW_WORDS`] words.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Hash, Default)]
 pub struct FlowKey {
     words: [u64; FLOW_WORDS],
 }
+
+impl PartialEq for FlowKey {
+    /// An XOR-OR fold over the words (vectorised, no memcmp call): the
+    /// exact-match cache compares whole keys on every hit.
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        let mut diff = 0u64;
+        for i in 0..FLOW_WORDS {
+            diff |= self.words[i] ^ other.words[i];
+        }
+        diff == 0
+    }
+}
+
+impl Eq for FlowKey {}
 
 #[inline(always)]
 const fn low_mask(bits: u32) -> u64 {

@@ -1,0 +1,245 @@
+//! pipeline-bench: the full switch pipeline on one thread, generator port
+//! to null sink.
+//!
+//! ```text
+//! pipeline-bench [--conns 1000,100000,1000000] [--caches all,no-emc,none]
+//!                [--packets N] [--runs R] [--setup] [--json-out FILE]
+//! ```
+//!
+//! Every packet makes two passes: table 0 sends it to conntrack
+//! (`ct(table=1,zone=1)`), table 1 commits new connections and outputs
+//! established ones to the null port. The generator emits established UDP
+//! request/response traffic (64-byte frames) over `conns` connections;
+//! warm-up runs every connection through its handshake first, so the
+//! measured packets are all `+est`. The thread doing the work is the
+//! measuring thread: rx burst, pipeline, tx burst, as a PMD does, without a
+//! thread hop. Each cell is the median of `runs` timed runs.
+//!
+//! `--setup` measures connection setup instead: TCP connections of a
+//! handshake plus one data segment each way, a fresh connection per
+//! slot after that; the figure is new connections committed per second.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use datapath::packet::{PacketBatch, PortNo};
+use datapath::pipeline::{Pipeline, PipelineConfig};
+use datapath::port::generator::{GenProto, GeneratorConfig, GeneratorPort};
+use datapath::port::{NullPort, Port};
+use datapath::switch::{PortEntry, Switch};
+use ofproto::pipeline::VlanMode;
+
+const FLOWS: &str = "\
+table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1)
+table=1,priority=10,ct_state=+trk+new-inv,ip,actions=ct(commit,zone=1),output:2
+table=1,priority=10,ct_state=+trk+est-inv,ip,actions=output:2
+";
+
+#[derive(Parser, Debug)]
+#[command(about = "Full-pipeline throughput: generator -> classifier + conntrack -> null")]
+struct Args {
+    /// Connection counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
+    conns: Vec<u32>,
+    /// Cache configurations: all (EMC + megaflow), no-emc, none.
+    #[arg(long, value_delimiter = ',', default_value = "all,no-emc,none")]
+    caches: Vec<String>,
+    /// Packets per timed run.
+    #[arg(long, default_value_t = 5_000_000)]
+    packets: u64,
+    /// Timed runs per cell (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Measure TCP connection setup instead.
+    #[arg(long)]
+    setup: bool,
+    /// Append one JSON line per cell to this file.
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+}
+
+fn pipeline_config(caches: &str) -> Result<PipelineConfig, String> {
+    let base = PipelineConfig::default();
+    Ok(match caches {
+        "all" => base,
+        "no-emc" => PipelineConfig { emc: false, ..base },
+        "none" => PipelineConfig {
+            emc: false,
+            megaflow: false,
+            ..base
+        },
+        other => return Err(format!("unknown cache configuration {other:?} (all, no-emc, none)")),
+    })
+}
+
+struct Bench {
+    sw: Arc<Switch>,
+    gen: Arc<GeneratorPort>,
+    pipeline: Pipeline,
+    batch: PacketBatch,
+}
+
+impl Bench {
+    fn new(gen_cfg: GeneratorConfig, max_conns: u32, cfg: PipelineConfig) -> Bench {
+        let sw = Switch::new(ct::TrackerConfig {
+            max_conns,
+            ..Default::default()
+        });
+        let gen = Arc::new(GeneratorPort::new("gen", PortNo(1), gen_cfg));
+        sw.add_port(PortEntry {
+            port: gen.clone(),
+            vlan: VlanMode::Access(0),
+            kind: "generator".into(),
+        })
+        .expect("port");
+        sw.add_port(PortEntry {
+            port: Arc::new(NullPort::new("null", PortNo(2))),
+            vlan: VlanMode::Access(0),
+            kind: "null".into(),
+        })
+        .expect("port");
+        sw.bridge.ofctl("add-flows", FLOWS, 0).expect("flows");
+        let pipeline = Pipeline::new(sw.clone(), cfg, 0);
+        Bench {
+            sw,
+            gen,
+            pipeline,
+            batch: PacketBatch::new(),
+        }
+    }
+
+    /// Run `n` packets through; returns seconds taken.
+    fn run(&mut self, n: u64) -> f64 {
+        let t = Instant::now();
+        let mut done = 0;
+        while done < n {
+            let k = self.gen.rx_burst(0, &mut self.batch, &mut self.pipeline.pool);
+            if k == 0 {
+                break;
+            }
+            self.pipeline.process(&mut self.batch);
+            done += k as u64;
+        }
+        t.elapsed().as_secs_f64()
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn json_line(case: &str, x: u64, unit: &str, runs: &[f64], med: f64) -> String {
+    let runs: Vec<String> = runs.iter().map(|r| format!("{r:.4}")).collect();
+    format!(
+        "{{\"suite\":\"pipeline\",\"case\":\"{case}\",\"param\":\"conns\",\"x\":{x},\"value\":{med:.4},\"unit\":\"{unit}\",\"runs\":[{}],\"median\":{med:.4}}}",
+        runs.join(",")
+    )
+}
+
+fn append(path: &Option<std::path::PathBuf>, line: &str) {
+    use std::io::Write;
+    if let Some(p) = path {
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(p);
+        match f {
+            Ok(mut f) => {
+                let _ = writeln!(f, "{line}");
+            }
+            Err(e) => eprintln!("pipeline-bench: cannot write {}: {e}", p.display()),
+        }
+    }
+}
+
+fn established(args: &Args) -> Result<(), String> {
+    println!("| caches | conns | Mpps (median of {}) | runs | megaflows | EMC hit % |", args.runs);
+    println!("| --- | ---: | ---: | --- | ---: | ---: |");
+    for caches in &args.caches {
+        let cfg = pipeline_config(caches)?;
+        for &conns in &args.conns {
+            let gen_cfg = GeneratorConfig {
+                flows: conns,
+                packet_size: 64,
+                proto: GenProto::Udp,
+                replies: true,
+                ..Default::default()
+            };
+            let mut b = Bench::new(gen_cfg, conns.saturating_mul(2).max(1000), cfg.clone());
+            // Warm-up: every connection sees a request and a reply (+est
+            // from then on) and the caches fill.
+            b.run(4 * conns as u64 + 200_000);
+            let before = b.pipeline.counters;
+            let mut runs = Vec::new();
+            for _ in 0..args.runs {
+                let s = b.run(args.packets);
+                runs.push(args.packets as f64 / s / 1e6);
+            }
+            let c = b.pipeline.counters;
+            let passes = (c.packets - before.packets) + (c.recirculations - before.recirculations);
+            let emc = 100.0 * (c.emc_hits - before.emc_hits) as f64 / passes.max(1) as f64;
+            let med = median(&mut runs.clone());
+            let shown: Vec<String> = runs.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "| {caches} | {conns} | **{med:.2}** | {} | {} | {emc:.0} |",
+                shown.join(" "),
+                b.pipeline.megaflow_count()
+            );
+            if b.sw.ct.counters().invalid > 0 || c.dropped_by_flow > before.dropped_by_flow {
+                eprintln!(
+                    "  note: {} invalid, {} dropped by flow during the runs",
+                    b.sw.ct.counters().invalid,
+                    c.dropped_by_flow - before.dropped_by_flow
+                );
+            }
+            append(&args.json_out, &json_line(caches, conns as u64, "Mpps", &runs, med));
+        }
+    }
+    Ok(())
+}
+
+fn setup(args: &Args) -> Result<(), String> {
+    println!("| caches | slots | new connections/s (M, median of {}) | runs |", args.runs);
+    println!("| --- | ---: | ---: | --- |");
+    for caches in &args.caches {
+        let cfg = pipeline_config(caches)?;
+        let slots = 1000;
+        let gen_cfg = GeneratorConfig {
+            flows: slots,
+            packet_size: 64,
+            proto: GenProto::Tcp,
+            replies: true,
+            conn_packets: 2,
+            ..Default::default()
+        };
+        let mut runs = Vec::new();
+        for _ in 0..args.runs {
+            let mut b = Bench::new(gen_cfg.clone(), 8_000_000, cfg.clone());
+            b.run(20_000);
+            let before = b.sw.ct.counters().inserts;
+            let s = b.run(args.packets);
+            let conns = b.sw.ct.counters().inserts - before;
+            runs.push(conns as f64 / s / 1e6);
+        }
+        let med = median(&mut runs.clone());
+        let shown: Vec<String> = runs.iter().map(|r| format!("{r:.2}")).collect();
+        println!("| {caches} | {slots} | **{med:.2}** | {} |", shown.join(" "));
+        append(
+            &args.json_out,
+            &json_line(&format!("setup-tcp-{caches}"), slots as u64, "Mconn/s", &runs, med),
+        );
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Args::parse();
+    let r = if args.setup {
+        setup(&args)
+    } else {
+        established(&args)
+    };
+    if let Err(e) = r {
+        eprintln!("pipeline-bench: {e}");
+        std::process::exit(2);
+    }
+}
