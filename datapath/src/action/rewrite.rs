@@ -119,12 +119,10 @@ enum Target {
     ArpPa(usize, fn(&mut FlowKey, u32)),
     /// An ARP hardware address at this offset in the ARP packet.
     ArpHa(usize, fn(&mut FlowKey, u64)),
-    /// ICMP (`v6 == false`) or ICMPv6 type (`at == 0`) or code (`at == 1`).
-    Icmp {
-        v6: bool,
-        at: usize,
-        set: fn(&mut FlowKey, u16),
-    },
+    /// The ICMP type (offset 0) or code (offset 1).
+    Icmp(usize, fn(&mut FlowKey, u16)),
+    /// The ICMPv6 type (offset 0) or code (offset 1).
+    Icmpv6(usize, fn(&mut FlowKey, u16)),
 }
 
 /// Every writable header field of ofproto and where it lives. Writable
@@ -151,38 +149,10 @@ const TARGETS: &[(Field, Target)] = &[
     (Field::ARP_TPA, Target::ArpPa(24, FlowKey::set_nw_dst)),
     (Field::ARP_SHA, Target::ArpHa(8, FlowKey::set_arp_sha)),
     (Field::ARP_THA, Target::ArpHa(18, FlowKey::set_arp_tha)),
-    (
-        Field::ICMP_TYPE,
-        Target::Icmp {
-            v6: false,
-            at: 0,
-            set: FlowKey::set_tp_src,
-        },
-    ),
-    (
-        Field::ICMP_CODE,
-        Target::Icmp {
-            v6: false,
-            at: 1,
-            set: FlowKey::set_tp_dst,
-        },
-    ),
-    (
-        Field::ICMPV6_TYPE,
-        Target::Icmp {
-            v6: true,
-            at: 0,
-            set: FlowKey::set_tp_src,
-        },
-    ),
-    (
-        Field::ICMPV6_CODE,
-        Target::Icmp {
-            v6: true,
-            at: 1,
-            set: FlowKey::set_tp_dst,
-        },
-    ),
+    (Field::ICMP_TYPE, Target::Icmp(0, FlowKey::set_tp_src)),
+    (Field::ICMP_CODE, Target::Icmp(1, FlowKey::set_tp_dst)),
+    (Field::ICMPV6_TYPE, Target::Icmpv6(0, FlowKey::set_tp_src)),
+    (Field::ICMPV6_CODE, Target::Icmpv6(1, FlowKey::set_tp_dst)),
 ];
 
 /// Write `value` into the bits `mask` of `field` of the packet (bytes) and
@@ -237,7 +207,8 @@ pub fn set_field(
         Target::ArpOp => arp_op(pkt, key, v as u8, m as u8),
         Target::ArpPa(at, set) => arp_field(pkt, key, at, 4, v, m, |k, x| set(k, x as u32)),
         Target::ArpHa(at, set) => arp_field(pkt, key, at, 6, v, m, |k, x| set(k, x as u64)),
-        Target::Icmp { v6, at, set } => icmp(pkt, key, v6, at, set, v as u8, m as u8),
+        Target::Icmp(at, set) => icmp(pkt, key, false, at, set, v as u8, m as u8),
+        Target::Icmpv6(at, set) => icmp(pkt, key, true, at, set, v as u8, m as u8),
     }
 }
 
