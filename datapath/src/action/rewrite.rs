@@ -1771,6 +1771,22 @@ pub(crate) mod tests {
         }
     }
 
+    /// Valid frames of every kind the rewrites know, for damaging.
+    fn damaged_bases() -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> = [L4::Tcp, L4::Udp, L4::UdpNoCsum, L4::Sctp, L4::Icmp]
+            .iter()
+            .flat_map(|l4| [v4_frame(*l4), v6_frame(*l4)])
+            .collect();
+        v.push(eth(ethertype::ARP, &[], &arp(ArpOperation::Request)));
+        let ns = icmp6(135, 0, &ns_body());
+        v.push(eth(
+            ethertype::IPV6,
+            &[(0x8100, 5)],
+            &ipv6(ipproto::ICMPV6, &ns),
+        ));
+        v
+    }
+
     proptest! {
         /// Random rewrites of random TCP/UDP packets: every checksum equals
         /// a full recomputation, re-extraction gives the updated key, the
@@ -1816,27 +1832,46 @@ pub(crate) mod tests {
             }
         }
 
-        /// Arbitrary bytes: no rewrite panics, refusals change nothing, and
-        /// successful ones keep the key in step (unless a push made the tag
-        /// stack deeper than the key holds).
+        /// Arbitrary bytes, and valid frames of every kind cut short and
+        /// with one byte changed: no rewrite panics, refusals change
+        /// nothing, and successful ones keep the key in step (unless the
+        /// frame has more tags than the key holds).
         #[test]
         fn arbitrary_frames_never_panic(
-            frame in proptest::collection::vec(any::<u8>(), 0..120),
-            ethertype in prop_oneof![
-                Just(0x0800u16), Just(0x86dd), Just(0x0806), Just(0x8100), any::<u16>()],
-            first in any::<u8>(),
-            field in 0u8..70,
+            frame in prop_oneof![
+                (proptest::collection::vec(any::<u8>(), 0..120),
+                 prop_oneof![Just(0x0800u16), Just(0x86dd), Just(0x0806), Just(0x8100),
+                             any::<u16>()],
+                 any::<u8>())
+                    .prop_map(|(mut f, ethertype, first)| {
+                        if f.len() >= 15 {
+                            f[12..14].copy_from_slice(&ethertype.to_be_bytes());
+                            f[14] = first;
+                        }
+                        f
+                    }),
+                (0..damaged_bases().len(), any::<Option<prop::sample::Index>>(),
+                 any::<prop::sample::Index>(), any::<u8>())
+                    .prop_map(|(base, cut, at, byte)| {
+                        let mut f = damaged_bases().swap_remove(base);
+                        if let Some(cut) = cut {
+                            f.truncate(cut.index(f.len()).max(1));
+                        }
+                        let i = at.index(f.len());
+                        f[i] = byte;
+                        f
+                    }),
+            ],
+            field in prop_oneof![
+                3 => (0..TARGETS.len()).prop_map(|i| TARGETS[i].0),
+                1 => (0u8..70).prop_map(Field),
+            ],
             v in any::<u128>(),
             m in prop_oneof![Just(u128::MAX), any::<u128>()],
         ) {
-            let mut frame = frame;
-            if frame.len() >= 15 {
-                frame[12..14].copy_from_slice(&ethertype.to_be_bytes());
-                frame[14] = first;
-            }
             let (mut p, mut k) = parse(&frame);
             let (meta, key) = (p.meta, k);
-            match set_field(&mut p, &mut k, Field(field), v, m) {
+            match set_field(&mut p, &mut k, field, v, m) {
                 Ok(()) => {
                     let d = p.data();
                     let deep = d.len() >= 22 && [12, 16, 20].iter().all(|&o| {
