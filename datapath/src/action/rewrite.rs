@@ -7,6 +7,12 @@
 //! offsets (from extraction, [`crate::PacketMeta::l3_ofs`]/`l4_ofs`) locate
 //! the headers; the key says which headers extraction found.
 //!
+//! One rewrite changes how the rest of the frame parses: an ICMPv6 type or
+//! code turning a message into or out of neighbour discovery (whose target
+//! and link-layer options extraction reads). The key is then extracted
+//! again from the frame, keeping its pipeline metadata (in_port, recirc_id,
+//! ct_*, metadata).
+//!
 //! Dispatch is one table, `TARGETS`, from field to the header family that
 //! holds it; each family has one function below.
 //!
