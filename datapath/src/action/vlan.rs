@@ -159,5 +159,236 @@ pub(crate) fn set_vlan_tci(
 
 #[cfg(test)]
 mod tests {
+    use ofproto::Field;
+
     use super::*;
+    use crate::action::rewrite::set_field;
+    use crate::action::rewrite::tests::{
+        assert_consistent, assert_key_in_step, parse, v4_frame, v6_frame, L4,
+    };
+    use crate::flow::extract::extract;
+
+    /// `frame` (untagged) with `tags` inserted after the MAC addresses.
+    fn tagged(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+        let mut f = frame[..TAG_OFS].to_vec();
+        for (tpid, tci) in tags {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&tci.to_be_bytes());
+        }
+        f.extend_from_slice(&frame[TAG_OFS..]);
+        f
+    }
+
+    /// The key and offsets extraction gives for `frame` on port 1.
+    fn key_of(frame: &[u8]) -> (FlowKey, u16, u16) {
+        let (p, k) = parse(frame);
+        (k, p.meta.l3_ofs, p.meta.l4_ofs)
+    }
+
+    /// After an operation the packet must look exactly like `frame` parsed.
+    fn assert_is(pkt: &Packet, key: &FlowKey, frame: &[u8]) {
+        assert_eq!(pkt.data(), frame);
+        assert_eq!((*key, pkt.meta.l3_ofs, pkt.meta.l4_ofs), key_of(frame));
+        assert_consistent(pkt, key);
+    }
+
+    #[test]
+    fn push_on_untagged() {
+        for plain in [v4_frame(L4::Tcp), v6_frame(L4::Udp)] {
+            let (mut p, mut k) = parse(&plain);
+            push_vlan(&mut p, &mut k, 0x8100).unwrap();
+            assert_is(&p, &k, &tagged(&plain, &[(0x8100, 0)]));
+            assert_eq!(k.vlan(0), Some((0x8100, 0)));
+            assert_eq!(p.meta.l3_offset(), Some(18));
+        }
+    }
+
+    #[test]
+    fn push_on_tagged_copies_vid_and_pcp() {
+        let plain = v4_frame(L4::Tcp);
+        // PCP 1, DEI set, VID 100.
+        let one = tagged(&plain, &[(0x8100, 0x3064)]);
+        let (mut p, mut k) = parse(&one);
+        push_vlan(&mut p, &mut k, 0x88a8).unwrap();
+        assert_is(
+            &p,
+            &k,
+            &tagged(&plain, &[(0x88a8, 0x2064), (0x8100, 0x3064)]),
+        );
+        assert_eq!(k.n_vlans(), 2);
+        assert_eq!((p.meta.l3_ofs, p.meta.l4_ofs), (22, 42));
+    }
+
+    #[test]
+    fn a_third_tag_is_on_the_wire_but_not_in_the_key() {
+        let plain = v4_frame(L4::Udp);
+        let two = tagged(&plain, &[(0x88a8, 0x0005), (0x8100, 0x0006)]);
+        let (mut p, mut k) = parse(&two);
+        let before = k;
+        push_vlan(&mut p, &mut k, 0x88a8).unwrap();
+        let three = tagged(&plain, &[(0x88a8, 5), (0x88a8, 5), (0x8100, 6)]);
+        assert_eq!(p.data(), &three[..]);
+        assert_eq!(k.n_vlans(), 2);
+        assert_eq!(
+            (k.vlan(0), k.vlan(1)),
+            (Some((0x88a8, 5)), Some((0x88a8, 5)))
+        );
+        // Everything behind the tags is still known, at the new offsets.
+        assert_eq!((k.nw_src(), k.tp_dst()), (before.nw_src(), before.tp_dst()));
+        assert_eq!((p.meta.l3_ofs, p.meta.l4_ofs), (26, 46));
+        // (Extraction stops at the third tag.)
+        let mut m = p.meta;
+        let mut fresh = FlowKey::ZERO;
+        assert_eq!(
+            extract(p.data(), &mut m, &mut fresh),
+            Err(Malformed::VlanTooDeep)
+        );
+        // Popping it again restores the two-tag packet exactly.
+        pop_vlan(&mut p, &mut k).unwrap();
+        assert_is(&p, &k, &two);
+        assert_eq!(k, before);
+    }
+
+    #[test]
+    fn pop_outer_tag() {
+        let plain = v6_frame(L4::Tcp);
+        let two = tagged(&plain, &[(0x88a8, 0x0007), (0x8100, 0xe00a)]);
+        let (mut p, mut k) = parse(&two);
+        pop_vlan(&mut p, &mut k).unwrap();
+        assert_is(&p, &k, &tagged(&plain, &[(0x8100, 0xe00a)]));
+        assert_eq!((p.meta.l3_ofs, p.meta.l4_ofs), (18, 58));
+        pop_vlan(&mut p, &mut k).unwrap();
+        assert_is(&p, &k, &plain);
+        assert_eq!(k.n_vlans(), 0);
+    }
+
+    #[test]
+    fn pop_on_untagged_is_a_no_op() {
+        for frame in [v4_frame(L4::Icmp), vec![0u8; 10], vec![]] {
+            let (mut p, mut k) = parse(&frame);
+            let (meta, key) = (p.meta, k);
+            pop_vlan(&mut p, &mut k).unwrap();
+            assert_eq!(p.data(), &frame[..]);
+            assert_eq!((p.meta, k), (meta, key));
+        }
+    }
+
+    #[test]
+    fn pop_below_a_too_deep_stack_parses_what_is_behind() {
+        let plain = v4_frame(L4::Tcp);
+        let three = tagged(&plain, &[(0x88a8, 1), (0x8100, 2), (0x8100, 3)]);
+        let (mut p, mut k) = parse(&three);
+        assert_eq!(k.malformed_code(), Malformed::VlanTooDeep as u8);
+        k.set_metadata(42); // pipeline state in the key survives
+        pop_vlan(&mut p, &mut k).unwrap();
+        assert_eq!(k.malformed_code(), 0);
+        assert_eq!(k.tp_dst(), 80);
+        assert_eq!(k.metadata(), 42);
+        k.set_metadata(0);
+        assert_is(&p, &k, &tagged(&plain, &[(0x8100, 2), (0x8100, 3)]));
+    }
+
+    #[test]
+    fn refusals_change_nothing() {
+        // A tag cut short.
+        let cut = tagged(&v4_frame(L4::Tcp), &[(0x8100, 5)])[..16].to_vec();
+        let (mut p, mut k) = parse(&cut);
+        let (meta, key) = (p.meta, k);
+        assert_eq!(pop_vlan(&mut p, &mut k), Err(RewriteError::HeaderAbsent));
+        assert_eq!((p.data(), p.meta, k), (&cut[..], meta, key));
+        // No Ethernet header.
+        let (mut p, mut k) = parse(&[0u8; 13]);
+        let key = k;
+        assert_eq!(
+            push_vlan(&mut p, &mut k, 0x8100),
+            Err(RewriteError::HeaderAbsent)
+        );
+        assert_eq!((p.data(), k), (&[0u8; 13][..], key));
+        // No headroom.
+        let frame = v4_frame(L4::Udp);
+        let mut p = Packet::with_capacity(frame.len(), 0);
+        p.set_frame(&frame).unwrap();
+        let mut k = FlowKey::ZERO;
+        let (data, meta) = p.data_and_meta_mut();
+        extract(data, meta, &mut k).unwrap();
+        let (meta, key) = (p.meta, k);
+        for r in [
+            push_vlan(&mut p, &mut k, 0x8100),
+            set_field(&mut p, &mut k, Field::DL_VLAN, 3, 0xfff),
+        ] {
+            assert_eq!(r, Err(RewriteError::NoRoom));
+            assert_eq!((p.data(), p.meta, k), (&frame[..], meta, key));
+        }
+    }
+
+    /// `set_field` of a VLAN field on `frame`; returns the packet and key.
+    fn set(frame: &[u8], field: Field, v: u128, m: u128) -> (Packet, FlowKey) {
+        let (mut p, mut k) = parse(frame);
+        set_field(&mut p, &mut k, field, v, m).unwrap();
+        assert_consistent(&p, &k);
+        (p, k)
+    }
+
+    #[test]
+    fn vlan_tci_pushes_writes_and_pops() {
+        let plain = v4_frame(L4::Tcp);
+        let one = tagged(&plain, &[(0x8100, 0xb064)]); // PCP 5, DEI, VID 100
+
+        // Present bit on an untagged packet: push an 0x8100 tag.
+        let (p, _) = set(&plain, Field::VLAN_TCI, 0x1000 | 0x4005, 0xffff);
+        assert_is(&p, &parse(p.data()).1, &tagged(&plain, &[(0x8100, 0x4005)]));
+        // dl_vlan and dl_vlan_pcp imply the present bit, so they push too.
+        let (p, k) = set(&plain, Field::DL_VLAN, 10, 0xfff);
+        assert_eq!(p.data(), &tagged(&plain, &[(0x8100, 10)])[..]);
+        assert_eq!(k.vlan(0), Some((0x8100, 10)));
+        let (p, _) = set(&plain, Field::DL_VLAN_PCP, 6, 7);
+        assert_eq!(p.data(), &tagged(&plain, &[(0x8100, 0xc000)])[..]);
+
+        // On a tagged packet the masked bits change, DEI stays on the wire.
+        let (p, k) = set(&one, Field::DL_VLAN, 7, 0xfff);
+        assert_eq!(p.data(), &tagged(&plain, &[(0x8100, 0xb007)])[..]);
+        assert_eq!(k.vlan(0), Some((0x8100, 0xb007)));
+        let (p, _) = set(&one, Field::DL_VLAN_PCP, 2, 7);
+        assert_eq!(p.data(), &tagged(&plain, &[(0x8100, 0x5064)])[..]);
+        let (p, _) = set(&one, Field::VLAN_TCI, 0x1000 | 0x0123, 0xffff);
+        assert_eq!(p.data(), &tagged(&plain, &[(0x8100, 0x1123)])[..]);
+        let (p, _) = set(&one, Field::VLAN_TCI, 0x00ff, 0x00ff);
+        assert_eq!(p.data(), &tagged(&plain, &[(0x8100, 0xb0ff)])[..]);
+
+        // Clearing the present bit pops; on an untagged packet it is a no-op.
+        for m in [0xffff, 0x1000] {
+            let (p, k) = set(&one, Field::VLAN_TCI, 0, m);
+            assert_is(&p, &k, &plain);
+        }
+        let (p, k) = set(&plain, Field::VLAN_TCI, 0, 0xffff);
+        assert_is(&p, &k, &plain);
+
+        // QinQ: only the outer tag is vlan_tci.
+        let two = tagged(&plain, &[(0x88a8, 0x0001), (0x8100, 0x0002)]);
+        let (p, _) = set(&two, Field::DL_VLAN, 0x0fff, 0xfff);
+        assert_eq!(
+            p.data(),
+            &tagged(&plain, &[(0x88a8, 0x0fff), (0x8100, 2)])[..]
+        );
+        let (p, k) = set(&two, Field::VLAN_TCI, 0, 0x1000);
+        assert_is(&p, &k, &tagged(&plain, &[(0x8100, 2)]));
+    }
+
+    #[test]
+    fn l4_checksums_survive_push_and_pop() {
+        for plain in [v4_frame(L4::Udp), v6_frame(L4::Icmp), v4_frame(L4::Sctp)] {
+            let (mut p, mut k) = parse(&plain);
+            push_vlan(&mut p, &mut k, 0x8100).unwrap();
+            set_field(&mut p, &mut k, Field::DL_VLAN, 9, 0xfff).unwrap();
+            push_vlan(&mut p, &mut k, 0x88a8).unwrap();
+            assert_consistent(&p, &k);
+            set_field(&mut p, &mut k, Field::NW_TTL, 3, 0xff).unwrap();
+            assert_consistent(&p, &k);
+            pop_vlan(&mut p, &mut k).unwrap();
+            pop_vlan(&mut p, &mut k).unwrap();
+            assert_key_in_step(&p, &k);
+            assert_eq!(&p.data()[..14], &plain[..14]);
+            assert_eq!(p.meta.l3_offset(), Some(14));
+        }
+    }
 }
