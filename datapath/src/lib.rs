@@ -14,6 +14,8 @@
 //! - [`port`]: the [`port::Port`] trait and the software ports (rings, pcap
 //!   replay/record, traffic generator, null sink, AF_PACKET).
 //! - [`stats`]: counters shared by ports and stages.
+//! - [`bench_result`]: the JSON-lines record every bench binary writes with
+//!   `--json-out`, read back by `bench-report` (markdown table + SVG plot).
 //!
 //! One pass of a poll loop, with software ports:
 //!
@@ -42,6 +44,7 @@
 //! denied for the crate, and `unsafe_code` is denied everywhere else).
 #![deny(unsafe_code)]
 
+pub mod bench_result;
 pub mod flow;
 #[allow(unsafe_code)] // reserved for a DPDK mbuf storage; none yet
 pub mod packet;
