@@ -67,7 +67,7 @@ fn markdown_tables_and_svg_plot() {
         "{md}"
     );
     assert!(md.contains(" UTC"), "{md}");
-    // One table per suite, in order of appearance, columns = sorted x.
+    // One section per suite, in order of appearance, columns = sorted x.
     let ct = md.find("## ct").expect("ct table");
     let cl = md.find("## classifier").expect("classifier table");
     let pl = md.find("## pipeline").expect("pipeline table");
@@ -84,10 +84,17 @@ fn markdown_tables_and_svg_plot() {
         md.contains("| established-2T | conns | | 14.1 Mpps | 5.25 Mpps |\n"),
         "{md}"
     );
+    // A suite with several units gets one table per unit.
+    let mpps = md.find("### ct: Mpps").expect("ct Mpps table");
+    let setup = md.find("### ct: Mconn/s").expect("ct Mconn/s table");
+    assert!(ct < mpps && mpps < setup && setup < cl);
     assert!(
-        md.contains("| setup-tcp | conns | | | 1.20 Mconn/s |\n"),
+        md.contains(
+            "| case | param | 1M |\n|---|---|---:|\n| setup-tcp | conns | 1.20 Mconn/s |\n"
+        ),
         "{md}"
     );
+    assert!(!md.contains("### classifier"), "one unit, one table: {md}");
     assert!(
         md.contains("| random-8masks | flows | 30.2 Mlookups/s |\n"),
         "{md}"

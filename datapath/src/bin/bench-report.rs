@@ -7,9 +7,9 @@
 //!
 //! Reads the records (format: `datapath::bench_result`) and writes, in
 //! `--out-dir`:
-//! - `report.md`: one markdown table per suite (rows: case, columns: the
-//!   `x` values, cells: median with unit), after a line naming the command,
-//!   the date, `nproc` and the load average;
+//! - `report.md`: a section per suite, with one markdown table per unit
+//!   (rows: case, columns: the `x` values, cells: median with unit), after
+//!   a line naming the command, the date, `nproc` and the load average;
 //! - `mpps-vs-conns.svg`: Mpps against connection count (log x), one line
 //!   per case of the `ct` and `pipeline` suites.
 //!
@@ -139,53 +139,70 @@ fn markdown(recs: &[BenchRecord], command: &str) -> String {
     );
     for suite in ordered(recs.iter().map(|r| r.suite.as_str())) {
         let rs: Vec<&BenchRecord> = recs.iter().filter(|r| r.suite == suite).collect();
-        let mut xs: Vec<f64> = rs.iter().map(|r| r.x).collect();
-        xs.sort_by(|a, b| a.total_cmp(b));
-        xs.dedup();
         let runs: BTreeSet<usize> = rs.iter().map(|r| r.runs.len()).collect();
         let runs = match (runs.first(), runs.last()) {
             (Some(a), Some(b)) if a == b => format!("{a}"),
             (Some(a), Some(b)) => format!("{a}–{b}"),
             _ => "0".into(),
         };
-        s.push_str(&format!("\n## {suite}\n\n(runs per cell: {runs})\n\n"));
-        s.push_str("| case | param |");
-        for &x in &xs {
-            s.push_str(&format!(" {} |", compact(x)));
-        }
-        s.push_str("\n|---|---|");
-        for _ in &xs {
-            s.push_str("---:|");
-        }
-        s.push('\n');
-        let rows = ordered(rs.iter().map(|r| r.case.as_str()));
-        for case in rows {
-            let params = ordered(
-                rs.iter()
-                    .filter(|r| r.case == case)
-                    .map(|r| r.param.as_str()),
-            );
-            for param in params {
-                s.push_str(&format!("| {} | {} |", md_escape(case), md_escape(param)));
-                for &x in &xs {
-                    // The last record wins if a cell was measured twice.
-                    let cell = rs
-                        .iter()
-                        .rev()
-                        .find(|r| r.case == case && r.param == param && r.x == x);
-                    match cell {
-                        Some(r) => s.push_str(&format!(" {} {} |", figure(r.median), r.unit)),
-                        None => s.push_str(" |"),
-                    }
-                }
-                s.push('\n');
+        s.push_str(&format!("\n## {suite}\n\n(runs per cell: {runs})\n"));
+        // One table per unit, so each table's columns are one kind of x
+        // (lookups over flows apart from translations over corpus size).
+        let units = ordered(rs.iter().map(|r| r.unit.as_str()));
+        for unit in &units {
+            if units.len() > 1 {
+                s.push_str(&format!("\n### {suite}: {unit}\n"));
             }
+            let cells: Vec<&BenchRecord> = rs.iter().copied().filter(|r| r.unit == *unit).collect();
+            s.push('\n');
+            s.push_str(&table(&cells));
         }
     }
     if recs.is_empty() {
         s.push_str("\nNo results.\n");
     }
     s.push_str(&format!("\n![Mpps against connection count]({SVG_NAME})\n"));
+    s
+}
+
+/// Rows: case (and param), columns: the sorted `x` values, cells: median
+/// with unit.
+fn table(rs: &[&BenchRecord]) -> String {
+    let mut s = String::new();
+    let mut xs: Vec<f64> = rs.iter().map(|r| r.x).collect();
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs.dedup();
+    s.push_str("| case | param |");
+    for &x in &xs {
+        s.push_str(&format!(" {} |", compact(x)));
+    }
+    s.push_str("\n|---|---|");
+    for _ in &xs {
+        s.push_str("---:|");
+    }
+    s.push('\n');
+    for case in ordered(rs.iter().map(|r| r.case.as_str())) {
+        let params = ordered(
+            rs.iter()
+                .filter(|r| r.case == case)
+                .map(|r| r.param.as_str()),
+        );
+        for param in params {
+            s.push_str(&format!("| {} | {} |", md_escape(case), md_escape(param)));
+            for &x in &xs {
+                // The last record wins if a cell was measured twice.
+                let cell = rs
+                    .iter()
+                    .rev()
+                    .find(|r| r.case == case && r.param == param && r.x == x);
+                match cell {
+                    Some(r) => s.push_str(&format!(" {} {} |", figure(r.median), r.unit)),
+                    None => s.push_str(" |"),
+                }
+            }
+            s.push('\n');
+        }
+    }
     s
 }
 
