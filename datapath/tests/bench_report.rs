@@ -33,6 +33,7 @@ fn run(dir: &PathBuf, results: &str) -> (String, String) {
         .arg("--out-dir")
         .arg(&out)
         .args(["--command", "scripts/bench.sh --quick"])
+        .args(["--note", "load average before the run: 0.10 0.20 0.30"])
         .output()
         .unwrap();
     assert!(
@@ -67,6 +68,10 @@ fn markdown_tables_and_svg_plot() {
         "{md}"
     );
     assert!(md.contains(" UTC"), "{md}");
+    assert!(
+        md.contains("\nload average before the run: 0.10 0.20 0.30\n"),
+        "{md}"
+    );
     // One section per suite, in order of appearance, columns = sorted x.
     let ct = md.find("## ct").expect("ct table");
     let cl = md.find("## classifier").expect("classifier table");
@@ -118,7 +123,7 @@ fn markdown_tables_and_svg_plot() {
     for t in [
         "ferrovs: packet rate against connection count",
         "connections per thread (log scale)",
-        "Mpps (median)",
+        "Mpps (median, all threads)",
         "1k",
         "1M",
     ] {

@@ -35,6 +35,10 @@ struct Args {
     /// The command that produced the results, for the report's header line.
     #[arg(long)]
     command: Option<String>,
+    /// A line to add under the header (repeatable), e.g. the load average
+    /// before the run.
+    #[arg(long)]
+    note: Vec<String>,
 }
 
 const SVG_NAME: &str = "mpps-vs-conns.svg";
@@ -56,7 +60,7 @@ fn main() {
     });
     let res = std::fs::create_dir_all(&a.out_dir).and_then(|()| {
         let md = a.out_dir.join("report.md");
-        std::fs::write(&md, markdown(&recs, &command))?;
+        std::fs::write(&md, markdown(&recs, &command, &a.note))?;
         let svg = a.out_dir.join(SVG_NAME);
         plot(&recs, &svg).map_err(|e| std::io::Error::other(format!("plot: {e}")))?;
         println!("{}", md.display());
@@ -123,7 +127,7 @@ fn figure(v: f64) -> String {
     }
 }
 
-fn markdown(recs: &[BenchRecord], command: &str) -> String {
+fn markdown(recs: &[BenchRecord], command: &str, notes: &[String]) -> String {
     let mut s = String::from("# ferrovs benchmark report\n\n");
     let load = std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -133,6 +137,9 @@ fn markdown(recs: &[BenchRecord], command: &str) -> String {
         "Command: `{command}` · date: {} · nproc: {nproc} · load average (1/5/15 min, at report time): {load}\n\n",
         utc_now()
     ));
+    for n in notes {
+        s.push_str(&format!("{n}\n\n"));
+    }
     s.push_str(
         "Each cell is the median of the cell's runs, with its unit. \
          The machine may be shared: compare figures within one report.\n",
@@ -321,7 +328,7 @@ fn plot(recs: &[BenchRecord], path: &Path) -> Result<(), Box<dyn std::error::Err
     chart
         .configure_mesh()
         .x_desc("connections per thread (log scale)")
-        .y_desc("Mpps (median)")
+        .y_desc("Mpps (median, all threads)")
         .label_style(("sans-serif", 16))
         .axis_desc_style(("sans-serif", 18))
         .x_label_formatter(&|x| compact(*x))
