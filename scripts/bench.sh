@@ -60,7 +60,7 @@ bin=target/release
 # The steps: "label|command ...". Each command gets --json-out appended.
 steps=()
 for t in 1 2; do
-    for c in 1 1000 100000 1000000; do
+    for c in 1 32 1000 100000 1000000; do
         steps+=("ct-bench established threads=$t conns=$c|$bin/ct-bench --threads $t --packets $PACKETS --batch 32 --conns $c --runs $RUNS")
     done
 done

@@ -1,7 +1,7 @@
 //! `bench-report` on a small JSON-lines file: the markdown tables and the
 //! SVG plot (parsed as XML, one data line per plotted case).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const RESULTS: &str = r#"{"suite":"ct","case":"established-1T","param":"conns","x":1,"value":9.5,"unit":"Mpps","runs":[9.4,9.5,9.7],"median":9.5}
@@ -23,7 +23,7 @@ fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
-fn run(dir: &PathBuf, results: &str) -> (String, String) {
+fn run(dir: &Path, results: &str) -> (String, String) {
     let input = dir.join("results.jsonl");
     std::fs::write(&input, results).unwrap();
     let out = dir.join("out");

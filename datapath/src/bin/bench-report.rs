@@ -99,10 +99,10 @@ fn ordered<'a>(it: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 fn compact(x: f64) -> String {
     if x.fract() == 0.0 && x >= 1000.0 {
         let n = x as u64;
-        if n % 1_000_000 == 0 {
+        if n.is_multiple_of(1_000_000) {
             return format!("{}M", n / 1_000_000);
         }
-        if n % 1000 == 0 {
+        if n.is_multiple_of(1000) {
             return format!("{}k", n / 1000);
         }
     }
