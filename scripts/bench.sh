@@ -98,9 +98,13 @@ for step in "${steps[@]}"; do
     $cmd --json-out "$results" >"$log" 2>&1 &
     pid=$!
     if [ "$tty" = 1 ]; then
+        shown=-1
         while kill -0 "$pid" 2>/dev/null; do
-            printf '\r%s %ds' "$prefix" $((SECONDS - t0))
-            sleep 1
+            if [ $((SECONDS - t0)) != "$shown" ]; then
+                shown=$((SECONDS - t0))
+                printf '\r%s %ds' "$prefix" "$shown"
+            fi
+            sleep 0.2
         done
     else
         printf '%s' "$prefix"
