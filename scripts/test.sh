@@ -44,8 +44,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # --- tool smoke runs (release build, small sizes) ----------------------------
 log "building release tools"
 cargo build --release --locked -p ct --bins
-log "ct-bench smoke run"
-./target/release/ct-bench --threads 1 --packets 200000 --batch 32 --conns 1000 | tail -n 1
+log "bench.sh --quick (benchmark matrix and report, small sizes)"
+scripts/bench.sh --quick >target/bench-quick.log 2>&1 \
+    || { tail -n 40 target/bench-quick.log; echo "scripts/bench.sh --quick failed" >&2; exit 1; }
+grep -E '^\[[0-9]+/[0-9]+\]|^== ' target/bench-quick.log
+grep -q '^| established-1T | conns |' target/bench-report/report.md
+grep -q '<polyline' target/bench-report/mpps-vs-conns.svg
 log "extract-bench smoke run"
 cargo build --release --locked -p datapath --bin extract-bench
 ./target/release/extract-bench --runs 1 --packets 100000 --port-packets 100000 | tail -n 3

@@ -14,6 +14,8 @@
 //! - [`port`]: the [`port::Port`] trait and the software ports (rings, pcap
 //!   replay/record, traffic generator, null sink, AF_PACKET).
 //! - [`stats`]: counters shared by ports and stages.
+//! - [`bench_result`]: the JSON-lines record every bench binary writes with
+//!   `--json-out`, read back by `bench-report` (markdown table + SVG plot).
 //!
 //! One pass of a poll loop, with software ports:
 //!
@@ -44,6 +46,7 @@
 
 pub mod action;
 pub mod cache;
+pub mod bench_result;
 pub mod flow;
 pub mod output;
 #[allow(unsafe_code)] // reserved for a DPDK mbuf storage; none yet

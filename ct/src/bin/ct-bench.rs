@@ -13,7 +13,16 @@
 //! `execute` on batches of B in turn with commit, zone 0 and a fixed clock,
 //! N packets per thread. No connection is cached between calls: every packet
 //! pays parsing, hashing, lookup and update. Last line: `mpps=<value>`.
+//!
+//! `--json-out FILE` also appends one JSON line per measured cell, in the
+//! format of `datapath::bench_result` (suite `ct`; cases `established-<T>T`
+//! in Mpps, `setup-udp`/`setup-tcp` in Mconn/s, `memory` in B/conn,
+//! `flush`/`dump`/`expire` in ms and `<pass>-worst-batch` in us; `x` is the
+//! connection count per thread). `scripts/bench.sh` collects them for
+//! `bench-report`.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -54,6 +63,50 @@ struct Args {
     /// Repeat the measurement and report the median.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// Also append one JSON line per measured cell to FILE (created if
+    /// missing), for `bench-report`.
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<PathBuf>,
+}
+
+/// One measured cell, as `datapath::bench_result::BenchRecord` writes it
+/// (ct does not depend on datapath, so the fields are repeated here).
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    suite: &'a str,
+    case: &'a str,
+    param: &'a str,
+    x: usize,
+    value: f64,
+    unit: &'a str,
+    runs: Vec<f64>,
+    median: f64,
+}
+
+/// Append one record per cell to `path` (one write per line).
+fn append_json(path: &Path, case: &str, x: usize, unit: &str, runs: Vec<f64>) {
+    let m = median(runs.clone());
+    let rec = Record {
+        suite: "ct",
+        case,
+        param: "conns",
+        x,
+        value: m,
+        unit,
+        runs,
+        median: m,
+    };
+    let mut line = serde_json::to_string(&rec).expect("record serializes");
+    line.push('\n');
+    let res = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = res {
+        eprintln!("ct-bench: --json-out {}: {e}", path.display());
+        std::process::exit(1);
+    }
 }
 
 const NOW: u64 = 100 * 1_000_000_000;
@@ -389,6 +442,10 @@ fn main() {
     match a.mode {
         Mode::Established => {
             let v: Vec<f64> = (0..runs).map(|_| established(&a)).collect();
+            if let Some(p) = &a.json_out {
+                let case = format!("established-{}T", a.threads);
+                append_json(p, &case, a.conns, "Mpps", v.clone());
+            }
             println!("threads  batch  conns      packets/thread  mpps (median of {runs})");
             let m = median(v);
             println!(
@@ -401,6 +458,14 @@ fn main() {
             let v: Vec<(f64, f64)> = (0..runs).map(|_| setup(&a)).collect();
             let udp = median(v.iter().map(|x| x.0).collect());
             let tcp = median(v.iter().map(|x| x.1).collect());
+            if let Some(p) = &a.json_out {
+                for (case, rates) in [
+                    ("setup-udp", v.iter().map(|x| x.0 / 1e6).collect()),
+                    ("setup-tcp", v.iter().map(|x| x.1 / 1e6).collect()),
+                ] {
+                    append_json(p, case, a.packets, "Mconn/s", rates);
+                }
+            }
             println!("threads  conns/thread  udp_conns_per_s  tcp_conns_per_s");
             println!(
                 "{:<8} {:<13} {:<16.0} {:.0}",
@@ -410,6 +475,9 @@ fn main() {
         }
         Mode::Memory => {
             let v: Vec<f64> = (0..runs).map(|_| memory(&a)).collect();
+            if let Some(p) = &a.json_out {
+                append_json(p, "memory", a.conns, "B/conn", v.clone());
+            }
             let m = median(v);
             println!("conns      bytes_per_conn");
             println!("{:<10} {:.1}", a.conns, m);
@@ -422,8 +490,18 @@ fn main() {
             );
             let mut summary = Vec::new();
             for (i, (name, n, _, _)) in v[0].iter().enumerate() {
-                let ms = median(v.iter().map(|r| r[i].2).collect());
-                let worst = median(v.iter().map(|r| r[i].3).collect());
+                let ms_runs: Vec<f64> = v.iter().map(|r| r[i].2).collect();
+                let worst_runs: Vec<f64> = v.iter().map(|r| r[i].3).collect();
+                if let Some(p) = &a.json_out {
+                    // "idle" is a fixed sleep: only its worst batch means anything.
+                    if *name != "idle" {
+                        append_json(p, name, a.conns, "ms", ms_runs.clone());
+                    }
+                    let case = format!("{name}-worst-batch");
+                    append_json(p, &case, a.conns, "us", worst_runs.clone());
+                }
+                let ms = median(ms_runs);
+                let worst = median(worst_runs);
                 println!("{name:<8} {n:<10} {ms:<20.1} {worst:.0}");
                 summary.push(format!(
                     "{name}_ms={ms:.1} {name}_worst_batch_us={worst:.0}"

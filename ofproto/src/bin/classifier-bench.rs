@@ -1,6 +1,6 @@
 //! Classifier lookup throughput on one thread.
 //!
-//! `cargo run --release -p ofproto --bin classifier-bench [-- --runs N --ms MS --flows 10,1000 --masks 1,8]`
+//! `cargo run --release -p ofproto --bin classifier-bench [-- --runs N --ms MS --flows 10,1000 --masks 1,8 --flow-mod-flows 1000 --json-out FILE]`
 //!
 //! For each (flows, masks) pair it builds a classifier whose rules are spread
 //! evenly over that many distinct masks (IPv4 source and destination prefixes,
@@ -9,8 +9,15 @@
 //! ACL pipelines), then looks up a fixed set of 4096 packets,
 //! half built to hit a rule and half random. Each cell is the median of
 //! `runs` timed runs (lookups per second, millions).
+//!
+//! `--json-out FILE` also appends one JSON line per cell, in the format of
+//! `datapath::bench_result` (suite `classifier`): lookups as cases
+//! `random-<M>mask(s)`/`banded-<M>mask(s)` over `x` = flows in Mlookups/s,
+//! translations as `xlate-<pipeline>` over its flow count in Mxlate/s, and
+//! the add-flow latency as `flow-mod` in us.
 
 use std::hint::black_box;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -132,8 +139,65 @@ fn run(c: &Classifier<u32>, pkts: &[FlowKey], ms: u64) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// One measured cell, as `datapath::bench_result::BenchRecord` writes it
+/// (ofproto does not depend on datapath, so the fields are repeated here).
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    suite: &'a str,
+    case: &'a str,
+    param: &'a str,
+    x: usize,
+    value: f64,
+    unit: &'a str,
+    runs: Vec<f64>,
+    median: f64,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    v[v.len() / 2]
+}
+
+/// Appends records to the `--json-out` file, if one was given.
+struct JsonOut(Option<String>);
+
+impl JsonOut {
+    fn cell(&self, case: &str, x: usize, unit: &str, runs: Vec<f64>) {
+        let Some(path) = &self.0 else { return };
+        let m = median(&runs);
+        let rec = Record {
+            suite: "classifier",
+            case,
+            param: "flows",
+            x,
+            value: m,
+            unit,
+            runs,
+            median: m,
+        };
+        let mut line = serde_json::to_string(&rec).expect("record serializes");
+        line.push('\n');
+        let res = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = res {
+            eprintln!("classifier-bench: --json-out {path}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let json = JsonOut(
+        args.iter()
+            .position(|a| a == "--json-out")
+            .and_then(|i| args.get(i + 1))
+            .cloned(),
+    );
     let get = |name: &str, d: u64| {
         args.iter()
             .position(|a| a == name)
@@ -155,43 +219,52 @@ fn main() {
     println!(
         "classifier lookups per second (millions), median of {runs} runs of {ms} ms, one thread"
     );
-    for (prio, title) in [
-        (Prio::Random, "priorities random (early exit rarely helps)"),
+    for (prio, name, title) in [
+        (
+            Prio::Random,
+            "random",
+            "priorities random (early exit rarely helps)",
+        ),
         (
             Prio::Banded,
+            "banded",
             "priorities banded by mask (early exit at first hit)",
         ),
     ] {
         println!("\n{title}");
-        println!(
-            "{:>10} | {:>10} {:>10} {:>10}",
-            "flows", "1 mask", "8 masks", "32 masks"
-        );
-        println!("{:-<10}-+-{:-<10}-{:-<10}-{:-<10}", "", "", "", "");
+        let mut head = format!("{:>10} |", "flows");
+        for &m in &masks {
+            let label = format!("{m} mask{}", if m == 1 { "" } else { "s" });
+            head.push_str(&format!(" {label:>10}"));
+        }
+        println!("{head}");
+        println!("{:-<10}-+{}", "", "-".repeat(11 * masks.len()));
         let mut r = Rng(0x9e37_79b9_7f4a_7c15);
         for &f in &flows {
             let mut row = format!("{f:>10} |");
             for &m in &masks {
                 let (c, pkts) = build(f, m, prio, &mut r);
-                let mut v: Vec<f64> = (0..runs).map(|_| run(&c, &pkts, ms)).collect();
-                v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-                let med = v[v.len() / 2];
-                row.push_str(&format!(" {:>10.2}", med / 1e6));
+                let v: Vec<f64> = (0..runs).map(|_| run(&c, &pkts, ms) / 1e6).collect();
+                let med = median(&v);
+                let case = format!("{name}-{m}mask{}", if m == 1 { "" } else { "s" });
+                json.cell(&case, f, "Mlookups/s", v);
+                row.push_str(&format!(" {med:>10.2}"));
                 assert_eq!(c.n_subtables(), m.min(f));
             }
             println!("{row}");
         }
     }
     println!("\nxlate (upcall) throughput on the corpus pipelines, first pass, one thread");
-    for (name, rate) in xlate_rates(runs, ms) {
-        println!("{name:>14}: {:>8.2} M translations/s", rate / 1e6);
+    for (name, n_flows, v) in xlate_rates(runs, ms) {
+        let rate = median(&v);
+        json.cell(&format!("xlate-{name}"), n_flows, "Mxlate/s", v);
+        println!("{name:>14}: {rate:>8.2} M translations/s ({n_flows} flows)");
     }
     println!("\nsingle add-flow (copy-on-write publish), one mask");
-    for n in [1_000usize, 100_000] {
-        println!(
-            "{n:>10} flows present: {:>8.1} us",
-            flow_mod_latency(n) * 1e6
-        );
+    for n in list("--flow-mod-flows", &[1_000, 100_000]) {
+        let us = flow_mod_latency(n) * 1e6;
+        json.cell("flow-mod", n, "us", vec![us]);
+        println!("{n:>10} flows present: {us:>8.1} us");
     }
 }
 
@@ -234,9 +307,9 @@ pub fn flow_mod_latency(n: usize) -> f64 {
     start.elapsed().as_secs_f64() / reps as f64
 }
 
-/// Translations per second for each corpus pipeline, over the packets of
-/// its `.expect` file (median of `runs`).
-fn xlate_rates(runs: usize, ms: u64) -> Vec<(String, f64)> {
+/// Translations per second (millions) for each corpus pipeline, over the
+/// packets of its `.expect` file: (name, flows in the pipeline, every run).
+fn xlate_rates(runs: usize, ms: u64) -> Vec<(String, usize, Vec<f64>)> {
     use ofproto::pipeline::PortConfig;
     use ofproto::text::parse::{parse_flows_file, parse_match};
     use ofproto::Pipeline;
@@ -252,6 +325,7 @@ fn xlate_rates(runs: usize, ms: u64) -> Vec<(String, f64)> {
         let Ok(specs) = parse_flows_file(&flows) else {
             continue;
         };
+        let n_flows = specs.len();
         let p = Pipeline::new();
         p.set_ports((1..=3).map(|i| PortConfig::access(i, 0)).collect());
         p.flows
@@ -262,7 +336,7 @@ fn xlate_rates(runs: usize, ms: u64) -> Vec<(String, f64)> {
             .filter_map(|pkt| parse_match(pkt).ok().map(|m| m.key))
             .collect();
         let snap = p.flows.snapshot();
-        let mut v: Vec<f64> = (0..runs)
+        let v: Vec<f64> = (0..runs)
             .map(|_| {
                 let start = Instant::now();
                 let mut n = 0u64;
@@ -273,11 +347,10 @@ fn xlate_rates(runs: usize, ms: u64) -> Vec<(String, f64)> {
                     }
                     n += keys.len() as u64;
                 }
-                n as f64 / start.elapsed().as_secs_f64()
+                n as f64 / start.elapsed().as_secs_f64() / 1e6
             })
             .collect();
-        v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-        out.push((name.to_string(), v[v.len() / 2]));
+        out.push((name.to_string(), n_flows, v));
     }
     out
 }
