@@ -45,8 +45,8 @@
 #![deny(unsafe_code)]
 
 pub mod action;
-pub mod cache;
 pub mod bench_result;
+pub mod cache;
 pub mod flow;
 pub mod output;
 #[allow(unsafe_code)] // reserved for a DPDK mbuf storage; none yet

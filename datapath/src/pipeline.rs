@@ -76,6 +76,9 @@ pub struct PipelineCounters {
     pub bytes: u64,
     /// Extra passes caused by recirculation.
     pub recirculations: u64,
+    /// Packets that matched the megaflow of the previous packet of their
+    /// batch (checked before any cache lookup).
+    pub batch_hits: u64,
     pub emc_hits: u64,
     pub megaflow_hits: u64,
     /// Subtables searched by megaflow lookups that hit.
@@ -123,16 +126,6 @@ impl Pass {
             keys: [FlowKey::ZERO; BATCH_SIZE],
             n: 0,
         })
-    }
-
-    fn push(&mut self, pkt: Packet, key: FlowKey) -> Result<(), Packet> {
-        if self.n == BATCH_SIZE {
-            return Err(pkt);
-        }
-        self.pkts[self.n] = Some(pkt);
-        self.keys[self.n] = key;
-        self.n += 1;
-        Ok(())
     }
 }
 
@@ -223,16 +216,15 @@ impl Pipeline {
         // 1. Extract.
         self.pass.n = 0;
         for mut pkt in batch.drain() {
-            let mut key = FlowKey::ZERO;
+            let i = self.pass.n;
+            let key = &mut self.pass.keys[i];
             let (data, meta) = pkt.data_and_meta_mut();
-            let r = extract(data, meta, &mut key);
-            self.extract_stats.record(&key, r);
+            let r = extract(data, meta, key);
+            self.extract_stats.record(key, r);
             self.counters.malformed += r.is_err() as u64;
             self.counters.packets += 1;
             self.counters.bytes += pkt.len() as u64;
-            let i = self.pass.n;
             self.pass.pkts[i] = Some(pkt);
-            self.pass.keys[i] = key;
             self.pass.n += 1;
         }
         // 2-5. Classify, group, execute; then again for recirculated packets.
@@ -299,16 +291,29 @@ impl Pipeline {
         let mut classes = [Class::Drop; BATCH_SIZE];
         self.uncached.clear();
 
-        // 2. Classify.
+        // 2. Classify: the previous packet's megaflow, the exact-match
+        // cache, the megaflow cache, then the slow path.
+        let use_emc = self.cfg.megaflow && self.cfg.emc;
+        let mut prev: Option<FlowRef> = None;
         for (i, class) in classes.iter_mut().enumerate().take(n) {
             let key = &self.pass.keys[i];
             if self.cfg.megaflow {
-                let hash = if self.cfg.emc { flow_hash(key, 0) } else { 0 };
-                if self.cfg.emc {
+                // Packets of a batch mostly share a megaflow: try the
+                // previous packet's first (one masked compare, no hashing).
+                if let Some(r) = prev {
+                    if self.megaflows.matches(r, key) {
+                        self.counters.batch_hits += 1;
+                        *class = Class::Cached(r);
+                        continue;
+                    }
+                }
+                let hash = if use_emc { flow_hash(key, 0) } else { 0 };
+                if use_emc {
                     if let Some(r) = self.emc.lookup(key, hash) {
                         if self.megaflows.is_live(r) {
                             self.counters.emc_hits += 1;
                             *class = Class::Cached(r);
+                            prev = Some(r);
                             continue;
                         }
                     }
@@ -317,10 +322,11 @@ impl Pipeline {
                 if let Some(r) = self.megaflows.lookup(key) {
                     self.counters.megaflow_hits += 1;
                     self.counters.subtables_searched += self.megaflows.subtables_visited - visited;
-                    if self.cfg.emc {
+                    if use_emc {
                         self.emc.insert(key, hash, r);
                     }
                     *class = Class::Cached(r);
+                    prev = Some(r);
                     continue;
                 }
             }
@@ -353,7 +359,11 @@ impl Pipeline {
                 Class::Cached(r) => {
                     let bytes: u64 = group
                         .iter()
-                        .map(|&i| self.pass.pkts[i as usize].as_ref().map_or(0, |p| p.len() as u64))
+                        .map(|&i| {
+                            self.pass.pkts[i as usize]
+                                .as_ref()
+                                .map_or(0, |p| p.len() as u64)
+                        })
                         .sum();
                     let Some(f) = self.megaflows.get_mut(r) else {
                         self.free_group(group);
@@ -544,7 +554,8 @@ impl Pipeline {
                             continue;
                         };
                         let frozen = self.sw.recirc.state(self.pass.keys[i].recirc_id());
-                        let key = convert::to_of_key(&self.pass.keys[i], &frozen.unwrap_or_default());
+                        let key =
+                            convert::to_of_key(&self.pass.keys[i], &frozen.unwrap_or_default());
                         let data = p.data()[..p.len().min(spec.max_len as usize)].to_vec();
                         self.sw.bridge.controller.push(ofproto::pipeline::PacketIn {
                             spec: (**spec).clone(),
@@ -585,11 +596,20 @@ impl Pipeline {
                     continue;
                 };
                 let k = &self.pass.keys[i];
-                let l3 = p.meta.l3_offset().map_or(&[][..], |o| &p.data()[o.min(p.len())..]);
+                let l3 = p
+                    .meta
+                    .l3_offset()
+                    .map_or(&[][..], |o| &p.data()[o.min(p.len())..]);
                 let mut flags = ct::PktFlags::empty();
                 let off = p.meta.offload;
-                flags.set(ct::PktFlags::L4_CSUM_GOOD, off.contains(OffloadFlags::L4_CSUM_GOOD));
-                flags.set(ct::PktFlags::IP_CSUM_GOOD, off.contains(OffloadFlags::IP_CSUM_GOOD));
+                flags.set(
+                    ct::PktFlags::L4_CSUM_GOOD,
+                    off.contains(OffloadFlags::L4_CSUM_GOOD),
+                );
+                flags.set(
+                    ct::PktFlags::IP_CSUM_GOOD,
+                    off.contains(OffloadFlags::IP_CSUM_GOOD),
+                );
                 flags.set(ct::PktFlags::NOTRACK, off.contains(OffloadFlags::NOTRACK));
                 *slot = ct::CtPacket {
                     l3,
@@ -615,18 +635,24 @@ impl Pipeline {
                 }
             }
             if let Some(recirc_id) = c.recirc {
-                let mut key = self.pass.keys[i];
-                convert::set_ct_fields(&mut key, &r);
-                key.set_recirc_id(recirc_id);
                 if let Some(mut p) = self.take_or_clone(i, last) {
-                    p.meta.recirc_id = recirc_id;
-                    p.meta.ct_state = r.state.bits();
-                    p.meta.ct_zone = r.zone.0;
-                    p.meta.ct_mark = r.mark;
-                    p.meta.ct_label = r.label;
-                    if let Err(p) = self.recirc.push(p, key) {
+                    let slot = self.recirc.n;
+                    if slot == BATCH_SIZE {
                         self.counters.recirc_overflow += 1;
                         self.pool.free(p);
+                    } else {
+                        // The key is written straight into the next pass.
+                        let key = &mut self.recirc.keys[slot];
+                        *key = self.pass.keys[i];
+                        convert::set_ct_fields(key, &r);
+                        key.set_recirc_id(recirc_id);
+                        p.meta.recirc_id = recirc_id;
+                        p.meta.ct_state = r.state.bits();
+                        p.meta.ct_zone = r.zone.0;
+                        p.meta.ct_mark = r.mark;
+                        p.meta.ct_label = r.label;
+                        self.recirc.pkts[slot] = Some(p);
+                        self.recirc.n += 1;
                     }
                 }
             }
@@ -642,6 +668,7 @@ impl Pipeline {
     /// flows that saw traffic, evict idle megaflows.
     pub fn revalidate(&mut self, now_ms: u64) {
         self.last_revalidate_ms = now_ms;
+        self.megaflows.sort_subtables();
         let cx = UpcallContext {
             bridge: &self.sw.bridge,
             ct: &self.sw.ct,

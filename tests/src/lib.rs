@@ -79,7 +79,11 @@ impl Harness {
         let mut b = PacketBatch::new();
         b.push(Packet::from_bytes(frame)).unwrap();
         let peer = &self.peers.iter().find(|(n, _)| *n == port).expect("port").1;
-        assert_eq!(peer.tx_burst(0, &mut b, &mut self.pipeline.pool), 1, "ring full");
+        assert_eq!(
+            peer.tx_burst(0, &mut b, &mut self.pipeline.pool),
+            1,
+            "ring full"
+        );
     }
 
     /// Receive everything pending on every port and run it through the

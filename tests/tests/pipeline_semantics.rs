@@ -29,7 +29,10 @@ table=4,ip,ct_state=+trk+est,actions=output:3
     let rep = udp("10.0.0.2", "10.0.0.1", 53, 1000);
     assert_eq!(Harness::ports_of(&h.inject(1, &frame(1, 2, &req))), vec![2]);
     // Tenant B's reply for the same tuple: zone 2 has no such connection.
-    assert!(h.inject(4, &frame(4, 3, &rep)).is_empty(), "zone 1's entry must not admit zone 2's reply");
+    assert!(
+        h.inject(4, &frame(4, 3, &rep)).is_empty(),
+        "zone 1's entry must not admit zone 2's reply"
+    );
     assert_eq!(Harness::ports_of(&h.inject(2, &frame(2, 1, &rep))), vec![1]);
     // Now tenant B opens the same tuple in its own zone.
     assert_eq!(Harness::ports_of(&h.inject(3, &frame(3, 4, &req))), vec![4]);
@@ -56,7 +59,10 @@ table=2,ct_state=+trk+new,ct_zone=8,reg3=0x2a,reg4=0x63,actions=output:2
     // Unreplied UDP stays +new (as in the kernel), so the same three passes
     // run again, all from the caches.
     assert_eq!(Harness::ports_of(&out), vec![2]);
-    assert_eq!(h.pipeline.counters.upcalls, upcalls, "no translation for a repeat");
+    assert_eq!(
+        h.pipeline.counters.upcalls, upcalls,
+        "no translation for a repeat"
+    );
     assert_eq!(h.pipeline.counters.recirculations, 4);
     let ct = h.dump_conntrack();
     assert_eq!(ct.len(), 1, "only zone 8 committed: {ct:?}");
@@ -67,25 +73,42 @@ table=2,ct_state=+trk+new,ct_zone=8,reg3=0x2a,reg4=0x63,actions=output:2
 fn a_recirculation_loop_is_cut_at_the_depth_limit() {
     let flows = "table=0,ip,actions=ct(table=0,zone=1)\n";
     let mut h = Harness::new(&[1, 2], flows);
-    assert!(h.inject(1, &frame(1, 2, &udp("10.0.0.1", "10.0.0.2", 1, 2))).is_empty());
+    assert!(h
+        .inject(1, &frame(1, 2, &udp("10.0.0.1", "10.0.0.2", 1, 2)))
+        .is_empty());
     assert_eq!(h.pipeline.counters.recirc_too_deep, 1);
 }
 
 #[test]
 fn deleted_flow_stops_matching_at_once_and_new_flows_take_effect() {
-    let mut h = Harness::new(&[1, 2, 3], "table=0,priority=10,in_port=1,ip,actions=output:2\n");
+    let mut h = Harness::new(
+        &[1, 2, 3],
+        "table=0,priority=10,in_port=1,ip,actions=output:2\n",
+    );
     let pkt = frame(1, 2, &udp("10.0.0.1", "10.0.0.2", 1, 2));
     for _ in 0..5 {
         assert_eq!(Harness::ports_of(&h.inject(1, &pkt)), vec![2]);
     }
     assert!(h.pipeline.megaflow_count() >= 1, "cached");
     h.ofctl("del-flows", "in_port=1");
-    assert!(h.inject(1, &pkt).is_empty(), "the cached megaflow must not survive del-flows");
-    h.ofctl("add-flow", "table=0,priority=10,in_port=1,ip,actions=output:3");
+    assert!(
+        h.inject(1, &pkt).is_empty(),
+        "the cached megaflow must not survive del-flows"
+    );
+    h.ofctl(
+        "add-flow",
+        "table=0,priority=10,in_port=1,ip,actions=output:3",
+    );
     assert_eq!(Harness::ports_of(&h.inject(1, &pkt)), vec![3]);
-    h.ofctl("add-flow", "table=0,priority=20,in_port=1,ip,nw_dst=10.0.0.2,actions=output:2,output:3");
+    h.ofctl(
+        "add-flow",
+        "table=0,priority=20,in_port=1,ip,nw_dst=10.0.0.2,actions=output:2,output:3",
+    );
     assert_eq!(Harness::ports_of(&h.inject(1, &pkt)), vec![2, 3]);
-    h.ofctl("mod-flows", "table=0,in_port=1,ip,nw_dst=10.0.0.2,actions=drop");
+    h.ofctl(
+        "mod-flows",
+        "table=0,in_port=1,ip,nw_dst=10.0.0.2,actions=drop",
+    );
     assert!(h.inject(1, &pkt).is_empty(), "mod-flows applies at once");
     assert!(h.pipeline.counters.cache_flushes >= 4);
 }
@@ -97,8 +120,7 @@ fn timeout_policy_change_invalidates_cached_programs() {
     let pkt = frame(1, 2, &udp("10.0.0.1", "10.0.0.2", 1, 2));
     assert_eq!(Harness::ports_of(&h.inject(1, &pkt)), vec![2]);
     let flushes = h.pipeline.counters.cache_flushes;
-    h.sw
-        .ct
+    h.sw.ct
         .policies
         .set("short", &ct::TimeoutPolicy::parse("udp_first=3").unwrap())
         .unwrap();
@@ -115,7 +137,10 @@ fn workload() -> Vec<(u32, Vec<u8>)> {
         // flows before they were opened; strangers.
         let src = format!("10.0.0.{}", 1 + i % 4);
         v.push((1, frame(1, 2, &udp(&src, "192.0.2.1", 1000 + i % 3, 53))));
-        v.push((2, frame(2, 1, &udp("192.0.2.1", &src, 53, 1000 + (i + 1) % 3))));
+        v.push((
+            2,
+            frame(2, 1, &udp("192.0.2.1", &src, 53, 1000 + (i + 1) % 3)),
+        ));
         v.push((2, frame(2, 1, &udp("192.0.2.7", &src, 99, 1000 + i % 3))));
     }
     v

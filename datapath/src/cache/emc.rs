@@ -15,16 +15,17 @@ pub const EMC_ENTRIES: usize = 8192;
 
 const EMPTY: u32 = u32::MAX;
 
-#[derive(Clone)]
-struct Entry {
-    hash: u32,
-    flow: FlowRef,
-    key: FlowKey,
-}
-
 /// The exact-match cache of one poll-mode thread.
+///
+/// Entries are split in three arrays: the 4-byte hashes (32 KiB for 8192
+/// entries: they stay in the L1/L2 cache, so most misses are decided
+/// without touching a key), the megaflow references, and the keys, which
+/// are only read when the hash matches. [`ExactMatchCache::prefetch`] lets
+/// a batch issue those key loads before comparing any of them.
 pub struct ExactMatchCache {
-    entries: Box<[Entry]>,
+    hashes: Box<[u32]>,
+    flows: Box<[FlowRef]>,
+    keys: Box<[FlowKey]>,
     insert_inv_prob: u32,
     /// xorshift state for the insertion coin.
     coin: u32,
@@ -34,19 +35,22 @@ impl ExactMatchCache {
     /// A cache of [`EMC_ENTRIES`] entries inserting one miss in
     /// `insert_inv_prob` (1: every miss; 0: never).
     pub fn new(insert_inv_prob: u32) -> Self {
-        let empty = Entry {
-            hash: 0,
-            flow: FlowRef {
-                slot: EMPTY,
-                epoch: 0,
-            },
-            key: FlowKey::ZERO,
+        let empty = FlowRef {
+            slot: EMPTY,
+            epoch: 0,
         };
         ExactMatchCache {
-            entries: vec![empty; EMC_ENTRIES].into_boxed_slice(),
+            hashes: vec![0; EMC_ENTRIES].into_boxed_slice(),
+            flows: vec![empty; EMC_ENTRIES].into_boxed_slice(),
+            keys: vec![FlowKey::ZERO; EMC_ENTRIES].into_boxed_slice(),
             insert_inv_prob,
             coin: 0x2545_f491,
         }
+    }
+
+    /// Is this cache inserting anything at all?
+    pub fn enabled(&self) -> bool {
+        self.insert_inv_prob != 0
     }
 
     #[inline(always)]
@@ -55,15 +59,30 @@ impl ExactMatchCache {
         (hash as usize & m, (hash >> 13) as usize & m)
     }
 
+    /// Start loading the key a lookup of `hash` will compare, if any (the
+    /// loads of a whole batch then overlap instead of stalling one by one).
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u32) {
+        let (a, b) = Self::slots(hash);
+        for i in [a, b] {
+            if self.hashes[i] == hash {
+                let k = &self.keys[i];
+                crate::packet::prefetch(k);
+                crate::packet::prefetch(&k.words()[8]);
+                crate::packet::prefetch(&k.words()[16]);
+                crate::packet::prefetch(&k.words()[24]);
+            }
+        }
+    }
+
     /// The megaflow cached for `key` (whose hash is `hash`), if any. The
     /// caller checks that the megaflow is still live.
     #[inline]
     pub fn lookup(&self, key: &FlowKey, hash: u32) -> Option<FlowRef> {
         let (a, b) = Self::slots(hash);
         for i in [a, b] {
-            let e = &self.entries[i];
-            if e.hash == hash && e.flow.slot != EMPTY && e.key == *key {
-                return Some(e.flow);
+            if self.hashes[i] == hash && self.flows[i].slot != EMPTY && self.keys[i] == *key {
+                return Some(self.flows[i]);
             }
         }
         None
@@ -81,39 +100,39 @@ impl ExactMatchCache {
                 x ^= x >> 17;
                 x ^= x << 5;
                 self.coin = x;
-                if x % n != 0 {
+                if !x.is_multiple_of(n) {
                     return;
                 }
             }
         }
         let (a, b) = Self::slots(hash);
+        let free_or_same = |i: usize| {
+            self.flows[i].slot == EMPTY || (self.hashes[i] == hash && self.keys[i] == *key)
+        };
         // Prefer an empty slot or the one already holding this key; else
         // evict one of the two, chosen by a hash bit.
-        let i = if self.entries[a].flow.slot == EMPTY || self.entries[a].key == *key {
+        let i = if free_or_same(a) {
             a
-        } else if self.entries[b].flow.slot == EMPTY || self.entries[b].key == *key {
+        } else if free_or_same(b) || hash & (1 << 31) != 0 {
             b
-        } else if hash & (1 << 31) == 0 {
-            a
         } else {
-            b
+            a
         };
-        let e = &mut self.entries[i];
-        e.hash = hash;
-        e.flow = flow;
-        e.key = *key;
+        self.hashes[i] = hash;
+        self.flows[i] = flow;
+        self.keys[i] = *key;
     }
 
     /// Forget every entry.
     pub fn clear(&mut self) {
-        for e in self.entries.iter_mut() {
-            e.flow.slot = EMPTY;
+        for f in self.flows.iter_mut() {
+            f.slot = EMPTY;
         }
     }
 
     /// Entries in use (for stats; walks the table).
     pub fn len(&self) -> usize {
-        self.entries.iter().filter(|e| e.flow.slot != EMPTY).count()
+        self.flows.iter().filter(|f| f.slot != EMPTY).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -162,7 +181,11 @@ mod tests {
         assert!(c.is_empty());
         let mut c = ExactMatchCache::new(100);
         for i in 0..10_000u32 {
-            c.insert(&key(i), i.wrapping_mul(2_654_435_761), FlowRef { slot: 0, epoch: 0 });
+            c.insert(
+                &key(i),
+                i.wrapping_mul(2_654_435_761),
+                FlowRef { slot: 0, epoch: 0 },
+            );
         }
         let n = c.len();
         assert!((40..200).contains(&n), "{n} inserted of 10000 at 1/100");

@@ -53,6 +53,11 @@ struct Subtable {
     /// Slots of this subtable's megaflows, by masked-key hash.
     table: HashTable<u32>,
     hits: u64,
+    /// Bit `recirc_id % 64` is set for every recirculation id among this
+    /// subtable's megaflows: a packet on another pass skips the subtable
+    /// without hashing (a first pass and the pass after `ct` have
+    /// different masks, so each would otherwise probe the other's table).
+    recirc_filter: u64,
 }
 
 #[inline(always)]
@@ -88,6 +93,7 @@ impl Subtable {
             n_words: n as u8,
             table: HashTable::new(),
             hits: 0,
+            recirc_filter: 0,
         }
     }
 
@@ -114,7 +120,6 @@ pub struct MegaflowCache {
     subtables: Vec<Subtable>,
     len: usize,
     max_flows: usize,
-    lookups: u32,
     /// Subtables visited by lookups that hit (for "avg. subtable lookups
     /// per megaflow hit").
     pub subtables_visited: u64,
@@ -129,7 +134,6 @@ impl MegaflowCache {
             subtables: Vec::new(),
             len: 0,
             max_flows,
-            lookups: 0,
             subtables_visited: 0,
         }
     }
@@ -156,12 +160,12 @@ impl MegaflowCache {
     /// The megaflow matching `key`.
     #[inline]
     pub fn lookup(&mut self, key: &FlowKey) -> Option<FlowRef> {
-        self.lookups = self.lookups.wrapping_add(1);
-        if self.lookups % 4096 == 0 {
-            self.sort_subtables();
-        }
         let slots = &self.slots;
+        let recirc_bit = 1u64 << (key.recirc_id() % 64);
         for (n, st) in self.subtables.iter_mut().enumerate() {
+            if st.recirc_filter & recirc_bit == 0 {
+                continue;
+            }
             let h = st.hash(key);
             let hit = st.table.find(h, |&s| {
                 slots[s as usize]
@@ -181,9 +185,26 @@ impl MegaflowCache {
         None
     }
 
-    /// Busiest subtables first (OVS re-sorts its dpcls every second).
-    fn sort_subtables(&mut self) {
-        self.subtables.sort_by(|a, b| b.hits.cmp(&a.hits));
+    /// Does megaflow `r` (still live) match `key`? One masked compare over
+    /// the words of its mask: the pipeline tries the previous packet's
+    /// megaflow this way before any hashing.
+    #[inline]
+    pub fn matches(&self, r: FlowRef, key: &FlowKey) -> bool {
+        let Some(s) = self.slots.get(r.slot as usize) else {
+            return false;
+        };
+        match &s.flow {
+            Some(f) if s.epoch == r.epoch => {
+                self.subtables[s.subtable as usize].matches(key, &f.key)
+            }
+            _ => false,
+        }
+    }
+
+    /// Busiest subtables first (OVS re-sorts its dpcls every second; the
+    /// pipeline calls this from its periodic revalidation).
+    pub fn sort_subtables(&mut self) {
+        self.subtables.sort_by_key(|s| std::cmp::Reverse(s.hits));
         for st in &mut self.subtables {
             st.hits /= 2;
         }
@@ -250,6 +271,7 @@ impl MegaflowCache {
             }
         };
         let st = &mut self.subtables[st_idx];
+        st.recirc_filter |= 1u64 << (flow.key.recirc_id() % 64);
         let h = st.hash(&flow.key);
         let s = &mut self.slots[slot as usize];
         s.subtable = st_idx as u16;
@@ -361,7 +383,9 @@ mod tests {
     #[test]
     fn masked_lookup_hits_any_key_agreeing_on_the_mask() {
         let mut c = MegaflowCache::new(10);
-        let r = c.insert(flow(key(1, 0x0a000005, 80), mask_dst(), 2)).unwrap();
+        let r = c
+            .insert(flow(key(1, 0x0a000005, 80), mask_dst(), 2))
+            .unwrap();
         assert_eq!(c.lookup(&key(9, 0x0a0000ff, 443)), Some(r));
         assert_eq!(c.lookup(&key(9, 0x0a0001ff, 443)), None);
         assert_eq!(c.get(r).unwrap().key.nw_dst(), 0x0a000000, "stored masked");
@@ -370,7 +394,9 @@ mod tests {
     #[test]
     fn several_masks_and_removal_invalidates_the_ref() {
         let mut c = MegaflowCache::new(10);
-        let a = c.insert(flow(key(0, 0x0a000000, 0), mask_dst(), 2)).unwrap();
+        let a = c
+            .insert(flow(key(0, 0x0a000000, 0), mask_dst(), 2))
+            .unwrap();
         let b = c.insert(flow(key(0, 0, 53), mask_port(), 3)).unwrap();
         assert_eq!(c.n_subtables(), 2);
         assert_eq!(c.lookup(&key(1, 0x0b000000, 53)), Some(b));
@@ -381,7 +407,9 @@ mod tests {
         assert_eq!(c.lookup(&key(1, 0x0a000001, 1)), None);
         assert_eq!(c.lookup(&key(1, 0x0a000001, 53)), Some(b));
         // The freed slot is reused with a new epoch: the old ref stays dead.
-        let a2 = c.insert(flow(key(0, 0x0c000000, 0), mask_dst(), 4)).unwrap();
+        let a2 = c
+            .insert(flow(key(0, 0x0c000000, 0), mask_dst(), 4))
+            .unwrap();
         assert_eq!(a2.slot, a.slot);
         assert_ne!(a2.epoch, a.epoch);
         assert!(!c.is_live(a));
@@ -410,7 +438,10 @@ mod tests {
             .map(|i| c.insert(flow(key(i, 0, 0), m, 1)).unwrap())
             .collect();
         c.insert(flow(key(0, 0, 7), mask_port(), 1)).unwrap();
-        for _ in 0..2 {
+        for round in 0..2 {
+            if round == 1 {
+                c.sort_subtables();
+            }
             for (i, r) in refs.iter().enumerate() {
                 assert_eq!(c.lookup(&key(i as u32, 5, 5)), Some(*r));
             }

@@ -76,7 +76,7 @@ mod layout {
 }
 
 /// The fields of one packet, packed into [`FLOW_WORDS`] words.
-#[derive(Clone, Copy, Hash, Default)]
+#[derive(Clone, Copy, Default)]
 pub struct FlowKey {
     words: [u64; FLOW_WORDS],
 }
@@ -95,6 +95,12 @@ impl PartialEq for FlowKey {
 }
 
 impl Eq for FlowKey {}
+
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.words.hash(state);
+    }
+}
 
 #[inline(always)]
 const fn low_mask(bits: u32) -> u64 {

@@ -15,7 +15,9 @@ pub mod batch;
 pub mod buf;
 pub mod csum;
 pub mod meta;
+pub mod prefetch;
 
 pub use batch::{PacketBatch, PacketPool};
 pub use buf::{Packet, PacketBuf, DEFAULT_BUF_SIZE, DEFAULT_HEADROOM};
 pub use meta::{OffloadFlags, PacketMeta, PortNo};
+pub use prefetch::prefetch;
