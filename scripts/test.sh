@@ -15,7 +15,10 @@ log() { printf '\n==> %s\n' "$*"; }
 # --- install what is missing ------------------------------------------------
 need_pkgs=()
 command -v ovs-ofctl >/dev/null 2>&1 || need_pkgs+=(openvswitch-common)
-command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)   # veth pairs (AF_PACKET test)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)   # veth pairs, namespaces
+command -v ethtool >/dev/null 2>&1 || need_pkgs+=(ethtool) # netns test: offloads off
+command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)
+command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3) # netns test: TCP transfer
 if [ "${FERROVS_QUICK:-0}" != 1 ] && [ ${#need_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         log "installing ${need_pkgs[*]}"
