@@ -44,6 +44,7 @@
 
 pub mod action;
 pub mod cache;
+pub mod config;
 pub mod flow;
 pub mod output;
 #[allow(unsafe_code)] // reserved for a DPDK mbuf storage; none yet

@@ -353,7 +353,11 @@ impl Pipeline {
                 Class::Cached(r) => {
                     let bytes: u64 = group
                         .iter()
-                        .map(|&i| self.pass.pkts[i as usize].as_ref().map_or(0, |p| p.len() as u64))
+                        .map(|&i| {
+                            self.pass.pkts[i as usize]
+                                .as_ref()
+                                .map_or(0, |p| p.len() as u64)
+                        })
                         .sum();
                     let Some(f) = self.megaflows.get_mut(r) else {
                         self.free_group(group);
@@ -544,7 +548,8 @@ impl Pipeline {
                             continue;
                         };
                         let frozen = self.sw.recirc.state(self.pass.keys[i].recirc_id());
-                        let key = convert::to_of_key(&self.pass.keys[i], &frozen.unwrap_or_default());
+                        let key =
+                            convert::to_of_key(&self.pass.keys[i], &frozen.unwrap_or_default());
                         let data = p.data()[..p.len().min(spec.max_len as usize)].to_vec();
                         self.sw.bridge.controller.push(ofproto::pipeline::PacketIn {
                             spec: (**spec).clone(),
@@ -585,11 +590,20 @@ impl Pipeline {
                     continue;
                 };
                 let k = &self.pass.keys[i];
-                let l3 = p.meta.l3_offset().map_or(&[][..], |o| &p.data()[o.min(p.len())..]);
+                let l3 = p
+                    .meta
+                    .l3_offset()
+                    .map_or(&[][..], |o| &p.data()[o.min(p.len())..]);
                 let mut flags = ct::PktFlags::empty();
                 let off = p.meta.offload;
-                flags.set(ct::PktFlags::L4_CSUM_GOOD, off.contains(OffloadFlags::L4_CSUM_GOOD));
-                flags.set(ct::PktFlags::IP_CSUM_GOOD, off.contains(OffloadFlags::IP_CSUM_GOOD));
+                flags.set(
+                    ct::PktFlags::L4_CSUM_GOOD,
+                    off.contains(OffloadFlags::L4_CSUM_GOOD),
+                );
+                flags.set(
+                    ct::PktFlags::IP_CSUM_GOOD,
+                    off.contains(OffloadFlags::IP_CSUM_GOOD),
+                );
                 flags.set(ct::PktFlags::NOTRACK, off.contains(OffloadFlags::NOTRACK));
                 *slot = ct::CtPacket {
                     l3,

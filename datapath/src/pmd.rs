@@ -92,7 +92,11 @@ impl PmdSnapshot {
         s.idle_ns -= base.idle_ns.min(s.idle_ns);
         s.iterations -= base.iterations.min(s.iterations);
         for q in &mut s.rxqs {
-            if let Some(b) = base.rxqs.iter().find(|b| b.port == q.port && b.queue == q.queue) {
+            if let Some(b) = base
+                .rxqs
+                .iter()
+                .find(|b| b.port == q.port && b.queue == q.queue)
+            {
                 q.packets -= b.packets.min(q.packets);
                 q.busy_ns -= b.busy_ns.min(q.busy_ns);
             }
@@ -208,7 +212,10 @@ impl PmdSet {
 
     /// Each thread's latest statistics (published every few milliseconds).
     pub fn stats(&self) -> Vec<PmdSnapshot> {
-        self.threads.iter().map(|t| t.stats.lock().clone()).collect()
+        self.threads
+            .iter()
+            .map(|t| t.stats.lock().clone())
+            .collect()
     }
 
     /// Start counting from zero (`pmd-stats-clear`).

@@ -33,9 +33,16 @@ pub enum Op {
     /// Send the packet (a copy, if more steps follow) to a port.
     Output(PortNo),
     /// Rewrite header bits (with incremental checksum updates).
-    SetHeader { field: Field, value: u128, mask: u128 },
+    SetHeader {
+        field: Field,
+        value: u128,
+        mask: u128,
+    },
     /// Write the `metadata` field (kept in the key across recirculation).
-    SetMetadata { value: u64, mask: u64 },
+    SetMetadata {
+        value: u64,
+        mask: u64,
+    },
     /// Change the packet's input port for the rest of the pipeline.
     SetInPort(PortNo),
     PushVlan(u16),
@@ -54,10 +61,7 @@ pub enum Op {
 impl Op {
     /// True for steps after which the packet has been handed somewhere.
     pub fn consumes(&self) -> bool {
-        matches!(
-            self,
-            Op::Output(_) | Op::Controller(_) | Op::Ct(_)
-        )
+        matches!(self, Op::Output(_) | Op::Controller(_) | Op::Ct(_))
     }
 }
 

@@ -134,7 +134,10 @@ impl Switch {
         if no.0 == 0 || no.0 >= 0xffff_ff00 {
             return Err(format!("port number {no} is reserved"));
         }
-        if let Some(e) = g.iter().find(|e| e.port.name() == name || e.port.port_no() == no) {
+        if let Some(e) = g
+            .iter()
+            .find(|e| e.port.name() == name || e.port.port_no() == no)
+        {
             return Err(format!(
                 "port {name} ({no}) clashes with existing port {} ({})",
                 e.port.name(),

@@ -162,7 +162,11 @@ mod tests {
         assert!(c.is_empty());
         let mut c = ExactMatchCache::new(100);
         for i in 0..10_000u32 {
-            c.insert(&key(i), i.wrapping_mul(2_654_435_761), FlowRef { slot: 0, epoch: 0 });
+            c.insert(
+                &key(i),
+                i.wrapping_mul(2_654_435_761),
+                FlowRef { slot: 0, epoch: 0 },
+            );
         }
         let n = c.len();
         assert!((40..200).contains(&n), "{n} inserted of 10000 at 1/100");

@@ -361,7 +361,9 @@ mod tests {
     #[test]
     fn masked_lookup_hits_any_key_agreeing_on_the_mask() {
         let mut c = MegaflowCache::new(10);
-        let r = c.insert(flow(key(1, 0x0a000005, 80), mask_dst(), 2)).unwrap();
+        let r = c
+            .insert(flow(key(1, 0x0a000005, 80), mask_dst(), 2))
+            .unwrap();
         assert_eq!(c.lookup(&key(9, 0x0a0000ff, 443)), Some(r));
         assert_eq!(c.lookup(&key(9, 0x0a0001ff, 443)), None);
         assert_eq!(c.get(r).unwrap().key.nw_dst(), 0x0a000000, "stored masked");
@@ -370,7 +372,9 @@ mod tests {
     #[test]
     fn several_masks_and_removal_invalidates_the_ref() {
         let mut c = MegaflowCache::new(10);
-        let a = c.insert(flow(key(0, 0x0a000000, 0), mask_dst(), 2)).unwrap();
+        let a = c
+            .insert(flow(key(0, 0x0a000000, 0), mask_dst(), 2))
+            .unwrap();
         let b = c.insert(flow(key(0, 0, 53), mask_port(), 3)).unwrap();
         assert_eq!(c.n_subtables(), 2);
         assert_eq!(c.lookup(&key(1, 0x0b000000, 53)), Some(b));
@@ -381,7 +385,9 @@ mod tests {
         assert_eq!(c.lookup(&key(1, 0x0a000001, 1)), None);
         assert_eq!(c.lookup(&key(1, 0x0a000001, 53)), Some(b));
         // The freed slot is reused with a new epoch: the old ref stays dead.
-        let a2 = c.insert(flow(key(0, 0x0c000000, 0), mask_dst(), 4)).unwrap();
+        let a2 = c
+            .insert(flow(key(0, 0x0c000000, 0), mask_dst(), 4))
+            .unwrap();
         assert_eq!(a2.slot, a.slot);
         assert_ne!(a2.epoch, a.epoch);
         assert!(!c.is_live(a));

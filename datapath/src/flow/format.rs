@@ -54,7 +54,11 @@ pub fn format_masked(key: &FlowKey, mask: &FlowKey) -> String {
         ("eth_src", |k| k.dl_src().into(), Kind::Mac),
         ("eth_dst", |k| k.dl_dst().into(), Kind::Mac),
         ("n_vlans", |k| k.n_vlans().into(), Kind::Dec),
-        ("vlan_tci", |k| (k.words()[8] >> 16 & 0xffff).into(), Kind::Hex),
+        (
+            "vlan_tci",
+            |k| (k.words()[8] >> 16 & 0xffff).into(),
+            Kind::Hex,
+        ),
         ("eth_type", |k| k.dl_type().into(), Kind::Hex),
         ("nw_src", |k| k.nw_src().into(), Kind::Ip4),
         ("nw_dst", |k| k.nw_dst().into(), Kind::Ip4),

@@ -114,7 +114,9 @@ pub fn translate(
                     None => None,
                 };
                 if c.nat.is_some() {
-                    warnings.push("ct nat is not implemented yet: packets are tracked without NAT".into());
+                    warnings.push(
+                        "ct nat is not implemented yet: packets are tracked without NAT".into(),
+                    );
                 }
                 let recirc = match c.recirc {
                     Some(table_recirc) => {
@@ -128,7 +130,11 @@ pub fn translate(
                                 *r = k.get(Field::reg(i as u8)) as u32;
                             }
                         }
-                        Some(cx.recirc.id_for(&state).ok_or(UpcallError::RecircTableFull)?)
+                        Some(
+                            cx.recirc
+                                .id_for(&state)
+                                .ok_or(UpcallError::RecircTableFull)?,
+                        )
                     }
                     None => None,
                 };
@@ -215,7 +221,9 @@ mod tests {
         };
         let t = translate(cx, &udp_key(1), 0).unwrap();
         assert_eq!(t.ops.len(), 1);
-        let Op::Ct(c) = &t.ops[0] else { panic!("{:?}", t.ops) };
+        let Op::Ct(c) = &t.ops[0] else {
+            panic!("{:?}", t.ops)
+        };
         assert_eq!(c.params.zone, ct::Zone(5));
         let id = c.recirc.expect("forks");
         assert_eq!(recirc.state(id).unwrap().table_recirc, 2);
@@ -229,7 +237,10 @@ mod tests {
         k.set_ct_state((ct::CtState::TRK | ct::CtState::NEW).bits());
         k.set_ct_zone(5);
         let t2 = translate(cx, &k, 0).unwrap();
-        assert_eq!(crate::program::ProgramDisplay(&t2.ops).to_string(), "ct(commit,zone=5),2");
+        assert_eq!(
+            crate::program::ProgramDisplay(&t2.ops).to_string(),
+            "ct(commit,zone=5),2"
+        );
         assert_ne!(t2.mask.ct_state(), 0);
     }
 

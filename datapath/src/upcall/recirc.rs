@@ -93,7 +93,10 @@ mod tests {
     #[test]
     fn same_state_same_id_and_back() {
         let t = RecircTable::default();
-        let a = Frozen { table_recirc: 2, regs: [0; 16] };
+        let a = Frozen {
+            table_recirc: 2,
+            regs: [0; 16],
+        };
         let mut b = a;
         b.regs[3] = 1;
         let ia = t.id_for(&a).unwrap();
