@@ -45,7 +45,10 @@
 pub mod action;
 pub mod cache;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod flow;
+pub mod metrics;
 pub mod output;
 #[allow(unsafe_code)] // reserved for a DPDK mbuf storage; none yet
 pub mod packet;
