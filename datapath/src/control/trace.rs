@@ -4,11 +4,14 @@
 //! Without `--ct-next`, the ct_state each recirculation resumes with comes
 //! from the live connection table: the packet's 5-tuple is looked up in the
 //! zone of the first `ct(table=...)` it reaches; a connection found in the
-//! original direction gives `trk|est`, in the reply direction
-//! `trk|est|rpl`, none `trk|new`.
+//! original direction gives `trk|est` (`trk|new` while it has not seen a
+//! reply, as conntrack itself reports), in the reply direction
+//! `trk|est|rpl`, none `trk|new`. The same state is used for every
+//! recirculation of the trace.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ct::conn::ConnStatus;
 use ct::flush::{Cidr, FlushFilter, TupleFilter};
 use ct::{CtState, Zone};
 use ofproto::pipeline::parse_ct_states;
@@ -100,11 +103,19 @@ fn live_state(d: &Daemon, key: &FlowKey, zone: u16) -> (CtState, &'static str) {
         orig: tuple(src, dst, sp, dp),
         ..Default::default()
     };
-    if !d.sw.ct.dump(&f, now).is_empty() {
-        return (
-            CtState::TRK | CtState::EST,
-            "connection found, original direction",
-        );
+    if let Some(c) = d.sw.ct.dump(&f, now).first() {
+        // Conntrack reports +new until the connection has seen a reply.
+        return if c.status.contains(ConnStatus::SEEN_REPLY) {
+            (
+                CtState::TRK | CtState::EST,
+                "connection found, original direction",
+            )
+        } else {
+            (
+                CtState::TRK | CtState::NEW,
+                "connection found, original direction, no reply seen yet",
+            )
+        };
     }
     f.orig = tuple(dst, src, dp, sp);
     if !d.sw.ct.dump(&f, now).is_empty() {
