@@ -737,6 +737,4 @@ fn crc32c(data: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-}
+pub(crate) mod tests {}

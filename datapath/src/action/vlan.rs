@@ -158,6 +158,4 @@ pub(crate) fn set_vlan_tci(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-}
+mod tests {}

@@ -81,7 +81,7 @@ impl ExactMatchCache {
                 x ^= x >> 17;
                 x ^= x << 5;
                 self.coin = x;
-                if x % n != 0 {
+                if !x.is_multiple_of(n) {
                     return;
                 }
             }

@@ -157,7 +157,7 @@ impl MegaflowCache {
     #[inline]
     pub fn lookup(&mut self, key: &FlowKey) -> Option<FlowRef> {
         self.lookups = self.lookups.wrapping_add(1);
-        if self.lookups % 4096 == 0 {
+        if self.lookups.is_multiple_of(4096) {
             self.sort_subtables();
         }
         let slots = &self.slots;
@@ -183,7 +183,7 @@ impl MegaflowCache {
 
     /// Busiest subtables first (OVS re-sorts its dpcls every second).
     fn sort_subtables(&mut self) {
-        self.subtables.sort_by(|a, b| b.hits.cmp(&a.hits));
+        self.subtables.sort_by_key(|st| std::cmp::Reverse(st.hits));
         for st in &mut self.subtables {
             st.hits /= 2;
         }

@@ -260,8 +260,10 @@ mod tests {
 
     #[test]
     fn registers_and_table_come_from_the_frozen_state() {
-        let mut f = Frozen::default();
-        f.table_recirc = 3;
+        let mut f = Frozen {
+            table_recirc: 3,
+            ..Default::default()
+        };
         f.regs[5] = 77;
         let mut k = udp_key();
         k.set_recirc_id(9); // the datapath's id: not what ofproto sees
