@@ -14,6 +14,14 @@
 //! - [`port`]: the [`port::Port`] trait and the software ports (rings, pcap
 //!   replay/record, traffic generator, null sink, AF_PACKET).
 //! - [`stats`]: counters shared by ports and stages.
+//! - [`switch`], [`pipeline`], [`pmd`]: the shared switch state, the
+//!   per-thread packet pipeline and the poll-mode threads.
+//! - [`config`]: the daemon's JSON configuration; [`daemon`]: the running
+//!   switch the control plane reaches; [`control`]: the control socket and
+//!   its commands (`ferrovs-ctl`); [`metrics`]: the Prometheus endpoint.
+//!
+//! Binaries: `ferrovsd --config FILE` (the daemon) and
+//! `ferrovs-ctl COMMAND ...` (its control client; `ferrovs-ctl help`).
 //!
 //! One pass of a poll loop, with software ports:
 //!

@@ -248,18 +248,21 @@ pub fn render(d: &Daemon) -> String {
         &[(String::new(), total_mf)],
     );
 
-    let counts = d.sw.ct.counts();
+    // Counters only: a scrape must not walk the connection table.
     e.metric(
         "ct_connections",
         "gauge",
         "Connections in the tracker.",
-        &[(String::new(), counts.total)],
+        &[(String::new(), d.sw.ct.len() as u64)],
     );
-    let by_zone: Vec<_> = counts
-        .by_zone
-        .iter()
-        .map(|(z, p)| (format!("zone=\"{z}\""), p.values().sum()))
-        .collect();
+    let by_zone: Vec<_> =
+        d.sw.ct
+            .zones
+            .active()
+            .into_iter()
+            .filter(|(_, _, count)| *count > 0)
+            .map(|(z, _, count)| (format!("zone=\"{}\"", z.0), u64::from(count)))
+            .collect();
     e.metric(
         "ct_zone_connections",
         "gauge",
