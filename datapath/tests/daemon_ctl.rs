@@ -31,14 +31,14 @@ fn temp_dir() -> PathBuf {
     d
 }
 
-fn config(dir: &Path, extra_ports: &str) -> String {
+fn config(dir: &Path, extra_ports: &str, gen_options: &str) -> String {
     format!(
         r#"{{ "log_level": "info",
   "control_socket": "{sock}",
   "metrics": {{ "listen": "127.0.0.1:0" }},
   "pmd": {{ "threads": 1, "idle_sleep_us": 200 }},
   "conntrack": {{ "shards": 16 }},
-  "ports": [ {{ "name": "gen0", "number": 1, "type": "generator", "options": {{ "flows": 10, "size": 64, "limit": 2000 }} }},
+  "ports": [ {{ "name": "gen0", "number": 1, "type": "generator", "options": {{ "flows": 10, "size": 64, "limit": 2000{gen_options} }} }},
              {{ "name": "sink", "number": 2, "type": "null" }}{extra_ports} ],
   "flows": "firewall.flows" }}"#,
         sock = dir.join("run/ferrovsd.sock").display()
@@ -61,9 +61,17 @@ impl Daemon {
     }
 
     fn start_full(extra_ports: &str, flows: &str) -> Daemon {
+        Self::start_gen(extra_ports, flows, "")
+    }
+
+    fn start_gen(extra_ports: &str, flows: &str, gen_options: &str) -> Daemon {
         let dir = temp_dir();
         std::fs::write(dir.join("firewall.flows"), flows).unwrap();
-        std::fs::write(dir.join("ferrovsd.json"), config(&dir, extra_ports)).unwrap();
+        std::fs::write(
+            dir.join("ferrovsd.json"),
+            config(&dir, extra_ports, gen_options),
+        )
+        .unwrap();
         let log = std::fs::File::create(dir.join("ferrovsd.log")).unwrap();
         let child = Command::new(FERROVSD)
             .arg("--config")
@@ -541,4 +549,26 @@ fn bad_configs_exit_1_naming_the_problem() {
     assert!(e.contains("loopback"), "{e}");
     assert!(!sock.exists(), "a failed start leaves no socket behind");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn trace_uses_the_live_connection_direction() {
+    // The generator also sends the server's replies: connections become
+    // established.
+    let d = Daemon::start_gen("", FLOWS, r#", "replies": true"#);
+    d.wait_for_traffic();
+    let orig = "in_port=1,udp,nw_src=10.0.0.0,nw_dst=172.16.0.1,tp_src=1024,tp_dst=5001";
+    let t = d.ok(&["trace", orig]);
+    assert!(
+        t.contains("connection found, original direction: resuming with ct_state=est|trk"),
+        "{t}"
+    );
+    let reply = "in_port=1,udp,nw_src=172.16.0.1,nw_dst=10.0.0.0,tp_src=5001,tp_dst=1024";
+    let t = d.ok(&["trace", reply]);
+    assert!(
+        t.contains("connection found, reply direction: resuming with ct_state=est|rpl|trk"),
+        "{t}"
+    );
+    let j: serde_json::Value = serde_json::from_str(&d.ok(&["--json", "trace", reply])).unwrap();
+    assert_eq!(j["ct_states"][0], "est|rpl|trk");
 }
