@@ -16,6 +16,14 @@
 //! - [`stats`]: counters shared by ports and stages.
 //! - [`bench_result`]: the JSON-lines record every bench binary writes with
 //!   `--json-out`, read back by `bench-report` (markdown table + SVG plot).
+//! - [`switch`], [`pipeline`], [`pmd`]: the shared switch state, the
+//!   per-thread packet pipeline and the poll-mode threads.
+//! - [`config`]: the daemon's JSON configuration; [`daemon`]: the running
+//!   switch the control plane reaches; [`control`]: the control socket and
+//!   its commands (`ferrovs-ctl`); [`metrics`]: the Prometheus endpoint.
+//!
+//! Binaries: `ferrovsd --config FILE` (the daemon) and
+//! `ferrovs-ctl COMMAND ...` (its control client; `ferrovs-ctl help`).
 //!
 //! One pass of a poll loop, with software ports:
 //!
@@ -47,7 +55,11 @@
 pub mod action;
 pub mod bench_result;
 pub mod cache;
+pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod flow;
+pub mod metrics;
 pub mod output;
 #[allow(unsafe_code)] // reserved for a DPDK mbuf storage; none yet
 pub mod packet;

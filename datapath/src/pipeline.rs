@@ -664,6 +664,16 @@ impl Pipeline {
         }
     }
 
+    /// [`Pipeline::revalidate`] if it is due. The PMD calls this while idle
+    /// too, so rule counters catch up and idle megaflows expire without
+    /// traffic.
+    pub fn revalidate_if_due(&mut self) {
+        let now_ms = self.sw.clock.now_ms();
+        if now_ms >= self.last_revalidate_ms + self.cfg.revalidate_ms {
+            self.revalidate(now_ms);
+        }
+    }
+
     /// Credit rule counters, refresh what translation learns (MACs) for
     /// flows that saw traffic, evict idle megaflows.
     pub fn revalidate(&mut self, now_ms: u64) {

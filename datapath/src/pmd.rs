@@ -376,6 +376,7 @@ fn run(
         } else {
             idle_ns += dt;
             empty_run = empty_run.saturating_add(1);
+            pipeline.revalidate_if_due();
             if cfg.idle_sleep_us > 0 && empty_run >= cfg.idle_sleep_after {
                 pipeline.flush();
                 std::thread::sleep(Duration::from_micros(cfg.idle_sleep_us));

@@ -50,7 +50,11 @@ fn corpus() -> Vec<(&'static str, Vec<u8>)> {
     vlans.extend_from_slice(&[0x08, 0x00]);
     vlans.extend_from_slice(&good_udp());
     v.push(("three vlan tags", vlans));
-    let v6 = Builder::v6("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap()).udp(1, 2, b"x");
+    let v6 = Builder::v6(
+        "2001:db8::1".parse().unwrap(),
+        "2001:db8::2".parse().unwrap(),
+    )
+    .udp(1, 2, b"x");
     let mut v6f = ferrovs_tests::ethernet_with([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], &v6);
     v6f.truncate(14 + 30);
     v.push(("ipv6 truncated", v6f));
@@ -67,15 +71,25 @@ fn malformed_corpus_is_flagged_and_dropped_from_both_sides() {
     for (what, f) in corpus() {
         for port in [1, 2] {
             let out = h.inject(port, &f);
-            assert!(out.is_empty(), "{what} from port {port} was forwarded: {out:?}");
+            assert!(
+                out.is_empty(),
+                "{what} from port {port} was forwarded: {out:?}"
+            );
         }
     }
     let c = h.pipeline.counters;
     assert!(c.malformed >= 16, "{c:?}");
     assert_eq!(c.packets, 2 * corpus().len() as u64);
-    assert!(h.dump_conntrack().is_empty(), "no malformed packet may create state: {:?}", h.dump_conntrack());
+    assert!(
+        h.dump_conntrack().is_empty(),
+        "no malformed packet may create state: {:?}",
+        h.dump_conntrack()
+    );
     // Good traffic still flows.
-    assert_eq!(Harness::ports_of(&h.inject(1, &frame(1, 2, &good_udp()))), vec![2]);
+    assert_eq!(
+        Harness::ports_of(&h.inject(1, &frame(1, 2, &good_udp()))),
+        vec![2]
+    );
 }
 
 proptest! {

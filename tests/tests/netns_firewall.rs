@@ -31,7 +31,10 @@ fn has(tool: &str) -> bool {
 /// target/<profile>/ of this test binary (it lives in target/<profile>/deps).
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe path");
-    exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf()
 }
 
 #[test]

@@ -29,8 +29,12 @@ fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
     let f = std::fs::File::create(path).unwrap();
     let mut w = PcapWriter::new(f).unwrap();
     for (i, fr) in frames.iter().enumerate() {
-        w.write_packet(&PcapPacket::new(Duration::from_micros(i as u64), fr.len() as u32, fr))
-            .unwrap();
+        w.write_packet(&PcapPacket::new(
+            Duration::from_micros(i as u64),
+            fr.len() as u32,
+            fr,
+        ))
+        .unwrap();
     }
 }
 
@@ -59,7 +63,10 @@ fn add(sw: &Switch, port: Arc<dyn Port>, kind: &str) {
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(t.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -81,12 +88,25 @@ fn firewall_from_capture_to_capture_with_pmd_threads() {
     write_pcap(&dir.join("outside.pcap"), &outside);
 
     let sw = Switch::new(ct::TrackerConfig::default());
-    let rx_in = Arc::new(PcapRxPort::open("inside", PortNo(1), dir.join("inside.pcap"), false).unwrap());
+    let rx_in =
+        Arc::new(PcapRxPort::open("inside", PortNo(1), dir.join("inside.pcap"), false).unwrap());
     let to_out = Arc::new(
-        PcapTxPort::create("to-outside", PortNo(11), dir.join("to-outside.pcap"), TxTimestamps::Sequence).unwrap(),
+        PcapTxPort::create(
+            "to-outside",
+            PortNo(11),
+            dir.join("to-outside.pcap"),
+            TxTimestamps::Sequence,
+        )
+        .unwrap(),
     );
     let to_in = Arc::new(
-        PcapTxPort::create("to-inside", PortNo(12), dir.join("to-inside.pcap"), TxTimestamps::Sequence).unwrap(),
+        PcapTxPort::create(
+            "to-inside",
+            PortNo(12),
+            dir.join("to-inside.pcap"),
+            TxTimestamps::Sequence,
+        )
+        .unwrap(),
     );
     add(&sw, rx_in.clone(), "pcap");
     add(&sw, to_out.clone(), "pcap");
@@ -101,9 +121,12 @@ fn firewall_from_capture_to_capture_with_pmd_threads() {
         },
     )
     .unwrap();
-    wait_until("the inside capture", || rx_in.is_done() && to_out.stats().tx_packets == 100);
+    wait_until("the inside capture", || {
+        rx_in.is_done() && to_out.stats().tx_packets == 100
+    });
     // The outside capture joins only now, so every reply follows its request.
-    let rx_out = Arc::new(PcapRxPort::open("outside", PortNo(2), dir.join("outside.pcap"), false).unwrap());
+    let rx_out =
+        Arc::new(PcapRxPort::open("outside", PortNo(2), dir.join("outside.pcap"), false).unwrap());
     add(&sw, rx_out.clone(), "pcap");
     wait_until("the outside capture", || {
         rx_out.is_done() && pmds.stats().iter().map(|s| s.counters.packets).sum::<u64>() == 180
@@ -119,7 +142,10 @@ fn firewall_from_capture_to_capture_with_pmd_threads() {
     out_sorted.sort();
     let mut inside_sorted = inside.clone();
     inside_sorted.sort();
-    assert_eq!(out_sorted, inside_sorted, "every inside packet leaves unchanged");
+    assert_eq!(
+        out_sorted, inside_sorted,
+        "every inside packet leaves unchanged"
+    );
     let mut expect_back: Vec<Vec<u8>> = outside[..50].to_vec();
     expect_back.sort();
     let mut back_sorted = back.clone();
@@ -131,7 +157,10 @@ fn firewall_from_capture_to_capture_with_pmd_threads() {
     assert_eq!(total, 180);
     let dropped: u64 = stats.iter().map(|s| s.counters.dropped_by_flow).sum();
     assert_eq!(dropped, 30);
-    assert_eq!(sw.ct.dump(&Default::default(), sw.clock.now_ns()).len(), 100);
+    assert_eq!(
+        sw.ct.dump(&Default::default(), sw.clock.now_ns()).len(),
+        100
+    );
     // Both threads had queues to poll (round-robin over 3 then 4 ports).
     assert!(stats.iter().all(|s| !s.rxqs.is_empty()), "{stats:?}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -110,13 +110,16 @@ fn run(args: &Args) -> Result<(), String> {
         Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
         None => DEFAULT_FLOWS.to_string(),
     };
-    std::fs::create_dir_all(&args.workdir).map_err(|e| format!("{}: {e}", args.workdir.display()))?;
+    std::fs::create_dir_all(&args.workdir)
+        .map_err(|e| format!("{}: {e}", args.workdir.display()))?;
     let outside = args.workdir.join("outside.pcap");
     write_outside_capture(&outside).map_err(|e| format!("{}: {e}", outside.display()))?;
 
     let sw = Switch::new(ct::TrackerConfig::default());
     let lan: Arc<dyn Port> = match &args.pcap {
-        Some(p) => Arc::new(PcapRxPort::open("lan", PortNo(1), p, true).map_err(|e| e.to_string())?),
+        Some(p) => {
+            Arc::new(PcapRxPort::open("lan", PortNo(1), p, true).map_err(|e| e.to_string())?)
+        }
         None => Arc::new(GeneratorPort::new(
             "lan",
             PortNo(1),
@@ -130,9 +133,18 @@ fn run(args: &Args) -> Result<(), String> {
             },
         )),
     };
-    let wan = Arc::new(PcapRxPort::open("wan", PortNo(2), &outside, false).map_err(|e| e.to_string())?);
+    let wan =
+        Arc::new(PcapRxPort::open("wan", PortNo(2), &outside, false).map_err(|e| e.to_string())?);
     let out = Arc::new(NullPort::new("out", PortNo(3)));
-    add(&sw, lan.clone(), if args.pcap.is_some() { "pcap" } else { "generator" })?;
+    add(
+        &sw,
+        lan.clone(),
+        if args.pcap.is_some() {
+            "pcap"
+        } else {
+            "generator"
+        },
+    )?;
     add(&sw, wan.clone(), "pcap")?;
     add(&sw, out.clone(), "null")?;
     sw.bridge
@@ -140,8 +152,14 @@ fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("flows: {}: {}", e.token, e.reason))?;
 
     if !args.json {
-        println!("ferrovs demo: stateful firewall, {} PMD thread(s), {:.0} s", args.pmds, args.seconds);
-        println!("  port 1 lan  ({}), port 2 wan (unsolicited traffic), port 3 out (sink)", lan_desc(args));
+        println!(
+            "ferrovs demo: stateful firewall, {} PMD thread(s), {:.0} s",
+            args.pmds, args.seconds
+        );
+        println!(
+            "  port 1 lan  ({}), port 2 wan (unsolicited traffic), port 3 out (sink)",
+            lan_desc(args)
+        );
     }
     let mut pmds = PmdSet::start(
         sw.clone(),
@@ -191,7 +209,10 @@ fn report(sw: &Switch, pmds: &PmdSet, forwarded: u64, secs: f64, json: bool) {
     let dropped = sum(|c| c.dropped_by_flow);
     let now_ns = sw.clock.now_ns();
     let conns = sw.ct.dump(&Default::default(), now_ns);
-    let flows = sw.bridge.ofctl("dump-flows", "", sw.clock.now_ms()).unwrap_or_default();
+    let flows = sw
+        .bridge
+        .ofctl("dump-flows", "", sw.clock.now_ms())
+        .unwrap_or_default();
     let mpps = packets as f64 / secs / 1e6;
     if json {
         let v = format!(
@@ -205,14 +226,20 @@ fn report(sw: &Switch, pmds: &PmdSet, forwarded: u64, secs: f64, json: bool) {
     println!("packets      {packets:>12}");
     println!("forwarded    {forwarded:>12}   (to port 3)");
     println!("dropped      {dropped:>12}   (new from outside, invalid, no rule)");
-    println!("rate         {mpps:>12.2}   Mpps over {secs:.1} s on {} PMD thread(s)", stats.len());
+    println!(
+        "rate         {mpps:>12.2}   Mpps over {secs:.1} s on {} PMD thread(s)",
+        stats.len()
+    );
     println!();
     println!("flow table (ovs-ofctl dump-flows):");
     for l in flows.lines() {
         println!("  {l}");
     }
     println!();
-    let est = conns.iter().filter(|c| c.to_string().contains("ESTABLISHED")).count();
+    let est = conns
+        .iter()
+        .filter(|c| c.to_string().contains("ESTABLISHED"))
+        .count();
     println!(
         "conntrack: {} connections ({} ESTABLISHED); first entries (dpctl/dump-conntrack):",
         conns.len(),

@@ -1,0 +1,398 @@
+//! The daemon's configuration file (JSON).
+//!
+//! A full example (every key shown; only `ports` is required):
+//!
+//! ```json
+//! { "log_level": "info",
+//!   "control_socket": "/tmp/ferrovs/ferrovsd.sock",
+//!   "metrics": { "listen": "127.0.0.1:9464", "allow_non_loopback": false },
+//!   "pmd": { "threads": 1, "cores": [], "idle_sleep_us": 100, "emc": true,
+//!            "megaflow": true, "emc_insert_inv_prob": 100 },
+//!   "conntrack": { "max_conns": 3000000, "shards": 1024, "liberal": false,
+//!                  "zone_limits": { "5": 1000 },
+//!                  "timeout_policies": { "short": "udp_first=3,udp_single=3" } },
+//!   "ports": [
+//!     { "name": "gen0", "number": 1, "type": "generator",
+//!       "options": { "flows": 1000, "size": 64, "rate_pps": 0, "proto": "udp",
+//!                    "replies": false, "conn_packets": 0, "seed": 1,
+//!                    "limit": 100000, "rxqs": 1, "csum_offload": true } },
+//!     { "name": "sink", "number": 2, "type": "null" },
+//!     { "name": "in", "number": 3, "type": "pcap", "options": { "rx": "in.pcap", "loop": false } },
+//!     { "name": "out", "number": 4, "type": "pcap", "options": { "tx": "out.pcap", "timestamps": "wall" } },
+//!     { "name": "veth0", "number": 5, "type": "afpacket", "options": { "ifname": "veth0", "rxqs": 1 } },
+//!     { "name": "p6", "number": 6, "vlan": { "access": 10 } },
+//!     { "name": "p7", "number": 7, "type": "null", "vlan": { "trunk": [10, 20] } } ],
+//!   "flows": "firewall.flows" }
+//! ```
+//!
+//! * `log_level`: `error`, `warn`, `info`, `debug` or `trace` (default `info`).
+//! * `control_socket`: the control socket path (default
+//!   [`DEFAULT_SOCKET`]).
+//! * `metrics`: optional Prometheus endpoint; `listen` must be a loopback
+//!   address unless `allow_non_loopback` is true.
+//! * `pmd`: poll-mode threads (defaults as shown; `emc_insert_inv_prob` >= 1).
+//! * `conntrack`: tracker size, TCP liberal mode, per-zone connection limits
+//!   (zone numbers as strings), named timeout policies (`ct(timeout=NAME)`).
+//! * `ports`: see [`port`] for the types and their options. A port without
+//!   `type` is a `null` port. `vlan` defaults to access VLAN 0.
+//! * `flows`: an `ovs-ofctl add-flows` file loaded at start.
+//!
+//! Relative paths (flows file, pcap files) are relative to the directory of
+//! the configuration file. Unknown keys are errors naming the key; every
+//! validation error names the offending field and value.
+
+pub mod port;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::pipeline::PipelineConfig;
+use crate::pmd::PmdConfig;
+pub use port::{build_port, port_from_config, BuiltPort, PortConfigJson, VlanJson};
+
+/// The control socket used when neither the config nor the command line
+/// names one.
+pub const DEFAULT_SOCKET: &str = "/tmp/ferrovs/ferrovsd.sock";
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    #[serde(default = "default_socket")]
+    pub control_socket: PathBuf,
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    #[serde(default)]
+    pub pmd: PmdJson,
+    #[serde(default)]
+    pub conntrack: ConntrackJson,
+    pub ports: Vec<PortConfigJson>,
+    #[serde(default)]
+    pub flows: Option<PathBuf>,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}
+
+/// The Prometheus endpoint.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub listen: String,
+    #[serde(default)]
+    pub allow_non_loopback: bool,
+}
+
+impl MetricsConfig {
+    /// The address to bind, refused when it is not loopback and
+    /// `allow_non_loopback` is not set.
+    pub fn addr(&self) -> Result<SocketAddr, String> {
+        let addr: SocketAddr = self.listen.parse().map_err(|_| {
+            format!(
+                "metrics.listen: '{}': expected IP:PORT (e.g. 127.0.0.1:9464)",
+                self.listen
+            )
+        })?;
+        if !addr.ip().is_loopback() && !self.allow_non_loopback {
+            return Err(format!(
+                "metrics.listen: '{}' is not a loopback address; set \"allow_non_loopback\": true to expose metrics beyond this host",
+                self.listen
+            ));
+        }
+        Ok(addr)
+    }
+}
+
+/// Poll-mode thread settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PmdJson {
+    pub threads: usize,
+    pub cores: Vec<usize>,
+    pub idle_sleep_us: u64,
+    pub emc: bool,
+    pub megaflow: bool,
+    pub emc_insert_inv_prob: u32,
+}
+
+impl Default for PmdJson {
+    fn default() -> Self {
+        let p = PmdConfig::default();
+        PmdJson {
+            threads: p.threads,
+            cores: p.cores,
+            idle_sleep_us: p.idle_sleep_us,
+            emc: p.pipeline.emc,
+            megaflow: p.pipeline.megaflow,
+            emc_insert_inv_prob: p.pipeline.emc_insert_inv_prob,
+        }
+    }
+}
+
+impl PmdJson {
+    /// The PMD configuration this describes.
+    pub fn to_pmd_config(&self) -> PmdConfig {
+        PmdConfig {
+            threads: self.threads,
+            cores: self.cores.clone(),
+            idle_sleep_us: self.idle_sleep_us,
+            pipeline: PipelineConfig {
+                emc: self.emc,
+                megaflow: self.megaflow,
+                emc_insert_inv_prob: self.emc_insert_inv_prob,
+                ..PipelineConfig::default()
+            },
+            ..PmdConfig::default()
+        }
+    }
+}
+
+/// Connection tracker settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConntrackJson {
+    pub max_conns: u32,
+    pub shards: usize,
+    pub liberal: bool,
+    /// Zone number (as a string) to connection limit.
+    pub zone_limits: BTreeMap<String, u32>,
+    /// Policy name to `attr=secs,...`.
+    pub timeout_policies: BTreeMap<String, String>,
+}
+
+impl Default for ConntrackJson {
+    fn default() -> Self {
+        let t = ct::TrackerConfig::default();
+        ConntrackJson {
+            max_conns: t.max_conns,
+            shards: t.shards,
+            liberal: t.liberal,
+            zone_limits: BTreeMap::new(),
+            timeout_policies: BTreeMap::new(),
+        }
+    }
+}
+
+impl ConntrackJson {
+    /// The tracker configuration this describes.
+    pub fn tracker_config(&self) -> ct::TrackerConfig {
+        ct::TrackerConfig {
+            max_conns: self.max_conns,
+            shards: self.shards,
+            liberal: self.liberal,
+            seed: None,
+        }
+    }
+
+    /// The zone limits with parsed zone numbers.
+    pub fn zone_limits(&self) -> Result<Vec<(u16, u32)>, String> {
+        self.zone_limits
+            .iter()
+            .map(|(z, l)| {
+                z.parse::<u16>()
+                    .map(|z| (z, *l))
+                    .map_err(|_| format!("conntrack.zone_limits: '{z}': zone must be 0..=65535"))
+            })
+            .collect()
+    }
+
+    /// The timeout policies, parsed.
+    pub fn timeout_policies(&self) -> Result<Vec<(String, ct::TimeoutPolicy)>, String> {
+        self.timeout_policies
+            .iter()
+            .map(|(name, spec)| {
+                if name.is_empty() || name == "default" {
+                    return Err(format!(
+                        "conntrack.timeout_policies: '{name}': policy name must be non-empty and not 'default'"
+                    ));
+                }
+                ct::TimeoutPolicy::parse(spec)
+                    .map(|p| (name.clone(), p))
+                    .map_err(|e| format!("conntrack.timeout_policies.{name}: {e}"))
+            })
+            .collect()
+    }
+}
+
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// Check that `level` is a log level name.
+pub fn check_log_level(level: &str) -> Result<(), String> {
+    if LOG_LEVELS.contains(&level) {
+        Ok(())
+    } else {
+        Err(format!(
+            "log_level: '{level}': expected one of {}",
+            LOG_LEVELS.join(", ")
+        ))
+    }
+}
+
+impl DaemonConfig {
+    /// Parse and validate configuration text.
+    pub fn parse(text: &str) -> Result<DaemonConfig, String> {
+        let cfg: DaemonConfig = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read, parse and validate `path`; also returns the directory that
+    /// relative paths in it are relative to.
+    pub fn load(path: &Path) -> Result<(DaemonConfig, PathBuf), String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cfg = DaemonConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Ok((cfg, base))
+    }
+
+    /// Every check that does not touch the file system.
+    pub fn validate(&self) -> Result<(), String> {
+        check_log_level(&self.log_level)?;
+        if self.control_socket.as_os_str().is_empty() {
+            return Err("control_socket: must not be empty".into());
+        }
+        if let Some(m) = &self.metrics {
+            m.addr()?;
+        }
+        let p = &self.pmd;
+        if p.threads == 0 || p.threads > 256 {
+            return Err(format!("pmd.threads: {}: must be 1..=256", p.threads));
+        }
+        if p.emc_insert_inv_prob == 0 {
+            return Err("pmd.emc_insert_inv_prob: 0: must be at least 1".into());
+        }
+        if p.emc && !p.megaflow {
+            return Err("pmd.emc: true: the exact-match cache needs \"megaflow\": true".into());
+        }
+        let c = &self.conntrack;
+        if c.max_conns == 0 {
+            return Err("conntrack.max_conns: 0: must be at least 1".into());
+        }
+        if c.shards == 0 || c.shards > 65_536 {
+            return Err(format!("conntrack.shards: {}: must be 1..=65536", c.shards));
+        }
+        c.zone_limits()?;
+        c.timeout_policies()?;
+        for (i, port) in self.ports.iter().enumerate() {
+            port.validate()
+                .map_err(|e| format!("ports[{i}] ({}): {e}", port.name))?;
+            if let Some(j) = self.ports[..i].iter().position(|q| q.name == port.name) {
+                return Err(format!(
+                    "ports[{i}]: name '{}' is already used by ports[{j}]",
+                    port.name
+                ));
+            }
+            if let Some(j) = self.ports[..i].iter().position(|q| q.number == port.number) {
+                return Err(format!(
+                    "ports[{i}] ({}): number {} is already used by ports[{j}] ({})",
+                    port.name, port.number, self.ports[j].name
+                ));
+            }
+        }
+        if let Some(f) = &self.flows {
+            if f.as_os_str().is_empty() {
+                return Err("flows: must not be empty".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The flows file, resolved against `base`.
+    pub fn flows_path(&self, base: &Path) -> Option<PathBuf> {
+        self.flows.as_ref().map(|f| base.join(f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"{ "log_level": "debug",
+      "control_socket": "/tmp/x/ferrovsd.sock",
+      "metrics": { "listen": "127.0.0.1:9464" },
+      "pmd": { "threads": 2, "cores": [0, 1], "idle_sleep_us": 50, "emc": true, "megaflow": true, "emc_insert_inv_prob": 1 },
+      "conntrack": { "max_conns": 1000, "shards": 16, "liberal": true,
+                     "zone_limits": { "5": 1000 }, "timeout_policies": { "short": "udp_first=3,udp_single=3" } },
+      "ports": [ { "name": "gen0", "number": 1, "type": "generator", "options": { "flows": 10, "size": 128, "rate_pps": 0 } },
+                 { "name": "sink", "number": 2, "type": "null" },
+                 { "name": "p6", "number": 6, "vlan": { "trunk": [10, 20] } } ],
+      "flows": "firewall.flows" }"#;
+
+    #[test]
+    fn full_example_parses() {
+        let c = DaemonConfig::parse(FULL).unwrap();
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(c.pmd.threads, 2);
+        assert_eq!(c.pmd.to_pmd_config().pipeline.emc_insert_inv_prob, 1);
+        assert_eq!(c.conntrack.zone_limits().unwrap(), vec![(5, 1000)]);
+        assert_eq!(c.conntrack.timeout_policies().unwrap()[0].0, "short");
+        assert_eq!(c.ports.len(), 3);
+        assert_eq!(
+            c.flows_path(Path::new("/etc/ferrovs")).unwrap(),
+            PathBuf::from("/etc/ferrovs/firewall.flows")
+        );
+        assert!(c.metrics.unwrap().addr().unwrap().ip().is_loopback());
+    }
+
+    #[test]
+    fn defaults_fill_missing_sections() {
+        let c = DaemonConfig::parse(r#"{"ports": []}"#).unwrap();
+        assert_eq!(c.control_socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.pmd.threads, 1);
+        assert_eq!(c.conntrack.max_conns, 3_000_000);
+        assert!(c.metrics.is_none() && c.flows.is_none());
+    }
+
+    fn err(text: &str) -> String {
+        DaemonConfig::parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        assert!(err(r#"{"ports": [], "pmdd": {}}"#).contains("pmdd"));
+        assert!(err(r#"{"ports": [], "pmd": {"thread": 1}}"#).contains("thread"));
+        assert!(err(r#"{"ports": [], "conntrack": {"maxconns": 1}}"#).contains("maxconns"));
+        assert!(err(r#"{"ports": [{"name": "a", "number": 1, "typ": "null"}]}"#).contains("typ"));
+        let e = err(
+            r#"{"ports": [{"name": "g", "number": 1, "type": "generator", "options": {"flws": 1}}]}"#,
+        );
+        assert!(e.contains("flws") && e.contains("ports[0] (g)"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert!(err(r#"{"ports": [], "log_level": "loud"}"#).contains("'loud'"));
+        assert!(err(r#"{"ports": [], "pmd": {"threads": 0}}"#).contains("pmd.threads"));
+        let e = err(r#"{"ports": [], "conntrack": {"zone_limits": {"70000": 1}}}"#);
+        assert!(e.contains("'70000'"), "{e}");
+        let e = err(r#"{"ports": [], "conntrack": {"timeout_policies": {"x": "udp_frist=3"}}}"#);
+        assert!(
+            e.contains("udp_frist") && e.contains("timeout_policies.x"),
+            "{e}"
+        );
+        let e = err(r#"{"ports": [], "metrics": {"listen": "0.0.0.0:9464"}}"#);
+        assert!(e.contains("0.0.0.0:9464") && e.contains("loopback"), "{e}");
+        let ok =
+            r#"{"ports": [], "metrics": {"listen": "0.0.0.0:9464", "allow_non_loopback": true}}"#;
+        assert!(DaemonConfig::parse(ok).is_ok());
+        let e = err(r#"{"ports": [{"name": "a", "number": 1}, {"name": "b", "number": 1}]}"#);
+        assert!(e.contains("number 1") && e.contains("ports[1]"), "{e}");
+        let e = err(r#"{"ports": [{"name": "a", "number": 1}, {"name": "a", "number": 2}]}"#);
+        assert!(e.contains("'a'"), "{e}");
+        let e = err(r#"{"ports": [{"name": "a", "number": 1, "type": "tap"}]}"#);
+        assert!(e.contains("tap"), "{e}");
+    }
+}

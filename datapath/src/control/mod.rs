@@ -1,0 +1,28 @@
+//! The control plane: `ferrovs-ctl` talks to `ferrovsd` over a Unix
+//! socket ([`protocol`], [`server`]); [`commands`] dispatches each request.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `protocol.rs` | one JSON object per line each way; the client call |
+//! | `server.rs` | the socket (0700 dir, 0600 socket, stale-socket handling) |
+//! | `commands.rs` | dispatch, flow and port commands, `version`, `help`, `exit` |
+//! | `ct_cmds.rs` | conntrack dump/flush/stats, zone limits, timeout policies |
+//! | `ct_filter.rs` | `zone=5 ct_nw_src=...` filter arguments |
+//! | `limits.rs` | default and per-zone connection limits |
+//! | `pmd_cmds.rs` | PMD statistics, receive queues, megaflow dump |
+//! | `show.rs` | ports and their counters |
+//! | `trace.rs` | `ofproto/trace` against the live tables and conntrack |
+
+pub mod commands;
+pub mod ct_cmds;
+pub mod ct_filter;
+pub mod limits;
+pub mod pmd_cmds;
+pub mod protocol;
+pub mod server;
+pub mod show;
+pub mod trace;
+
+pub use commands::{dispatch, CmdOutput};
+pub use protocol::{Reply, Request};
+pub use server::ControlServer;

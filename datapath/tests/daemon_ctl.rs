@@ -1,0 +1,574 @@
+//! End-to-end: the real `ferrovsd` driven by the real `ferrovs-ctl`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const FERROVSD: &str = env!("CARGO_BIN_EXE_ferrovsd");
+const CTL: &str = env!("CARGO_BIN_EXE_ferrovs-ctl");
+
+const FLOWS: &str = "\
+# a stateful firewall: zone 5, new connections committed
+table=0,priority=10,in_port=1,ip,actions=ct(table=1,zone=5)
+table=0,priority=0,actions=drop
+table=1,priority=10,ct_state=+trk+new,ip,actions=ct(commit,zone=5),output:2
+table=1,priority=10,ct_state=+trk+est,ip,actions=output:2
+";
+
+fn temp_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "fvs-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn config(dir: &Path, extra_ports: &str, gen_options: &str) -> String {
+    format!(
+        r#"{{ "log_level": "info",
+  "control_socket": "{sock}",
+  "metrics": {{ "listen": "127.0.0.1:0" }},
+  "pmd": {{ "threads": 1, "idle_sleep_us": 200 }},
+  "conntrack": {{ "shards": 16 }},
+  "ports": [ {{ "name": "gen0", "number": 1, "type": "generator", "options": {{ "flows": 10, "size": 64, "limit": 2000{gen_options} }} }},
+             {{ "name": "sink", "number": 2, "type": "null" }}{extra_ports} ],
+  "flows": "firewall.flows" }}"#,
+        sock = dir.join("run/ferrovsd.sock").display()
+    )
+}
+
+/// A running daemon in its own directory; killed and cleaned up on drop.
+struct Daemon {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        Self::start_with("")
+    }
+
+    fn start_with(extra_ports: &str) -> Daemon {
+        Self::start_full(extra_ports, FLOWS)
+    }
+
+    fn start_full(extra_ports: &str, flows: &str) -> Daemon {
+        Self::start_gen(extra_ports, flows, "")
+    }
+
+    fn start_gen(extra_ports: &str, flows: &str, gen_options: &str) -> Daemon {
+        let dir = temp_dir();
+        std::fs::write(dir.join("firewall.flows"), flows).unwrap();
+        std::fs::write(
+            dir.join("ferrovsd.json"),
+            config(&dir, extra_ports, gen_options),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("ferrovsd.log")).unwrap();
+        let child = Command::new(FERROVSD)
+            .arg("--config")
+            .arg(dir.join("ferrovsd.json"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            dir,
+            child: Some(child),
+        };
+        d.wait_until(|| d.ctl(&["version"]).status.success(), "daemon to answer");
+        d
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("run/ferrovsd.sock")
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(CTL)
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Run a command that must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        assert!(
+            o.status.success(),
+            "ferrovs-ctl {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Run a command that must fail; its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        assert_eq!(o.status.code(), Some(1), "ferrovs-ctl {args:?} should fail");
+        assert!(o.stdout.is_empty());
+        String::from_utf8(o.stderr).unwrap()
+    }
+
+    fn wait_until(&self, mut f: impl FnMut() -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("ferrovsd.log")).unwrap_or_default()
+    }
+
+    /// Wait for the process to exit; its status code.
+    fn wait_exit(&mut self) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            assert!(Instant::now() < deadline, "daemon did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_for_traffic(&self) {
+        self.wait_until(
+            || packets_received(&self.ok(&["pmd-stats-show"])) >= 2000,
+            "generated traffic",
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn packets_received(stats: &str) -> u64 {
+    stats
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("packets received: "))
+        .map(|v| v.parse::<u64>().unwrap())
+        .sum()
+}
+
+fn n_packets(line: &str) -> u64 {
+    let v = line.split("n_packets=").nth(1).unwrap();
+    v[..v.find(',').unwrap()].parse().unwrap()
+}
+
+/// Flow lines without the fields that change by themselves.
+fn flow_set(dump: &str) -> Vec<String> {
+    let mut v: Vec<String> = dump
+        .lines()
+        .map(|l| {
+            l.split(", ")
+                .filter(|f| !f.trim_start().starts_with("duration="))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn flows_count_traffic_and_conntrack_fills_and_flushes() {
+    let d = Daemon::start();
+    d.wait_for_traffic();
+    let stats = d.ok(&["pmd-stats-show"]);
+    assert!(stats.starts_with("(ferrovs reports nanoseconds"), "{stats}");
+    assert!(stats.contains("pmd thread numa_id 0"), "{stats}");
+    assert!(
+        stats.contains("megaflow hits") && stats.contains("emc hits"),
+        "{stats}"
+    );
+
+    // Rule counters are credited by revalidation (every 500 ms).
+    d.wait_until(
+        || {
+            let dump = d.ok(&["dump-flows"]);
+            dump.lines()
+                .filter(|l| {
+                    l.contains("actions=ct(table=1,zone=5)") || l.contains("ct(commit,zone=5)")
+                })
+                .all(|l| n_packets(l) > 0)
+        },
+        "rule counters",
+    );
+    let dump = d.ok(&["dump-flows", "table=1"]);
+    assert_eq!(dump.lines().count(), 2, "{dump}");
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["--json", "dump-flows"])).unwrap();
+    assert_eq!(json["flows"].as_array().unwrap().len(), 4);
+
+    let conns = d.ok(&["dump-conntrack", "zone=5"]);
+    assert_eq!(conns.lines().count(), 10, "{conns}");
+    assert!(
+        conns
+            .lines()
+            .all(|l| l.starts_with("udp,orig=(") && l.ends_with(",zone=5")),
+        "{conns}"
+    );
+    let one = d.ok(&["dump-conntrack", "zone=5", "ct_nw_proto=17,ct_tp_src=1024"]);
+    assert_eq!(one.lines().count(), 1, "{one}");
+    assert_eq!(d.ok(&["dump-conntrack", "zone=6"]), "");
+    let j: serde_json::Value = serde_json::from_str(&d.ok(&["--json", "dump-conntrack"])).unwrap();
+    assert_eq!(j.as_array().unwrap().len(), 10);
+    assert_eq!(j[0]["zone"], 5);
+
+    let ct_stats = d.ok(&["ct-stats-show"]);
+    assert!(
+        ct_stats.contains("Total: 10") && ct_stats.contains("UDP: 10"),
+        "{ct_stats}"
+    );
+    assert!(ct_stats.contains("inserts: 10"), "{ct_stats}");
+
+    let dp = d.ok(&["dump-dp-flows"]);
+    assert!(
+        dp.contains("flow-dump from pmd-0") && dp.contains("recirc("),
+        "{dp}"
+    );
+
+    // A bad filter changes nothing.
+    let e = d.fails(&["flush-conntrack", "zone=5", "ct_nw_srcc=10.0.0.0"]);
+    assert!(
+        e.starts_with("ferrovs-ctl: ") && e.contains("ct_nw_srcc"),
+        "{e}"
+    );
+    assert_eq!(d.ok(&["dump-conntrack", "zone=5"]).lines().count(), 10);
+    assert_eq!(d.ok(&["flush-conntrack", "zone=5"]), "");
+    assert_eq!(d.ok(&["dump-conntrack", "zone=5"]), "");
+    assert!(d.ok(&["ct-stats-show"]).contains("Total: 0"));
+
+    d.ok(&["pmd-stats-clear"]);
+    assert_eq!(packets_received(&d.ok(&["pmd-stats-show"])), 0);
+    let rxq = d.ok(&["pmd-rxq-show"]);
+    assert!(
+        rxq.contains("port: gen0") && rxq.contains("queue-id:  0 (enabled)"),
+        "{rxq}"
+    );
+}
+
+#[test]
+fn add_flow_and_rejected_flows_leave_tables_unchanged() {
+    let d = Daemon::start();
+    d.ok(&["add-flow", "table=0,priority=20,tcp,tp_dst=22,actions=drop"]);
+    let dump = d.ok(&["dump-flows"]);
+    assert!(
+        dump.contains("priority=20,tcp,tp_dst=22 actions=drop"),
+        "{dump}"
+    );
+    let before = flow_set(&d.ok(&["dump-flows"]));
+
+    let e = d.fails(&[
+        "add-flow",
+        "table=0,priority=30,tcp,tp_dst=80,actions=bogus",
+    ]);
+    assert!(e.contains("`bogus`"), "{e}");
+    let e = d.fails(&[
+        "add-flow",
+        "table=0,priority=30,tcp,tp_dstt=80,actions=drop",
+    ]);
+    assert!(e.contains("tp_dstt"), "{e}");
+    let bad = d.dir.join("bad.flows");
+    std::fs::write(
+        &bad,
+        "priority=40,udp,actions=drop\npriority=41,udp,actions=frobnicate\n",
+    )
+    .unwrap();
+    let e = d.fails(&["add-flows", bad.to_str().unwrap()]);
+    assert!(e.contains("line 2") && e.contains("frobnicate"), "{e}");
+    assert_eq!(flow_set(&d.ok(&["dump-flows"])), before);
+
+    // add-flows from a file and from stdin.
+    let good = d.dir.join("good.flows");
+    std::fs::write(&good, "priority=40,udp,tp_dst=53,actions=drop\n").unwrap();
+    d.ok(&["add-flows", good.to_str().unwrap()]);
+    let mut child = Command::new(CTL)
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["add-flows", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"priority=41,udp,tp_dst=54,actions=drop\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let dump = d.ok(&["dump-flows"]);
+    assert!(
+        dump.contains("tp_dst=53") && dump.contains("tp_dst=54"),
+        "{dump}"
+    );
+
+    d.ok(&["del-flows", "tcp,tp_dst=22"]);
+    assert!(!d.ok(&["dump-flows"]).contains("tp_dst=22"));
+    d.ok(&["del-flows"]);
+    assert_eq!(d.ok(&["dump-flows"]), "");
+}
+
+#[test]
+fn zone_limits_and_timeout_policies_round_trip() {
+    let d = Daemon::start();
+    d.ok(&[
+        "ct-set-limits",
+        "default=100",
+        "zone=5,limit=1000",
+        "zone=7,limit=3",
+    ]);
+    let all = d.ok(&["ct-get-limits"]);
+    assert!(all.starts_with("default limit=100\n"), "{all}");
+    assert!(
+        all.contains("zone=5,limit=1000,count=") && all.contains("zone=7,limit=3,count=0"),
+        "{all}"
+    );
+    let one = d.ok(&["ct-get-limits", "zone=9"]);
+    assert_eq!(one, "default limit=100\nzone=9,limit=100,count=0\n");
+    let e = d.fails(&["ct-set-limits", "zone=8,limit=4", "zone=5,limit=x"]);
+    assert!(e.contains("'x'"), "{e}");
+    assert!(!d.ok(&["ct-get-limits"]).contains("zone=8"));
+    d.ok(&["ct-del-limits", "zone=7"]);
+    assert_eq!(
+        d.ok(&["ct-get-limits", "zone=7"]),
+        "default limit=100\nzone=7,limit=100,count=0\n"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&d.ok(&["--json", "ct-get-limits", "zone=5"])).unwrap();
+    assert_eq!(j["zones"][0]["limit"], 1000);
+
+    d.ok(&["timeout-policy", "add", "short", "udp_first=3,udp_single=4"]);
+    let list = d.ok(&["timeout-policy", "list"]);
+    assert!(list.contains("short: udp_first=3,udp_single=4"), "{list}");
+    assert!(list.contains("default: (kernel defaults)"), "{list}");
+    let e = d.fails(&["timeout-policy", "add", "bad", "udp_frist=3"]);
+    assert!(e.contains("udp_frist"), "{e}");
+    assert!(!d.ok(&["timeout-policy", "list"]).contains("bad"));
+    d.ok(&["timeout-policy", "del", "short"]);
+    assert!(!d.ok(&["timeout-policy", "list"]).contains("short"));
+    assert!(d
+        .fails(&["timeout-policy", "del", "short"])
+        .contains("short"));
+}
+
+#[test]
+fn ports_show_and_trace() {
+    let d = Daemon::start_with(
+        r#", { "name": "rec", "number": 3, "type": "pcap", "options": { "tx": "rec.pcap" } }"#,
+    );
+    let show = d.ok(&["show"]);
+    assert!(
+        show.contains(" 1(gen0): generator flows=10") && show.contains(" 2(sink): null"),
+        "{show}"
+    );
+    assert!(d.dir.join("rec.pcap").exists());
+    d.ok(&[
+        "add-port",
+        r#"{"name": "p9", "number": 9, "type": "null", "vlan": {"access": 10}}"#,
+    ]);
+    let show = d.ok(&["show"]);
+    assert!(
+        show.contains(" 9(p9): null") && show.contains("access vlan 10"),
+        "{show}"
+    );
+    let e = d.fails(&["add-port", r#"{"name": "p9", "number": 10}"#]);
+    assert!(e.contains("p9") && e.contains("clashes"), "{e}");
+    let e = d.fails(&["add-port", r#"{"name": "p10", "number": 10, "typo": 1}"#]);
+    assert!(e.contains("typo"), "{e}");
+    d.ok(&["del-port", "p9"]);
+    assert!(!d.ok(&["show"]).contains("p9"));
+    assert!(d.fails(&["del-port", "p9"]).contains("p9"));
+
+    d.wait_for_traffic();
+    let flow = "in_port=1,udp,nw_src=10.0.0.0,nw_dst=172.16.0.1,tp_src=1024,tp_dst=5001";
+    let t = d.ok(&["trace", flow]);
+    assert!(t.contains("Conntrack zone 5: connection found"), "{t}");
+    assert!(
+        t.contains("ct_state=new|trk") && t.contains("Datapath actions: ct(commit,zone=5),2"),
+        "{t}"
+    );
+    let t = d.ok(&["trace", flow, "--ct-next", "trk+est"]);
+    assert!(t.contains("resume conntrack with ct_state=est|trk"), "{t}");
+    let t = d.ok(&[
+        "trace",
+        "in_port=1,udp,nw_src=10.9.9.9,nw_dst=172.16.0.1,tp_src=1,tp_dst=2",
+    ]);
+    assert!(t.contains("Conntrack zone 5: no connection"), "{t}");
+    let e = d.fails(&["trace", "in_port=1,udp,nw_srcc=1.2.3.4"]);
+    assert!(e.contains("nw_srcc"), "{e}");
+    assert!(d.ok(&["version"]).starts_with("ferrovsd (ferrovs) "));
+    assert!(d.fails(&["frobnicate"]).contains("'frobnicate'"));
+}
+
+#[test]
+fn socket_metrics_second_daemon_and_exit() {
+    let mut d = Daemon::start();
+    let sock = d.socket();
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let dmode = std::fs::metadata(sock.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(dmode & 0o777, 0o700);
+
+    let log = d.log();
+    let addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|s| s.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no metrics address in log:\n{log}"))
+        .to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    d.wait_for_traffic();
+    let get = |path: &str| {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    let m = get("/metrics");
+    assert!(m.starts_with("HTTP/1.1 200 OK\r\n"), "{m}");
+    assert!(m.contains("Content-Type: text/plain; version=0.0.4"), "{m}");
+    assert!(
+        m.contains("# TYPE ferrovs_pmd_packets_total counter"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ferrovs_pmd_packets_total{pmd=\"0\"} 2000"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ferrovs_port_rx_packets_total{port=\"gen0\",number=\"1\"} 2000"),
+        "{m}"
+    );
+    assert!(m.contains("ferrovs_ct_connections 10"), "{m}");
+    assert!(
+        m.contains("ferrovs_ct_zone_connections{zone=\"5\"} 10"),
+        "{m}"
+    );
+    assert!(get("/other").starts_with("HTTP/1.1 404"));
+
+    // A second daemon on the same socket refuses to start.
+    let second = Command::new(FERROVSD)
+        .arg("--config")
+        .arg(d.dir.join("ferrovsd.json"))
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&second.stderr);
+    assert!(e.contains("already running"), "{e}");
+    assert!(d.ok(&["version"]).contains("ferrovsd"));
+
+    assert_eq!(d.ok(&["exit"]), "");
+    assert_eq!(d.wait_exit(), Some(0));
+    assert!(!sock.exists());
+    let e = d.fails(&["version"]);
+    assert!(
+        e.contains("cannot connect to ferrovsd") && e.contains("is ferrovsd running"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_flushes_recordings() {
+    let mut d = Daemon::start_full(
+        r#", { "name": "rec", "number": 3, "type": "pcap", "options": { "tx": "rec.pcap" } }"#,
+        "priority=1,in_port=1,actions=output:3\n",
+    );
+    d.wait_for_traffic();
+    let pid = nix::unistd::Pid::from_raw(d.child.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(d.wait_exit(), Some(0));
+    assert!(!d.socket().exists());
+    assert!(d.log().contains("shutting down"));
+    // Every packet reached the recording: header + 2000 records of 64 bytes.
+    let len = std::fs::metadata(d.dir.join("rec.pcap")).unwrap().len();
+    assert_eq!(len, 24 + 2000 * (16 + 64));
+}
+
+#[test]
+fn bad_configs_exit_1_naming_the_problem() {
+    let dir = temp_dir();
+    let run = |cfg: &str| {
+        std::fs::write(dir.join("c.json"), cfg).unwrap();
+        let o = Command::new(FERROVSD)
+            .arg("--config")
+            .arg(dir.join("c.json"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{cfg}");
+        String::from_utf8(o.stderr).unwrap()
+    };
+    let sock = dir.join("s.sock");
+    let base = format!(r#""control_socket": "{}", "ports": []"#, sock.display());
+    let e = run(&format!(r#"{{ {base}, "pmdd": {{}} }}"#));
+    assert!(e.starts_with("ferrovsd: ") && e.contains("pmdd"), "{e}");
+    let e = run(&format!(
+        r#"{{ {base}, "conntrack": {{ "zone_limits": {{ "x": 1 }} }} }}"#
+    ));
+    assert!(e.contains("'x'"), "{e}");
+    let e = run(&format!(r#"{{ {base}, "flows": "missing.flows" }}"#));
+    assert!(e.contains("missing.flows"), "{e}");
+    std::fs::write(
+        dir.join("bad.flows"),
+        "priority=1,actions=drop\n\npriority=2,ip,actions=nope\n",
+    )
+    .unwrap();
+    let e = run(&format!(r#"{{ {base}, "flows": "bad.flows" }}"#));
+    assert!(e.contains("line 3") && e.contains("nope"), "{e}");
+    let e = run(&format!(
+        r#"{{ {base}, "metrics": {{ "listen": "0.0.0.0:9464" }} }}"#
+    ));
+    assert!(e.contains("loopback"), "{e}");
+    assert!(!sock.exists(), "a failed start leaves no socket behind");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn trace_uses_the_live_connection_direction() {
+    // The generator also sends the server's replies: connections become
+    // established.
+    let d = Daemon::start_gen("", FLOWS, r#", "replies": true"#);
+    d.wait_for_traffic();
+    let orig = "in_port=1,udp,nw_src=10.0.0.0,nw_dst=172.16.0.1,tp_src=1024,tp_dst=5001";
+    let t = d.ok(&["trace", orig]);
+    assert!(
+        t.contains("connection found, original direction: resuming with ct_state=est|trk"),
+        "{t}"
+    );
+    let reply = "in_port=1,udp,nw_src=172.16.0.1,nw_dst=10.0.0.0,tp_src=5001,tp_dst=1024";
+    let t = d.ok(&["trace", reply]);
+    assert!(
+        t.contains("connection found, reply direction: resuming with ct_state=est|rpl|trk"),
+        "{t}"
+    );
+    let j: serde_json::Value = serde_json::from_str(&d.ok(&["--json", "trace", reply])).unwrap();
+    assert_eq!(j["ct_states"][0], "est|rpl|trk");
+}
