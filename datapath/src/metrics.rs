@@ -177,7 +177,7 @@ pub fn render(d: &Daemon) -> String {
 
     let pmds = d.pmds.lock().stats();
     type PmdField = fn(&crate::pmd::PmdSnapshot) -> u64;
-    let pmd_metrics: [(&str, &str, &str, PmdField); 9] = [
+    let pmd_metrics: [(&str, &str, &str, PmdField); 10] = [
         (
             "pmd_packets_total",
             "counter",
@@ -189,6 +189,12 @@ pub fn render(d: &Daemon) -> String {
             "counter",
             "Extra passes caused by recirculation.",
             |s| s.counters.recirculations,
+        ),
+        (
+            "pmd_batch_hits_total",
+            "counter",
+            "Packets that matched the previous packet's megaflow in their batch.",
+            |s| s.counters.batch_hits,
         ),
         (
             "pmd_emc_hits_total",

@@ -44,6 +44,9 @@ pub fn format_stats(s: &PmdSnapshot) -> String {
         "avg. datapath passes per packet",
         format!("{:.2}", ratio(c.packets + c.recirculations, c.packets)),
     );
+    // ferrovs: packets that matched the previous packet's megaflow in
+    // their batch (checked before the EMC; OVS has no such layer).
+    line("batch hits", c.batch_hits.to_string());
     line("emc hits", c.emc_hits.to_string());
     line("megaflow hits", c.megaflow_hits.to_string());
     line(
@@ -89,7 +92,7 @@ fn snapshot_json(s: &PmdSnapshot) -> serde_json::Value {
     json!({
         "id": s.id, "core": s.core,
         "packets": c.packets, "bytes": c.bytes, "recirculations": c.recirculations,
-        "emc_hits": c.emc_hits, "megaflow_hits": c.megaflow_hits,
+        "batch_hits": c.batch_hits, "emc_hits": c.emc_hits, "megaflow_hits": c.megaflow_hits,
         "subtables_searched": c.subtables_searched,
         "upcalls": c.upcalls, "upcall_failures": c.upcall_failures,
         "dropped_by_flow": c.dropped_by_flow, "malformed": c.malformed,
