@@ -75,6 +75,7 @@ if [ -x "$bin/pipeline-bench" ]; then
         pargs=--quick
     fi
     steps+=("pipeline-bench $pargs|$bin/pipeline-bench $pargs")
+    steps+=("pipeline-bench --setup $pargs|$bin/pipeline-bench --setup $pargs")
 else
     echo "note: $bin/pipeline-bench was not built (no such binary in the datapath crate yet):"
     echo "      the report has no pipeline suite."
