@@ -31,7 +31,7 @@ use crate::output::TxPorts;
 use crate::packet::{OffloadFlags, Packet, PacketBatch, PacketPool, PortNo};
 use crate::program::{CtOp, Op};
 use crate::switch::Switch;
-use crate::upcall::{self, convert, UpcallContext};
+use crate::upcall::{self, convert};
 use crate::BATCH_SIZE;
 
 /// Tuning of one pipeline.
@@ -400,12 +400,7 @@ impl Pipeline {
                 return Class::Cached(r);
             }
         }
-        let cx = UpcallContext {
-            bridge: &self.sw.bridge,
-            ct: &self.sw.ct,
-            recirc: &self.sw.recirc,
-        };
-        let t = match upcall::translate(cx, &self.pass.keys[i], now_ms) {
+        let t = match upcall::translate(self.sw.upcall_context(), &self.pass.keys[i], now_ms) {
             Ok(t) => t,
             Err(_) => {
                 self.counters.upcall_failures += 1;
@@ -679,11 +674,8 @@ impl Pipeline {
     pub fn revalidate(&mut self, now_ms: u64) {
         self.last_revalidate_ms = now_ms;
         self.megaflows.sort_subtables();
-        let cx = UpcallContext {
-            bridge: &self.sw.bridge,
-            ct: &self.sw.ct,
-            recirc: &self.sw.recirc,
-        };
+        let sw = Arc::clone(&self.sw);
+        let cx = sw.upcall_context();
         let mut stale = Vec::new();
         let refresh_macs = !self.sw.bridge.mac.is_empty();
         for r in self.megaflows.refs() {

@@ -17,6 +17,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::packet::PortNo;
 use crate::port::Port;
 use crate::upcall::recirc::RecircTable;
+use crate::upcall::UpcallContext;
 
 /// Monotonic time since the switch started (conntrack and flow timeouts).
 #[derive(Debug)]
@@ -89,6 +90,15 @@ impl Switch {
         self.bridge
             .generation()
             .wrapping_add(self.dp_generation.load(Ordering::Acquire))
+    }
+
+    /// What the slow path needs to translate a packet.
+    pub fn upcall_context(&self) -> UpcallContext<'_> {
+        UpcallContext {
+            bridge: &self.bridge,
+            ct: &self.ct,
+            recirc: &self.recirc,
+        }
     }
 
     /// Invalidate every cached translation (e.g. after a timeout policy

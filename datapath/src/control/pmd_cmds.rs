@@ -102,15 +102,19 @@ fn snapshot_json(s: &PmdSnapshot) -> serde_json::Value {
     })
 }
 
-/// `pmd-stats-show`.
-pub fn stats_show(d: &Daemon) -> Result<CmdOutput, String> {
-    let snaps: Vec<PmdSnapshot> = d
-        .pmds
+/// Every thread's statistics since the last `pmd-stats-clear`.
+fn snapshots(d: &Daemon) -> Vec<PmdSnapshot> {
+    d.pmds
         .lock()
         .stats()
         .iter()
         .map(|s| s.since_clear())
-        .collect();
+        .collect()
+}
+
+/// `pmd-stats-show`.
+pub fn stats_show(d: &Daemon) -> Result<CmdOutput, String> {
+    let snaps = snapshots(d);
     let mut text = format!("{NS_NOTE}\n");
     for s in &snaps {
         text.push_str(&format_stats(s));
@@ -127,13 +131,7 @@ pub fn stats_clear(d: &Daemon) -> Result<CmdOutput, String> {
 
 /// `pmd-rxq-show`: each thread's receive queues and their share of its time.
 pub fn rxq_show(d: &Daemon) -> Result<CmdOutput, String> {
-    let snaps: Vec<PmdSnapshot> = d
-        .pmds
-        .lock()
-        .stats()
-        .iter()
-        .map(|s| s.since_clear())
-        .collect();
+    let snaps = snapshots(d);
     let mut text = format!("{NS_NOTE}\n");
     let mut pmds = Vec::new();
     for s in &snaps {

@@ -194,6 +194,18 @@ mod tests {
         p
     }
 
+    fn tracker() -> ct::Tracker {
+        ct::Tracker::new(ct::TrackerConfig::default())
+    }
+
+    fn context<'a>(
+        bridge: &'a ofproto::Pipeline,
+        ct: &'a ct::Tracker,
+        recirc: &'a RecircTable,
+    ) -> UpcallContext<'a> {
+        UpcallContext { bridge, ct, recirc }
+    }
+
     fn udp_key(in_port: u32) -> FlowKey {
         let mut k = FlowKey::ZERO;
         k.set_in_port_raw(in_port);
@@ -212,13 +224,8 @@ mod tests {
             "table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=5)\n\
              table=1,ct_state=+trk+new,in_port=1,ip,actions=ct(commit,zone=5),output:2\n",
         );
-        let ct = ct::Tracker::new(ct::TrackerConfig::default());
-        let recirc = RecircTable::default();
-        let cx = UpcallContext {
-            bridge: &b,
-            ct: &ct,
-            recirc: &recirc,
-        };
+        let (ct, recirc) = (tracker(), RecircTable::default());
+        let cx = context(&b, &ct, &recirc);
         let t = translate(cx, &udp_key(1), 0).unwrap();
         assert_eq!(t.ops.len(), 1);
         let Op::Ct(c) = &t.ops[0] else {
@@ -252,13 +259,8 @@ mod tests {
              table=1,reg0=7,actions=output:2\n\
              table=1,reg0=9,actions=output:1\n",
         );
-        let ct = ct::Tracker::new(ct::TrackerConfig::default());
-        let recirc = RecircTable::default();
-        let cx = UpcallContext {
-            bridge: &b,
-            ct: &ct,
-            recirc: &recirc,
-        };
+        let (ct, recirc) = (tracker(), RecircTable::default());
+        let cx = context(&b, &ct, &recirc);
         let id_of = |port| {
             let t = translate(cx, &udp_key(port), 0).unwrap();
             match t.ops.last() {
@@ -280,13 +282,8 @@ mod tests {
     #[test]
     fn unknown_recirculation_id_is_an_error() {
         let b = bridge("actions=drop\n");
-        let ct = ct::Tracker::new(ct::TrackerConfig::default());
-        let recirc = RecircTable::default();
-        let cx = UpcallContext {
-            bridge: &b,
-            ct: &ct,
-            recirc: &recirc,
-        };
+        let (ct, recirc) = (tracker(), RecircTable::default());
+        let cx = context(&b, &ct, &recirc);
         let mut k = udp_key(1);
         k.set_recirc_id(42);
         assert_eq!(
