@@ -178,3 +178,61 @@ fn caches_do_not_change_what_the_switch_does() {
     assert_eq!(c_none.emc_hits + c_none.megaflow_hits, 0);
     assert_eq!(c_none.upcalls, c_none.packets + c_none.recirculations);
 }
+
+#[test]
+fn normal_learns_macs_through_the_datapath() {
+    let mut h = Harness::new(&[1, 2, 3], "actions=NORMAL\n");
+    let a_to_b = frame(1, 2, &udp("10.0.0.1", "10.0.0.2", 1, 2));
+    let b_to_a = frame(2, 1, &udp("10.0.0.2", "10.0.0.1", 2, 1));
+    let mut flood = Harness::ports_of(&h.inject(1, &a_to_b));
+    flood.sort();
+    assert_eq!(flood, vec![2, 3], "unknown destination floods");
+    assert_eq!(
+        Harness::ports_of(&h.inject(2, &b_to_a)),
+        vec![1],
+        "host 1 was learned on port 1"
+    );
+    assert_eq!(
+        Harness::ports_of(&h.inject(1, &a_to_b)),
+        vec![2],
+        "host 2 was learned on port 2"
+    );
+    // Host 2 moves to port 3: learning follows, the cached decision does not stick.
+    let b_from_3 = frame(2, 1, &udp("10.0.0.2", "10.0.0.1", 2, 1));
+    assert_eq!(Harness::ports_of(&h.inject(3, &b_from_3)), vec![1]);
+    assert_eq!(Harness::ports_of(&h.inject(1, &a_to_b)), vec![3]);
+}
+
+#[test]
+fn rewrites_in_the_pipeline_keep_checksums_right() {
+    use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Address, Ipv4Packet, UdpPacket};
+    let flows = "in_port=1,udp,actions=mod_nw_dst:10.9.9.9,mod_tp_dst:5353,mod_dl_dst:02:00:00:00:00:09,dec_ttl,output:2\n";
+    let mut h = Harness::new(&[1, 2], flows);
+    let out = h.inject(1, &frame(1, 2, &udp("10.0.0.1", "10.0.0.2", 1000, 53)));
+    assert_eq!(Harness::ports_of(&out), vec![2]);
+    let eth = EthernetFrame::new_checked(&out[0].1[..]).unwrap();
+    assert_eq!(eth.dst_addr().as_bytes(), &[2, 0, 0, 0, 0, 9]);
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert!(ip.verify_checksum(), "IPv4 header checksum");
+    assert_eq!(ip.dst_addr(), Ipv4Address::new(10, 9, 9, 9));
+    assert_eq!(ip.hop_limit(), 63);
+    let udp_pkt = UdpPacket::new_checked(ip.payload()).unwrap();
+    assert_eq!(udp_pkt.dst_port(), 5353);
+    let (src, dst) = (
+        IpAddress::Ipv4(ip.src_addr()),
+        IpAddress::Ipv4(ip.dst_addr()),
+    );
+    assert!(
+        udp_pkt.verify_checksum(&src, &dst),
+        "UDP checksum after address and port rewrites"
+    );
+    // A second packet of the flow takes the cached program: same result.
+    let again = h.inject(1, &frame(1, 2, &udp("10.0.0.1", "10.0.0.2", 1000, 53)));
+    assert_eq!(again, out);
+    assert!(
+        h.pipeline.counters.batch_hits
+            + h.pipeline.counters.emc_hits
+            + h.pipeline.counters.megaflow_hits
+            >= 1
+    );
+}
