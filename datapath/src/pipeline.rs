@@ -651,10 +651,11 @@ impl Pipeline {
                     }
                 }
             }
-            // This pass carries on seeing the packet untracked.
-            self.pass.keys[i].clear_ct();
+            // This pass carries on seeing the packet untracked (if it
+            // carries on at all: the last op took it).
             if let Some(p) = self.pass.pkts[i].as_mut() {
                 clear_meta_ct(p);
+                self.pass.keys[i].clear_ct();
             }
         }
     }
