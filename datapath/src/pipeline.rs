@@ -333,7 +333,18 @@ impl Pipeline {
             *class = self.upcall(i, now_ms);
         }
 
-        // 3-4. Group by megaflow and execute each group.
+        // 3-4. Group by megaflow and execute each group. Commonly the whole
+        // batch shares one megaflow: then it is one group, no bookkeeping.
+        const ALL: [u8; BATCH_SIZE] = {
+            let mut a = [0u8; BATCH_SIZE];
+            let mut i = 0;
+            while i < BATCH_SIZE {
+                a[i] = i as u8;
+                i += 1;
+            }
+            a
+        };
+        let one_group = classes[..n].iter().all(|c| *c == classes[0]);
         let mut done = [false; BATCH_SIZE];
         let mut group = [0u8; BATCH_SIZE];
         for first in 0..n {
@@ -341,15 +352,21 @@ impl Pipeline {
                 continue;
             }
             let class = classes[first];
-            let mut m = 0;
-            for j in first..n {
-                if !done[j] && classes[j] == class {
-                    done[j] = true;
-                    group[m] = j as u8;
-                    m += 1;
+            let m = if one_group {
+                done[..n].fill(true);
+                n
+            } else {
+                let mut m = 0;
+                for j in first..n {
+                    if !done[j] && classes[j] == class {
+                        done[j] = true;
+                        group[m] = j as u8;
+                        m += 1;
+                    }
                 }
-            }
-            let group = &group[..m];
+                m
+            };
+            let group = if one_group { &ALL[..n] } else { &group[..m] };
             let ops: Box<[Op]> = match class {
                 Class::Drop => {
                     self.free_group(group);
@@ -439,6 +456,7 @@ impl Pipeline {
     }
 
     /// Free whatever packets of `group` are still in the pass.
+    #[inline]
     fn free_group(&mut self, group: &[u8]) {
         for &i in group {
             if let Some(p) = self.pass.pkts[i as usize].take() {
@@ -448,6 +466,7 @@ impl Pipeline {
     }
 
     /// A copy of packet `i` (for an output or fork that is not the last op).
+    #[cold]
     fn clone_packet(&mut self, i: usize) -> Option<Packet> {
         let src = self.pass.pkts[i].as_ref()?;
         let mut p = self.pool.alloc(src.meta.in_port);
@@ -460,6 +479,7 @@ impl Pipeline {
     }
 
     /// Packet `i` itself when `last`, else a copy.
+    #[inline]
     fn take_or_clone(&mut self, i: usize, last: bool) -> Option<Packet> {
         if last {
             self.pass.pkts[i].take()
