@@ -108,8 +108,104 @@ pub fn update_bytes(csum: u16, old: &[u8], new: &[u8]) -> u16 {
     fold(s)
 }
 
+/// Finish an L4 checksum a sender left partial (Linux `CHECKSUM_PARTIAL`:
+/// the TCP/UDP checksum field holds the folded pseudo-header sum and the
+/// device is to sum the segment and store the complement). Handles Ethernet
+/// with up to two VLAN tags, IPv4 (not fragments) and IPv6 without
+/// extension headers, TCP and UDP. Returns whether a checksum was written.
+pub fn complete_partial_l4(frame: &mut [u8]) -> bool {
+    let be16 = |f: &[u8], at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
+    if frame.len() < 14 {
+        return false;
+    }
+    let mut ofs = 14;
+    let mut ethertype = be16(frame, 12);
+    for _ in 0..2 {
+        if (ethertype == 0x8100 || ethertype == 0x88a8) && frame.len() >= ofs + 4 {
+            ethertype = be16(frame, ofs + 2);
+            ofs += 4;
+        }
+    }
+    let (proto, l4, end) = match ethertype {
+        0x0800 if frame.len() >= ofs + 20 => {
+            let ihl = usize::from(frame[ofs] & 0x0f) * 4;
+            let total = usize::from(be16(frame, ofs + 2));
+            let frag = be16(frame, ofs + 6) & 0x3fff;
+            if ihl < 20 || total < ihl || frag != 0 {
+                return false;
+            }
+            (frame[ofs + 9], ofs + ihl, ofs + total)
+        }
+        0x86dd if frame.len() >= ofs + 40 => (
+            frame[ofs + 6],
+            ofs + 40,
+            ofs + 40 + usize::from(be16(frame, ofs + 4)),
+        ),
+        _ => return false,
+    };
+    let field = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return false,
+    };
+    if end > frame.len() || l4 + field + 2 > end {
+        return false;
+    }
+    let mut c = checksum(&frame[l4..end]);
+    if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    frame[l4 + field..l4 + field + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
 #[cfg(test)]
 mod tests {
+
+    /// A frame whose L4 checksum field holds only the folded pseudo-header
+    /// sum, as Linux leaves it with transmit offload.
+    fn partial(frame: &[u8], l4: usize, field: usize, pseudo: u64) -> Vec<u8> {
+        let mut f = frame.to_vec();
+        let folded = !fold(pseudo);
+        f[l4 + field..l4 + field + 2].copy_from_slice(&folded.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn partial_checksums_are_completed_like_a_nic_would() {
+        use crate::port::generator::{client_of, tcp4_frame, udp4_frame, Endpoint};
+        let srv = Endpoint {
+            mac: [2, 0, 0, 0, 0, 2],
+            ip: [172, 16, 0, 1],
+            port: 80,
+        };
+        for (frame, proto, field) in [
+            (udp4_frame(90, &client_of(7), &srv), 17u8, 6usize),
+            (tcp4_frame(120, &client_of(9), &srv, 1000, 5, 0x18), 6, 16),
+        ] {
+            let l4_len = u16::from_be_bytes([frame[16], frame[17]]) - 20;
+            let src: [u8; 4] = frame[26..30].try_into().unwrap();
+            let dst: [u8; 4] = frame[30..34].try_into().unwrap();
+            let mut f = partial(&frame, 34, field, pseudo_header_v4(src, dst, proto, l4_len));
+            assert_ne!(f, frame);
+            assert!(complete_partial_l4(&mut f));
+            assert_eq!(
+                f, frame,
+                "proto {proto}: completed checksum equals the full one"
+            );
+        }
+        // Not IP, fragments, other protocols, truncation: left alone.
+        let mut arp = vec![0u8; 60];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(!complete_partial_l4(&mut arp));
+        let mut frag = udp4_frame(90, &client_of(7), &srv);
+        frag[20] = 0x20; // more fragments
+        assert!(!complete_partial_l4(&mut frag));
+        let mut short = udp4_frame(90, &client_of(7), &srv);
+        short.truncate(40);
+        assert!(!complete_partial_l4(&mut short));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

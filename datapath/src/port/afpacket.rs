@@ -10,7 +10,10 @@
 //! The kernel takes the outer VLAN tag out of a received frame and keeps it
 //! as packet metadata; the port asks for that metadata (`PACKET_AUXDATA`)
 //! and puts the tag back into the frame, using the packet's headroom, so
-//! the datapath sees the frame as it was on the wire.
+//! the datapath sees the frame as it was on the wire. The same metadata
+//! says when a frame from a local stack carries a partial L4 checksum
+//! (transmit offload, e.g. on a veth): the port completes it, as a NIC
+//! would, and marks checksums the kernel verified as good.
 //!
 //! Several receive queues are several sockets in one `PACKET_FANOUT_HASH`
 //! group ([`AfPacketPort::open_with_queues`]): the kernel hashes each flow
@@ -26,7 +29,7 @@ use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::{LinkState, Port, PortCounters, PortDropReason, PortStats};
-use crate::packet::{Packet, PacketBatch, PacketPool, PortNo};
+use crate::packet::{csum, OffloadFlags, Packet, PacketBatch, PacketPool, PortNo};
 use crate::BATCH_SIZE;
 
 // Linux ABI constants (linux/if_packet.h).
@@ -50,8 +53,10 @@ struct TpacketStats {
 /// Socket buffer size asked for in each direction (the kernel caps it at
 /// `net.core.rmem_max`/`wmem_max` unless the process may force more).
 pub const SOCKET_BUFFER_BYTES: i32 = 4 << 20;
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+const TP_STATUS_CSUM_VALID: u32 = 1 << 7;
 
 /// Mirror of `struct tpacket_auxdata`.
 #[repr(C)]
@@ -73,9 +78,8 @@ struct TpacketAuxdata {
 #[derive(Clone, Copy)]
 struct ControlBuf([u8; 64]);
 
-/// The VLAN tag the kernel took out of a received frame, as `(tpid, tci)`,
-/// from the message's ancillary data.
-fn stripped_vlan(hdr: &libc::msghdr) -> Option<(u16, u16)> {
+/// The kernel's auxiliary data of one received message (`PACKET_AUXDATA`).
+fn auxdata(hdr: &libc::msghdr) -> Option<TpacketAuxdata> {
     // SAFETY: `hdr` was filled in by recvmmsg: msg_control points at a live
     // ControlBuf and msg_controllen is the length the kernel wrote, which
     // CMSG_FIRSTHDR checks before returning a pointer (or null).
@@ -93,23 +97,26 @@ fn stripped_vlan(hdr: &libc::msghdr) -> Option<(u16, u16)> {
             // SAFETY: the length check above shows that a whole
             // TpacketAuxdata follows the header inside the buffer; it is
             // read unaligned, so no alignment is assumed.
-            let aux: TpacketAuxdata =
-                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast()) };
-            if aux.tp_status & TP_STATUS_VLAN_VALID == 0 {
-                return None;
-            }
-            let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
-                aux.tp_vlan_tpid
-            } else {
-                0x8100
-            };
-            return Some((tpid, aux.tp_vlan_tci));
+            return Some(unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast()) });
         }
         // SAFETY: `c` is a valid cmsghdr of `hdr`'s buffer (see above);
         // CMSG_NXTHDR bounds-checks against msg_controllen.
         c = unsafe { libc::CMSG_NXTHDR(hdr, c) };
     }
     None
+}
+
+/// The VLAN tag the kernel took out of a received frame, as `(tpid, tci)`.
+fn stripped_vlan(aux: &TpacketAuxdata) -> Option<(u16, u16)> {
+    if aux.tp_status & TP_STATUS_VLAN_VALID == 0 {
+        return None;
+    }
+    let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
+        aux.tp_vlan_tpid
+    } else {
+        0x8100
+    };
+    Some((tpid, aux.tp_vlan_tci))
 }
 
 /// Mirror of `struct packet_mreq`.
@@ -438,7 +445,8 @@ impl Port for AfPacketPort {
                 pool.free(p);
             } else {
                 p.truncate(len);
-                if let Some((tpid, tci)) = stripped_vlan(&msgs[i].msg_hdr) {
+                let aux = auxdata(&msgs[i].msg_hdr);
+                if let Some((tpid, tci)) = aux.as_ref().and_then(stripped_vlan) {
                     match p.insert_gap(12, 4) {
                         Ok(tag) => {
                             tag[0..2].copy_from_slice(&tpid.to_be_bytes());
@@ -450,6 +458,18 @@ impl Port for AfPacketPort {
                             continue;
                         }
                     }
+                }
+                // Checksums: a frame sent by a local stack with transmit
+                // offload arrives with its L4 checksum only started
+                // (CHECKSUM_PARTIAL); finish it, as the NIC would have.
+                // One the kernel already verified is marked good.
+                let status = aux.map_or(0, |a| a.tp_status);
+                if status & TP_STATUS_CSUMNOTREADY != 0 {
+                    if csum::complete_partial_l4(p.data_mut()) {
+                        p.meta.offload.insert(OffloadFlags::L4_CSUM_GOOD);
+                    }
+                } else if status & TP_STATUS_CSUM_VALID != 0 {
+                    p.meta.offload.insert(OffloadFlags::L4_CSUM_GOOD);
                 }
                 let len = p.len();
                 bytes += len as u64;
