@@ -116,6 +116,9 @@ pub struct PipelineCounters {
 struct Pass {
     pkts: [Option<Packet>; BATCH_SIZE],
     keys: [FlowKey; BATCH_SIZE],
+    /// Set by a `ct` op that was a packet's last: the packet stays in its
+    /// slot, key updated in place, and goes round again.
+    again: [bool; BATCH_SIZE],
     n: usize,
 }
 
@@ -124,6 +127,7 @@ impl Pass {
         Box::new(Pass {
             pkts: std::array::from_fn(|_| None),
             keys: [FlowKey::ZERO; BATCH_SIZE],
+            again: [false; BATCH_SIZE],
             n: 0,
         })
     }
@@ -227,15 +231,14 @@ impl Pipeline {
             self.pass.pkts[i] = Some(pkt);
             self.pass.n += 1;
         }
-        // 2-5. Classify, group, execute; then again for recirculated packets.
+        // 2-5. Classify, group, execute; then again for recirculated packets
+        // (run_pass leaves them, and only them, in the pass).
         let mut depth = 1;
         loop {
             self.run_pass(now_ns);
-            if self.recirc.n == 0 {
+            if self.pass.n == 0 {
                 break;
             }
-            std::mem::swap(&mut self.pass, &mut self.recirc);
-            self.recirc.n = 0;
             depth += 1;
             if depth > self.cfg.max_recirc_depth as usize {
                 self.counters.recirc_too_deep += self.pass.n as u64;
@@ -405,7 +408,40 @@ impl Pipeline {
                 }
             }
         }
-        self.pass.n = 0;
+        self.gather_recirculated();
+    }
+
+    /// 5. Keep only the packets going round again, in order: those a last
+    /// `ct` op left in place (no key copy when they are all of them), then
+    /// the copies forked by `ct` ops that were not last.
+    fn gather_recirculated(&mut self) {
+        let n = self.pass.n;
+        let mut k = 0;
+        for i in 0..n {
+            if self.pass.again[i] {
+                self.pass.again[i] = false;
+                if k != i {
+                    self.pass.pkts[k] = self.pass.pkts[i].take();
+                    self.pass.keys[k] = self.pass.keys[i];
+                }
+                k += 1;
+            }
+        }
+        for j in 0..self.recirc.n {
+            let p = self.recirc.pkts[j].take();
+            if k == BATCH_SIZE {
+                if let Some(p) = p {
+                    self.counters.recirc_overflow += 1;
+                    self.pool.free(p);
+                }
+                continue;
+            }
+            self.pass.pkts[k] = p;
+            self.pass.keys[k] = self.recirc.keys[j];
+            k += 1;
+        }
+        self.recirc.n = 0;
+        self.pass.n = k;
     }
 
     /// Translate packet `i` and cache the result.
@@ -459,6 +495,9 @@ impl Pipeline {
     #[inline]
     fn free_group(&mut self, group: &[u8]) {
         for &i in group {
+            if self.pass.again[i as usize] {
+                continue;
+            }
             if let Some(p) = self.pass.pkts[i as usize].take() {
                 self.pool.free(p);
             }
@@ -649,8 +688,20 @@ impl Pipeline {
                     p.meta.offload.insert(OffloadFlags::L4_CSUM_GOOD);
                 }
             }
+            if let (Some(recirc_id), true) = (c.recirc, last) {
+                // The packet itself goes round again: update it in place.
+                if let Some(p) = self.pass.pkts[i].as_mut() {
+                    let key = &mut self.pass.keys[i];
+                    convert::set_ct_fields(key, &r);
+                    key.set_recirc_id(recirc_id);
+                    set_meta_ct(p, recirc_id, &r);
+                    self.pass.again[i] = true;
+                }
+                continue;
+            }
             if let Some(recirc_id) = c.recirc {
-                if let Some(mut p) = self.take_or_clone(i, last) {
+                // A copy goes round again; the original carries on.
+                if let Some(mut p) = self.clone_packet(i) {
                     let slot = self.recirc.n;
                     if slot == BATCH_SIZE {
                         self.counters.recirc_overflow += 1;
@@ -661,18 +712,13 @@ impl Pipeline {
                         *key = self.pass.keys[i];
                         convert::set_ct_fields(key, &r);
                         key.set_recirc_id(recirc_id);
-                        p.meta.recirc_id = recirc_id;
-                        p.meta.ct_state = r.state.bits();
-                        p.meta.ct_zone = r.zone.0;
-                        p.meta.ct_mark = r.mark;
-                        p.meta.ct_label = r.label;
+                        set_meta_ct(&mut p, recirc_id, &r);
                         self.recirc.pkts[slot] = Some(p);
                         self.recirc.n += 1;
                     }
                 }
             }
-            // This pass carries on seeing the packet untracked (if it
-            // carries on at all: the last op took it).
+            // This pass carries on seeing the packet untracked.
             if let Some(p) = self.pass.pkts[i].as_mut() {
                 clear_meta_ct(p);
                 self.pass.keys[i].clear_ct();
@@ -759,6 +805,14 @@ fn credit(f: &Megaflow, now_ms: u64) {
             r.credit(p, b, now_ms.max(f.used_ms));
         }
     }
+}
+
+fn set_meta_ct(p: &mut Packet, recirc_id: u32, r: &ct::CtResult) {
+    p.meta.recirc_id = recirc_id;
+    p.meta.ct_state = r.state.bits();
+    p.meta.ct_zone = r.zone.0;
+    p.meta.ct_mark = r.mark;
+    p.meta.ct_label = r.label;
 }
 
 fn clear_meta_ct(p: &mut Packet) {
