@@ -411,9 +411,9 @@ impl Pipeline {
         self.gather_recirculated();
     }
 
-    /// 5. Keep only the packets going round again, in order: those a last
-    /// `ct` op left in place (no key copy when they are all of them), then
-    /// the copies forked by `ct` ops that were not last.
+    /// Step 5: keep only the packets going round again, in order: those a
+    /// last `ct` op left in place (no key copy when they are all of them),
+    /// then the copies forked by `ct` ops that were not last.
     fn gather_recirculated(&mut self) {
         let n = self.pass.n;
         let mut k = 0;
