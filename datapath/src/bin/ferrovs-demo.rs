@@ -8,7 +8,7 @@
 //! Ports:
 //! 1. `lan`: the traffic generator: TCP connections from 10.0.0.0/8
 //!    clients to 172.16.0.1:80 (handshake, data both ways, a new
-//!    connection after 16 segments), or the frames of `--pcap FILE`
+//!    connection after 64 segments), or the frames of `--pcap FILE`
 //!    replayed in a loop;
 //! 2. `wan`: a capture, replayed once, of packets from outside that belong to no
 //!    connection (port scans, stray replies, an invalid TCP segment);
@@ -128,7 +128,7 @@ fn run(args: &Args) -> Result<(), String> {
                 packet_size: 64,
                 proto: GenProto::Tcp,
                 replies: true,
-                conn_packets: 16,
+                conn_packets: 64,
                 ..Default::default()
             },
         )),
