@@ -3,7 +3,7 @@
 //! The packet path of the switch, built for poll-mode threads that move
 //! batches of up to [`BATCH_SIZE`] packets through every stage.
 //!
-//! Map of the crate (the layers that exist so far):
+//! Map of the crate:
 //! - [`packet`]: the packet buffer with headroom ([`packet::Packet`]), its
 //!   per-packet metadata ([`packet::PacketMeta`]), the fixed-capacity
 //!   [`packet::PacketBatch`], the recycling [`packet::PacketPool`], and the
@@ -17,13 +17,20 @@
 //! - [`bench_result`]: the JSON-lines record every bench binary writes with
 //!   `--json-out`, read back by `bench-report` (markdown table + SVG plot).
 //! - [`switch`], [`pipeline`], [`pmd`]: the shared switch state, the
-//!   per-thread packet pipeline and the poll-mode threads.
+//!   per-thread packet pipeline (read it top to bottom: extract, classify,
+//!   group, execute, recirculate, flush) and the poll-mode threads.
+//! - [`cache`]: the exact-match and megaflow caches; [`upcall`]: the slow
+//!   path (ofproto translation, key/mask conversion, recirculation ids);
+//!   [`program`]: the ops a megaflow runs; [`action`]: header rewrites with
+//!   incremental checksums and VLAN push/pop; [`output`]: output batching.
 //! - [`config`]: the daemon's JSON configuration; [`daemon`]: the running
 //!   switch the control plane reaches; [`control`]: the control socket and
 //!   its commands (`ferrovs-ctl`); [`metrics`]: the Prometheus endpoint.
 //!
-//! Binaries: `ferrovsd --config FILE` (the daemon) and
-//! `ferrovs-ctl COMMAND ...` (its control client; `ferrovs-ctl help`).
+//! Binaries: `ferrovsd --config FILE` (the daemon), `ferrovs-ctl COMMAND
+//! ...` (its control client; `ferrovs-ctl help`), `ferrovs-demo` (the
+//! stateful-firewall demo), `pipeline-bench`, `extract-bench` and
+//! `bench-report`.
 //!
 //! One pass of a poll loop, with software ports:
 //!
@@ -47,7 +54,8 @@
 //! assert_eq!(stats.malformed_total(), 0);
 //! ```
 //!
-//! Unsafe code is confined to `packet/` and `port/afpacket.rs`; every block
+//! Unsafe code is confined to `packet/` (the prefetch hint) and
+//! `port/afpacket.rs`; every block
 //! carries a `// SAFETY:` comment (clippy's `undocumented_unsafe_blocks` is
 //! denied for the crate, and `unsafe_code` is denied everywhere else).
 #![deny(unsafe_code)]
