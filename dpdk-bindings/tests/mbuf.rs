@@ -80,7 +80,9 @@ fn mbuf_append_prepend_adj_trim() {
     assert_eq!(m.data(), &payload[..]);
 
     // Push a VLAN-ish 4-byte tag in front, then pop it again.
-    m.prepend(4).expect("prepend").copy_from_slice(&[0x81, 0, 0, 5]);
+    m.prepend(4)
+        .expect("prepend")
+        .copy_from_slice(&[0x81, 0, 0, 5]);
     assert_eq!(m.headroom(), head - 4);
     assert_eq!(&m.data()[..4], &[0x81, 0, 0, 5]);
     assert_eq!(&m.data()[4..], &payload[..]);

@@ -47,7 +47,13 @@ pub fn test_eal_args(vdevs: &[&str]) -> Vec<String> {
 }
 
 /// Virtual devices every test binary gets.
-pub const VDEVS: &[&str] = &["net_ring0", "net_ring1", "net_null0", "net_null1"];
+pub const VDEVS: &[&str] = &[
+    "net_ring0",
+    "net_ring1",
+    "net_ring2",
+    "net_null0",
+    "net_null1",
+];
 
 /// The process-wide EAL, initialised on first use.
 pub fn eal() -> Eal {
