@@ -33,14 +33,6 @@ impl Eal {
         S: AsRef<str>,
     {
         let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-        let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
-        if state.is_some() {
-            return Err(DpdkError::new(
-                "rte_eal_init",
-                libc::EALREADY,
-                "the EAL is already initialised in this process (it initialises once; use Eal::get)",
-            ));
-        }
         let mut owned = Vec::with_capacity(args.len() + 1);
         owned.push(CString::new(PROGRAM).expect("no NUL in program name"));
         for a in &args {
@@ -51,6 +43,14 @@ impl Eal {
                     format!("EAL argument {a:?} contains a NUL byte"),
                 )
             })?);
+        }
+        let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+        if state.is_some() {
+            return Err(DpdkError::new(
+                "rte_eal_init",
+                libc::EALREADY,
+                "the EAL is already initialised in this process (it initialises once; use Eal::get)",
+            ));
         }
         // DPDK may keep pointers into argv (and getopt permutes the array), so
         // the strings and the array live for the rest of the process.
