@@ -4,12 +4,14 @@
 
 use std::env;
 use std::path::PathBuf;
+use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=shim/shim.c");
     println!("cargo:rerun-if-changed=shim/shim.h");
     println!("cargo:rerun-if-changed=shim/wrapper.h");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG");
 
     let dpdk = match pkg_config::Config::new()
         .atleast_version("22.11")
@@ -28,32 +30,32 @@ fn main() {
         }
     };
 
-    // Compiler flags DPDK wants (-include rte_config.h, -march=..., include paths).
-    let cflags = pkg_config::get_variable("libdpdk", "cflags").ok();
-    let mut clang_args: Vec<String> = Vec::new();
+    // The compiler flags DPDK's packager chose (-include rte_config.h,
+    // -march=..., include paths); the shim and bindgen both need them.
+    let pkg_config = env::var("PKG_CONFIG").unwrap_or_else(|_| "pkg-config".into());
+    let cflags = Command::new(pkg_config)
+        .args(["--cflags", "libdpdk"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut clang_args: Vec<String> = cflags.split_whitespace().map(str::to_owned).collect();
     for inc in &dpdk.include_paths {
         clang_args.push(format!("-I{}", inc.display()));
     }
-    clang_args.push("-include".into());
-    clang_args.push("rte_config.h".into());
-    let _ = cflags;
+    if !clang_args.iter().any(|a| a == "rte_config.h") {
+        clang_args.push("-include".into());
+        clang_args.push("rte_config.h".into());
+    }
 
     let mut build = cc::Build::new();
-    build.file("shim/shim.c");
-    for inc in &dpdk.include_paths {
-        build.include(inc);
+    build.file("shim/shim.c").opt_level(2);
+    for arg in &clang_args {
+        build.flag(arg);
     }
-    // DPDK headers need at least SSE4.2 on x86 (Debian builds for corei7).
-    if env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") {
-        build.flag("-march=corei7");
-        clang_args.push("-march=corei7".into());
-    }
-    build
-        .flag("-include")
-        .flag("rte_config.h")
-        .flag_if_supported("-Wno-unused-parameter")
-        .opt_level(2)
-        .compile("ferrovs_dpdk_shim");
+    build.flag_if_supported("-Wno-unused-parameter");
+    build.compile("ferrovs_dpdk_shim");
 
     let bindings = bindgen::Builder::default()
         .header("shim/wrapper.h")

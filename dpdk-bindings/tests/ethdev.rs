@@ -160,12 +160,20 @@ fn queue_handles_poll_from_threads() {
     let eal = common::eal();
     let pool = Mempool::create(eal, "t_null1", 2047, 64).unwrap();
     let mut port = EthDev::by_name(eal, "net_null1").expect("net_null1");
+    // net_null supports RSS: the requested hash functions it knows apply.
     let conf = PortConf {
         rx_queues: 2,
         tx_queues: 2,
+        rss: Some(RssConf::ip_tcp_udp()),
         ..PortConf::default()
     };
     port.configure(&conf, pool).unwrap();
+    let supported = port.info().unwrap().rss_offloads;
+    assert_ne!(port.rss_hash_functions(), 0);
+    assert_eq!(
+        port.rss_hash_functions(),
+        supported & conf.rss.as_ref().unwrap().hash_functions
+    );
     port.start().unwrap();
     port.reset_stats().unwrap();
 
