@@ -19,6 +19,12 @@ command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)   # veth pairs, namespace
 command -v ethtool >/dev/null 2>&1 || need_pkgs+=(ethtool) # netns test: offloads off
 command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3) # netns test: TCP transfer
+# dpdk-bindings (a workspace member outside default-members): the system DPDK
+# found through pkg-config, and libclang (library + builtin headers) for bindgen.
+command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)
+pkg-config --exists libdpdk 2>/dev/null || need_pkgs+=(libdpdk-dev)
+grep -q 'libclang\(-[0-9.]*\)\?\.so' < <(ldconfig -p 2>/dev/null) || need_pkgs+=(libclang1-14)
+compgen -G '/usr/lib/llvm-*/lib/clang/*/include/stddef.h' >/dev/null || need_pkgs+=(libclang-common-14-dev)
 if [ "${FERROVS_QUICK:-0}" != 1 ] && [ ${#need_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         log "installing ${need_pkgs[*]}"

@@ -1,0 +1,191 @@
+//! An owned packet buffer.
+
+use std::ptr::NonNull;
+
+use crate::ffi;
+
+/// One owned `rte_mbuf` (a packet, possibly multi-segment). Dropping it frees
+/// it back to its pool; [`Mbuf::into_raw`] hands ownership to C (e.g. tx).
+///
+/// `repr(transparent)` over a non-null pointer, so a `[Mbuf]` is a valid
+/// `struct rte_mbuf *[]` for the burst calls (no copying).
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct Mbuf {
+    ptr: NonNull<ffi::rte_mbuf>,
+}
+
+// SAFETY: an Mbuf is exclusively owned; freeing it from another thread is
+// fine (its pool is thread-safe), and no thread-local state is attached.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    /// Takes ownership of a raw mbuf.
+    ///
+    /// # Safety
+    /// `ptr` must be null or a valid mbuf that the caller owns exclusively and
+    /// gives up: nobody else frees it, and its first segment's data is not
+    /// shared (a direct mbuf with refcnt 1, as allocated or received).
+    pub unsafe fn from_raw(ptr: *mut ffi::rte_mbuf) -> Option<Mbuf> {
+        NonNull::new(ptr).map(|ptr| Mbuf { ptr })
+    }
+
+    /// Gives up ownership (nothing is freed); the caller must free or transmit it.
+    pub fn into_raw(self) -> *mut ffi::rte_mbuf {
+        let ptr = self.ptr.as_ptr();
+        std::mem::forget(self);
+        ptr
+    }
+
+    /// The raw pointer (still owned by this Mbuf).
+    pub fn as_ptr(&self) -> *mut ffi::rte_mbuf {
+        self.ptr.as_ptr()
+    }
+
+    /// Total packet length over all segments.
+    pub fn len(&self) -> usize {
+        // SAFETY: self.ptr is a valid mbuf we own.
+        unsafe { ffi::ferrovs_rte_pktmbuf_pkt_len(self.ptr.as_ptr()) as usize }
+    }
+
+    /// True for a zero-length packet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Data length of the first segment (the part [`Mbuf::data`] covers).
+    pub fn data_len(&self) -> usize {
+        // SAFETY: self.ptr is a valid mbuf we own.
+        unsafe { ffi::ferrovs_rte_pktmbuf_data_len(self.ptr.as_ptr()) as usize }
+    }
+
+    /// Number of segments.
+    pub fn nb_segs(&self) -> u16 {
+        // SAFETY: self.ptr is a valid mbuf we own.
+        unsafe { ffi::ferrovs_rte_pktmbuf_nb_segs(self.ptr.as_ptr()) }
+    }
+
+    /// Free bytes before the data in the first segment.
+    pub fn headroom(&self) -> usize {
+        // SAFETY: self.ptr is a valid mbuf we own.
+        unsafe { ffi::ferrovs_rte_pktmbuf_headroom(self.ptr.as_ptr()) as usize }
+    }
+
+    /// Free bytes after the data in the last segment.
+    pub fn tailroom(&self) -> usize {
+        // SAFETY: self.ptr is a valid mbuf we own.
+        unsafe { ffi::ferrovs_rte_pktmbuf_tailroom(self.ptr.as_ptr()) as usize }
+    }
+
+    /// The first segment's data.
+    pub fn data(&self) -> &[u8] {
+        let len = self.data_len();
+        // SAFETY: mtod points at data_len initialised bytes inside the mbuf's
+        // buffer (never null); we own the mbuf, and the borrow of self keeps
+        // it alive and unmodified for the slice's lifetime.
+        unsafe {
+            let p = ffi::ferrovs_rte_pktmbuf_mtod(self.ptr.as_ptr()).cast::<u8>();
+            std::slice::from_raw_parts(p, len)
+        }
+    }
+
+    /// The first segment's data, writable.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        let len = self.data_len();
+        // SAFETY: as in data(); the data is not shared (from_raw's contract)
+        // and the unique borrow of self makes the slice the only access.
+        unsafe {
+            let p = ffi::ferrovs_rte_pktmbuf_mtod(self.ptr.as_ptr()).cast::<u8>();
+            std::slice::from_raw_parts_mut(p, len)
+        }
+    }
+
+    /// Grows the packet by `len` bytes at the end (of the last segment) and
+    /// returns the new bytes (uninitialised contents are whatever the buffer
+    /// held, zeroed is not guaranteed). `None` if the tailroom is too small.
+    pub fn append(&mut self, len: u16) -> Option<&mut [u8]> {
+        // SAFETY: self.ptr is a valid mbuf we own; append only moves lengths.
+        let p = unsafe { ffi::ferrovs_rte_pktmbuf_append(self.ptr.as_ptr(), len) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: DPDK returned a pointer to `len` bytes inside the buffer,
+        // now part of the packet. The bytes are plain u8 (any value valid, the
+        // buffer was allocated by DPDK); we hold the only reference.
+        Some(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len as usize) })
+    }
+
+    /// Appends a copy of `bytes`; false (and no change) if there is no room.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) -> bool {
+        let Ok(len) = u16::try_from(bytes.len()) else {
+            return false;
+        };
+        match self.append(len) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Grows the packet by `len` bytes at the front (into the headroom) and
+    /// returns them. `None` if the headroom is too small.
+    pub fn prepend(&mut self, len: u16) -> Option<&mut [u8]> {
+        // SAFETY: self.ptr is a valid mbuf we own.
+        let p = unsafe { ffi::ferrovs_rte_pktmbuf_prepend(self.ptr.as_ptr(), len) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: as in append(): `len` bytes inside the buffer, now the start
+        // of the packet, only referenced through this borrow.
+        Some(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len as usize) })
+    }
+
+    /// Removes `len` bytes from the front of the packet (first segment).
+    /// False (and no change) if the first segment is shorter.
+    #[must_use]
+    pub fn adj(&mut self, len: u16) -> bool {
+        // SAFETY: self.ptr is a valid mbuf we own.
+        !unsafe { ffi::ferrovs_rte_pktmbuf_adj(self.ptr.as_ptr(), len) }.is_null()
+    }
+
+    /// Removes `len` bytes from the end of the packet (last segment).
+    /// False (and no change) if the last segment is shorter.
+    #[must_use]
+    pub fn trim(&mut self, len: u16) -> bool {
+        // SAFETY: self.ptr is a valid mbuf we own.
+        unsafe { ffi::ferrovs_rte_pktmbuf_trim(self.ptr.as_ptr(), len) == 0 }
+    }
+
+    /// Input port id set by the receiving PMD.
+    pub fn port(&self) -> u16 {
+        // SAFETY: self.ptr is a valid mbuf we own.
+        unsafe { ffi::ferrovs_rte_mbuf_port(self.ptr.as_ptr()) }
+    }
+
+    /// RSS hash set by the NIC (valid when the RSS-hash offload flag is set).
+    pub fn rss_hash(&self) -> u32 {
+        // SAFETY: self.ptr is a valid mbuf we own.
+        unsafe { ffi::ferrovs_rte_mbuf_rss_hash(self.ptr.as_ptr()) }
+    }
+
+    /// Offload flags (`RTE_MBUF_F_*`).
+    pub fn ol_flags(&self) -> u64 {
+        // SAFETY: self.ptr is a valid mbuf we own.
+        unsafe { ffi::ferrovs_rte_mbuf_ol_flags(self.ptr.as_ptr()) }
+    }
+
+    /// Prefetches the start of the packet data into cache.
+    pub fn prefetch_data(&self) {
+        // SAFETY: prefetch never faults; mtod is a pointer into our buffer.
+        unsafe { ffi::ferrovs_rte_prefetch0(ffi::ferrovs_rte_pktmbuf_mtod(self.ptr.as_ptr())) }
+    }
+}
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf exclusively and never use it again.
+        unsafe { ffi::ferrovs_rte_pktmbuf_free(self.ptr.as_ptr()) }
+    }
+}
