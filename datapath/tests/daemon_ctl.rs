@@ -572,3 +572,36 @@ fn trace_uses_the_live_connection_direction() {
     let j: serde_json::Value = serde_json::from_str(&d.ok(&["--json", "trace", reply])).unwrap();
     assert_eq!(j["ct_states"][0], "est|rpl|trk");
 }
+
+#[test]
+fn control_socket_caps_clients() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let d = Daemon::start();
+    // Hold the maximum number of idle clients; one more is turned away.
+    let held: Vec<UnixStream> = (0..datapath::control::server::MAX_CONNECTIONS)
+        .map(|_| UnixStream::connect(d.socket()).unwrap())
+        .collect();
+    // The held ones are counted once the listener has accepted them.
+    d.wait_until(
+        || {
+            let extra = UnixStream::connect(d.socket()).unwrap();
+            let mut line = String::new();
+            BufReader::new(extra).read_line(&mut line).unwrap();
+            line.contains("too many control connections")
+        },
+        "the connection cap to apply",
+    );
+    drop(held);
+    // Clients are served again once the others are gone.
+    d.wait_until(|| d.ctl(&["version"]).status.success(), "service to resume");
+    // A client streaming a line that never ends does not disturb others
+    // (the per-request bound itself, 64 MiB, is not exercised here).
+    let mut s = UnixStream::connect(d.socket()).unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..4 {
+        s.write_all(&chunk).unwrap();
+    }
+    drop(s);
+    assert!(d.ctl(&["version"]).status.success());
+}
