@@ -19,9 +19,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use dpdk_bindings::{
-    Eal, EthDev, Mbuf, Mempool, PortConf, RssConf, SharedRxQueue, SharedTxQueue,
-};
+use dpdk_bindings::{Eal, EthDev, Mbuf, Mempool, PortConf, RssConf, SharedRxQueue, SharedTxQueue};
 use parking_lot::Mutex;
 
 use super::{LinkState, Port, PortCounters, PortDropReason, PortStats};
