@@ -29,6 +29,7 @@ const VDEVS: &[&str] = &[
     "net_ring3",
     "net_ring4",
     "net_null0",
+    "net_null1",
 ];
 
 fn first_allowed_cpu() -> u32 {
@@ -446,4 +447,34 @@ fn missing_device_is_a_clear_error() {
     assert!(err.contains("no DPDK port named"), "{err}");
     let err = DpdkPort::open("x", PortNo(1), "net_null0", 0, 1, pool()).unwrap_err();
     assert!(err.contains("rxqs: 0"), "{err}");
+}
+
+#[test]
+fn dpdk_port_from_config() {
+    pool();
+    let cfg = datapath::config::PortConfigJson::parse(
+        r#"{"name": "dp", "number": 5, "type": "dpdk",
+            "options": {"device": "net_null1", "rxqs": 2, "txqs": 2}}"#,
+    )
+    .unwrap();
+    let e = datapath::config::port_from_config(&cfg, std::path::Path::new(".")).unwrap();
+    assert_eq!(e.kind, "dpdk device=net_null1 rxqs=2 txqs=2");
+    assert_eq!((e.port.n_rxq(), e.port.n_txq()), (2, 2));
+    let mut pool = PacketPool::default();
+    let mut b = PacketBatch::new();
+    assert_eq!(
+        e.port.rx_burst(1, &mut b, &mut pool),
+        32,
+        "rx queue 1 (RSS)"
+    );
+    assert_eq!(e.port.tx_burst(1, &mut b, &mut pool), 32);
+    assert!(port_config_err("net_null1", 0).contains("options.rxqs: 0"));
+}
+
+fn port_config_err(device: &str, rxqs: usize) -> String {
+    datapath::config::PortConfigJson::parse(&format!(
+        r#"{{"name": "dp", "number": 5, "type": "dpdk",
+            "options": {{"device": "{device}", "rxqs": {rxqs}}}}}"#
+    ))
+    .unwrap_err()
 }
