@@ -49,6 +49,8 @@ cargo fmt --all --check
 
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cargo clippy (datapath --features dpdk)"
+cargo clippy -p datapath --features dpdk --all-targets --locked -- -D warnings
 
 # --- tool smoke runs (release build, small sizes) ----------------------------
 log "building release tools"
@@ -69,6 +71,8 @@ for f in ct/tests/golden/*.pcap; do
 done
 
 # --- tests (last, so the runner's summary closes the log) --------------------
+log "DPDK ports over vdevs (datapath --features dpdk)"
+cargo test -p datapath --features dpdk --locked --test dpdk_ports
 log "cargo test"
 cargo test --workspace --locked 2>&1 | tee target/test.log
 if grep -qE '^test result: FAILED|^error' target/test.log; then exit 1; fi

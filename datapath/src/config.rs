@@ -25,6 +25,22 @@
 //!   "flows": "firewall.flows" }
 //! ```
 //!
+//! With DPDK (a binary built with `cargo build --features dpdk`), a `dpdk`
+//! section initialises DPDK's EAL once at start (the arguments as written
+//! for `dpdk-testpmd`) and sizes the shared mbuf pool; ports of type `dpdk`
+//! name a device the EAL knows (a vdev given with `--vdev`, or a PCI
+//! address):
+//!
+//! ```json
+//! { "dpdk": { "eal_args": ["--no-huge", "-m", "256", "--no-pci", "--vdev", "net_ring0"],
+//!             "mbufs": 8192 },
+//!   "ports": [ { "name": "dp0", "number": 1, "type": "dpdk",
+//!                "options": { "device": "net_ring0", "rxqs": 1, "txqs": 1 } } ] }
+//! ```
+//!
+//! Without the feature, a `dpdk` section or a `dpdk` port is an error
+//! ([`NO_DPDK`]).
+//!
 //! * `log_level`: `error`, `warn`, `info`, `debug` or `trace` (default `info`).
 //! * `control_socket`: the control socket path (default
 //!   [`DEFAULT_SOCKET`]).
@@ -36,6 +52,8 @@
 //! * `ports`: see [`port`] for the types and their options. A port without
 //!   `type` is a `null` port. `vlan` defaults to access VLAN 0.
 //! * `flows`: an `ovs-ofctl add-flows` file loaded at start.
+//! * `dpdk`: optional; `eal_args` (required) and `mbufs` (8192, at least
+//!   256) as above. Needed by `dpdk` ports.
 //!
 //! Relative paths (flows file, pcap files) are relative to the directory of
 //! the configuration file. Unknown keys are errors naming the key; every
@@ -74,6 +92,24 @@ pub struct DaemonConfig {
     pub ports: Vec<PortConfigJson>,
     #[serde(default)]
     pub flows: Option<PathBuf>,
+    #[serde(default)]
+    pub dpdk: Option<DpdkJson>,
+}
+
+/// The error for DPDK configuration in a build without DPDK.
+pub const NO_DPDK: &str = "ferrovs was built without the dpdk feature: cargo build --features dpdk";
+
+/// The `dpdk` section: EAL arguments and the shared mbuf pool size.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkJson {
+    pub eal_args: Vec<String>,
+    #[serde(default = "default_mbufs")]
+    pub mbufs: u32,
+}
+
+fn default_mbufs() -> u32 {
+    8192
 }
 
 fn default_log_level() -> String {
@@ -307,7 +343,44 @@ impl DaemonConfig {
                 return Err("flows: must not be empty".into());
             }
         }
+        if let Some(d) = &self.dpdk {
+            if !cfg!(feature = "dpdk") {
+                return Err(format!("dpdk: {NO_DPDK}"));
+            }
+            if d.mbufs < 256 {
+                return Err(format!("dpdk.mbufs: {}: must be at least 256", d.mbufs));
+            }
+        } else if let Some((i, p)) = self
+            .ports
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.kind == port::PortKind::Dpdk)
+        {
+            return Err(format!(
+                "ports[{i}] ({}): a dpdk port needs a top-level \"dpdk\" section with \"eal_args\"",
+                p.name
+            ));
+        }
         Ok(())
+    }
+
+    /// Initialises DPDK (EAL and the shared mbuf pool) if the configuration
+    /// has a `dpdk` section; a no-op otherwise. Once per process.
+    pub fn init_dpdk(&self) -> Result<(), String> {
+        let Some(d) = &self.dpdk else {
+            return Ok(());
+        };
+        #[cfg(feature = "dpdk")]
+        {
+            crate::port::dpdk::init_eal(&d.eal_args).map_err(|e| format!("dpdk: {e}"))?;
+            crate::port::dpdk::shared_mempool(d.mbufs).map_err(|e| format!("dpdk: {e}"))?;
+            Ok(())
+        }
+        #[cfg(not(feature = "dpdk"))]
+        {
+            let _ = d;
+            Err(format!("dpdk: {NO_DPDK}"))
+        }
     }
 
     /// The flows file, resolved against `base`.
@@ -345,6 +418,29 @@ mod tests {
             PathBuf::from("/etc/ferrovs/firewall.flows")
         );
         assert!(c.metrics.unwrap().addr().unwrap().ip().is_loopback());
+    }
+
+    #[test]
+    fn dpdk_section_and_ports() {
+        let text = r#"{ "dpdk": { "eal_args": ["--no-huge", "--vdev", "net_ring0"] },
+          "ports": [ { "name": "d", "number": 1, "type": "dpdk",
+                       "options": { "device": "net_ring0", "rxqs": 2 } } ] }"#;
+        if cfg!(feature = "dpdk") {
+            let c = DaemonConfig::parse(text).unwrap();
+            assert_eq!(c.dpdk.unwrap().mbufs, 8192);
+        } else {
+            let e = err(text);
+            assert!(e.contains(NO_DPDK), "{e}");
+        }
+        let e = err(r#"{"ports": [ { "name": "d", "number": 1, "type": "dpdk",
+                "options": { "device": "net_ring0" } } ]}"#);
+        assert!(
+            e.contains(NO_DPDK) || e.contains("needs a top-level \"dpdk\" section"),
+            "{e}"
+        );
+        let e = err(r#"{"dpdk": {"eal_args": [], "mbufs": 10}, "ports": []}"#);
+        assert!(e.contains(NO_DPDK) || e.contains("dpdk.mbufs: 10"), "{e}");
+        assert!(err(r#"{"dpdk": {"eal": []}, "ports": []}"#).contains("unknown field"));
     }
 
     #[test]

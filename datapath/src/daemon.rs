@@ -57,6 +57,7 @@ impl Daemon {
                 .set(&name, &policy)
                 .map_err(|e| format!("conntrack.timeout_policies.{name}: {e}"))?;
         }
+        cfg.init_dpdk()?;
         let mut outputs = Vec::new();
         for (i, p) in cfg.ports.iter().enumerate() {
             let built = build_port(p, base_dir).map_err(|e| format!("ports[{i}]: {e}"))?;

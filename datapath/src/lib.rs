@@ -69,7 +69,7 @@ pub mod daemon;
 pub mod flow;
 pub mod metrics;
 pub mod output;
-#[allow(unsafe_code)] // reserved for a DPDK mbuf storage; none yet
+#[allow(unsafe_code)] // the prefetch hint
 pub mod packet;
 pub mod pipeline;
 pub mod pmd;

@@ -701,3 +701,85 @@ impl Drop for TxQueue<'_> {
         self.dev.tx_claimed[self.queue as usize].store(false, Ordering::Release);
     }
 }
+
+/// An rx queue handle that shares ownership of its port ([`EthDev::shared_rx_queue`]),
+/// for structures that keep the port and its queue handles together (the
+/// datapath's DPDK port). Same rules as [`RxQueue`]: claimed once, `Send`, not `Sync`.
+#[derive(Debug)]
+pub struct SharedRxQueue {
+    dev: std::sync::Arc<EthDev>,
+    queue: u16,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+/// A tx queue handle that shares ownership of its port; as [`SharedRxQueue`].
+#[derive(Debug)]
+pub struct SharedTxQueue {
+    dev: std::sync::Arc<EthDev>,
+    queue: u16,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl EthDev {
+    /// As [`EthDev::rx_queue`], for a port behind an `Arc`: the handle keeps
+    /// the port alive (and started: it cannot be stopped, which needs
+    /// `&mut EthDev`, while the `Arc` is shared).
+    pub fn shared_rx_queue(self: &std::sync::Arc<Self>, queue: u16) -> Result<SharedRxQueue> {
+        claim(&self.rx_claimed, queue, self.started, "rx")?;
+        Ok(SharedRxQueue {
+            dev: self.clone(),
+            queue,
+            _not_sync: PhantomData,
+        })
+    }
+
+    /// As [`EthDev::tx_queue`], for a port behind an `Arc`.
+    pub fn shared_tx_queue(self: &std::sync::Arc<Self>, queue: u16) -> Result<SharedTxQueue> {
+        claim(&self.tx_claimed, queue, self.started, "tx")?;
+        Ok(SharedTxQueue {
+            dev: self.clone(),
+            queue,
+            _not_sync: PhantomData,
+        })
+    }
+}
+
+impl SharedRxQueue {
+    /// The queue id.
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// Receives up to `max` packets, appending them to `out`; returns how many.
+    pub fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: u16) -> usize {
+        // SAFETY: the port was started when the queue was claimed and cannot
+        // be stopped while this handle holds a clone of the Arc; the queue
+        // exists and this handle is its only poller (claimed, !Sync).
+        unsafe { rx_burst_raw(self.dev.port_id, self.queue, out, max) }
+    }
+}
+
+impl Drop for SharedRxQueue {
+    fn drop(&mut self) {
+        self.dev.rx_claimed[self.queue as usize].store(false, Ordering::Release);
+    }
+}
+
+impl SharedTxQueue {
+    /// The queue id.
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// As [`EthDev::tx_burst`]: unsent packets stay in `pkts`.
+    pub fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
+        // SAFETY: as in SharedRxQueue::rx_burst, for the tx queue.
+        unsafe { tx_burst_raw(self.dev.port_id, self.queue, pkts) }
+    }
+}
+
+impl Drop for SharedTxQueue {
+    fn drop(&mut self) {
+        self.dev.tx_claimed[self.queue as usize].store(false, Ordering::Release);
+    }
+}

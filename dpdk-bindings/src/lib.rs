@@ -35,6 +35,9 @@ pub mod ffi {
 
 pub use eal::Eal;
 pub use error::{DpdkError, Result};
-pub use ethdev::{EthDev, LinkStatus, PortConf, PortStats, QueueStats, RssConf, RxQueue, TxQueue};
+pub use ethdev::{
+    EthDev, LinkStatus, PortConf, PortStats, QueueStats, RssConf, RxQueue, SharedRxQueue,
+    SharedTxQueue, TxQueue,
+};
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;

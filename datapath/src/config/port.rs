@@ -13,6 +13,10 @@
 //! * `pcap`: either `rx` (file to replay; with `loop`, forever) or `tx`
 //!   (file to record; `timestamps`: `wall` or `sequence`).
 //! * `afpacket`: `ifname` (required), `rxqs` (1). Linux only.
+//! * `dpdk`: `device` (required: a vdev such as `net_ring0`, `net_null0`,
+//!   `net_pcap0`, or a NIC's PCI address, as given to the EAL), `rxqs` (1;
+//!   more than one enables RSS), `txqs` (1). Needs a build with
+//!   `--features dpdk` and the configuration's top-level `dpdk` section.
 //!
 //! `vlan`: `{"access": VID}` or `{"trunk": [VID, ...]}` (empty: all VLANs).
 
@@ -39,6 +43,7 @@ pub enum PortKind {
     Null,
     Pcap,
     Afpacket,
+    Dpdk,
 }
 
 /// How NORMAL treats VLANs on the port.
@@ -133,6 +138,16 @@ struct AfPacketOptions {
     rxqs: usize,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DpdkOptions {
+    device: String,
+    #[serde(default = "one")]
+    rxqs: usize,
+    #[serde(default = "one")]
+    txqs: usize,
+}
+
 fn one() -> usize {
     1
 }
@@ -221,6 +236,21 @@ impl PortConfigJson {
                 }
                 if o.rxqs == 0 || o.rxqs > 64 {
                     return Err(format!("options.rxqs: {}: must be 1..=64", o.rxqs));
+                }
+            }
+            PortKind::Dpdk => {
+                if !cfg!(feature = "dpdk") {
+                    return Err(super::NO_DPDK.into());
+                }
+                let o: DpdkOptions = options(&self.options)?;
+                if o.device.is_empty() {
+                    return Err("options.device: must not be empty".into());
+                }
+                if o.rxqs == 0 || o.rxqs > 64 {
+                    return Err(format!("options.rxqs: {}: must be 1..=64", o.rxqs));
+                }
+                if o.txqs == 0 || o.txqs > 64 {
+                    return Err(format!("options.txqs: {}: must be 1..=64", o.txqs));
                 }
             }
         }
@@ -313,6 +343,7 @@ pub fn build_port(cfg: &PortConfigJson, base: &Path) -> Result<BuiltPort, String
             }
         }
         PortKind::Afpacket => afpacket(cfg, name, no)?,
+        PortKind::Dpdk => dpdk(cfg, name, no)?,
     };
     Ok(BuiltPort {
         entry: PortEntry {
@@ -342,6 +373,23 @@ fn afpacket(
 #[cfg(not(target_os = "linux"))]
 fn afpacket(cfg: &PortConfigJson, _: String, _: PortNo) -> Result<(Arc<dyn Port>, String), String> {
     Err(format!("port {}: afpacket ports need Linux", cfg.name))
+}
+
+#[cfg(feature = "dpdk")]
+fn dpdk(cfg: &PortConfigJson, name: String, no: PortNo) -> Result<(Arc<dyn Port>, String), String> {
+    use crate::port::dpdk::{shared_mempool, DpdkPort, DEFAULT_MBUFS};
+    let o: DpdkOptions = options(&cfg.options)?;
+    let pool = shared_mempool(DEFAULT_MBUFS).map_err(|e| format!("port {}: {e}", cfg.name))?;
+    let p = DpdkPort::open(name, no, &o.device, o.rxqs, o.txqs, pool)?;
+    Ok((
+        Arc::new(p),
+        format!("dpdk device={} rxqs={} txqs={}", o.device, o.rxqs, o.txqs),
+    ))
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn dpdk(_: &PortConfigJson, _: String, _: PortNo) -> Result<(Arc<dyn Port>, String), String> {
+    Err(super::NO_DPDK.into())
 }
 
 #[cfg(test)]

@@ -253,11 +253,16 @@ impl PacketPool {
         }
     }
 
-    /// Return a packet.
+    /// Return a packet. Only heap buffers of this pool's size are kept; any
+    /// other packet (an mbuf-backed one goes back to its DPDK mempool) is
+    /// dropped.
     #[inline]
     pub fn free(&mut self, pkt: Packet) {
         self.stats.frees += 1;
-        if self.free.len() < self.max_free && pkt.capacity() == self.buf_size {
+        if self.free.len() < self.max_free
+            && pkt.storage().is_heap()
+            && pkt.capacity() == self.buf_size
+        {
             self.free.push(pkt);
         } else {
             self.stats.discarded += 1;

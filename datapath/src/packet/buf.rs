@@ -9,19 +9,21 @@
 //! front without moving the payload; the tailroom lets a port receive into
 //! the buffer directly.
 //!
-//! # Storage, and how a DPDK mbuf will back a packet
+//! # Storage: heap buffers and DPDK mbufs
 //!
-//! The bytes live in a [`Storage`]. Today the only variant is
-//! [`Storage::Heap`], a boxed slice the software ports fill (from a
-//! [`super::PacketPool`], so the steady state allocates nothing). The DPDK
-//! port (issue 5) adds a `Storage::Mbuf(Mbuf)` variant: `Mbuf` owns a
-//! `NonNull<rte_mbuf>` (its `Drop` returns it to the mempool, handing it to
-//! `rte_eth_tx_burst` forgets it), the storage slice is the mbuf's data room
-//! (`buf_addr .. buf_addr + buf_len`), and `start`/`len` are loaded from the
-//! mbuf's `data_off`/`data_len` on receive and written back before transmit.
-//! Every accessor below goes through [`Storage::bytes`]/[`Storage::bytes_mut`],
-//! so stages never learn which storage they hold and nothing is copied.
-//! Multi-segment mbufs are linearised (or dropped) by that port on receive.
+//! The bytes live in a [`Storage`]. [`Storage::Heap`] is a boxed slice the
+//! software ports fill (from a [`super::PacketPool`], so the steady state
+//! allocates nothing); `start`/`len` locate the frame in it.
+//!
+//! With the `dpdk` feature, `Storage::Mbuf` holds an owned single-segment
+//! DPDK mbuf (`dpdk_bindings::Mbuf`: its `Drop` returns it to its mempool,
+//! handing it to `rte_eth_tx_burst` forgets it). For such a packet the mbuf
+//! is the source of truth: the frame is the mbuf's data (`data_off`,
+//! `data_len`), and every operation below maps onto the mbuf's own
+//! prepend/append/adj/trim, so a VLAN push uses the mbuf's headroom and
+//! nothing is copied into another buffer; `start`/`len` are unused. Stages
+//! never learn which storage they hold. The DPDK port drops multi-segment
+//! mbufs on receive ([`Packet::from_mbuf`] refuses them).
 //!
 //! # Handle and buffer
 //!
@@ -31,6 +33,9 @@
 //! stages copies 8 bytes, as passing an `rte_mbuf *` would.
 
 use super::meta::{PacketMeta, PortNo};
+
+#[cfg(feature = "dpdk")]
+use dpdk_bindings::Mbuf;
 
 /// Default buffer size for software ports: a 1500-byte MTU frame plus two
 /// VLAN tags plus headroom, rounded up.
@@ -45,22 +50,40 @@ pub const DEFAULT_HEADROOM: usize = 128;
 pub enum Storage {
     /// A heap buffer owned by the packet (software ports).
     Heap(Box<[u8]>),
+    /// A single-segment DPDK mbuf owned by the packet (DPDK ports); the
+    /// mbuf's data offset and length describe the frame.
+    #[cfg(feature = "dpdk")]
+    Mbuf(Mbuf),
 }
 
 impl Storage {
-    /// The whole buffer, headroom and tailroom included.
+    /// True for a heap buffer.
     #[inline]
-    pub fn bytes(&self) -> &[u8] {
+    pub fn is_heap(&self) -> bool {
+        matches!(self, Storage::Heap(_))
+    }
+
+    /// True for a DPDK mbuf.
+    #[inline]
+    pub fn is_mbuf(&self) -> bool {
+        !self.is_heap()
+    }
+
+    /// `"heap"` or `"mbuf"` (for logs and tests).
+    pub fn kind(&self) -> &'static str {
         match self {
-            Storage::Heap(b) => b,
+            Storage::Heap(_) => "heap",
+            #[cfg(feature = "dpdk")]
+            Storage::Mbuf(_) => "mbuf",
         }
     }
 
-    /// The whole buffer, mutably.
-    #[inline]
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
+    /// The mbuf, for mbuf-backed packets.
+    #[cfg(feature = "dpdk")]
+    pub fn mbuf(&self) -> Option<&Mbuf> {
         match self {
-            Storage::Heap(b) => b,
+            Storage::Mbuf(m) => Some(m),
+            Storage::Heap(_) => None,
         }
     }
 }
@@ -111,9 +134,9 @@ impl std::ops::DerefMut for Packet {
 #[derive(Debug)]
 pub struct PacketBuf {
     storage: Storage,
-    /// Offset of the first frame byte in the storage.
+    /// Offset of the first frame byte in a heap storage (unused for mbufs).
     start: u32,
-    /// Frame length.
+    /// Frame length in a heap storage (unused for mbufs).
     len: u32,
     /// Per-packet metadata.
     pub meta: PacketMeta,
@@ -146,59 +169,153 @@ impl Packet {
         }
         p
     }
+
+    /// A packet backed by `mbuf` without copying, with fresh metadata for a
+    /// packet received on `in_port`. Multi-segment mbufs are refused (given
+    /// back): the datapath sees a frame as one contiguous slice.
+    #[cfg(feature = "dpdk")]
+    pub fn from_mbuf(mbuf: Mbuf, in_port: PortNo) -> Result<Packet, Mbuf> {
+        if mbuf.nb_segs() != 1 {
+            return Err(mbuf);
+        }
+        let mut meta = PacketMeta::default();
+        meta.reset(in_port);
+        Ok(Packet(Box::new(PacketBuf {
+            storage: Storage::Mbuf(mbuf),
+            start: 0,
+            len: 0,
+            meta,
+        })))
+    }
+
+    /// The mbuf of an mbuf-backed packet (its data is the frame, as the
+    /// pipeline left it); a heap packet is given back.
+    #[cfg(feature = "dpdk")]
+    pub fn into_mbuf(self) -> Result<Mbuf, Packet> {
+        if self.storage.is_heap() {
+            return Err(self);
+        }
+        match self.0.storage {
+            Storage::Mbuf(m) => Ok(m),
+            Storage::Heap(_) => unreachable!("checked above"),
+        }
+    }
+}
+
+/// Empties an mbuf and moves its data offset so that `headroom` bytes
+/// (clamped to the buffer) lie in front, using only the mbuf's length
+/// operations.
+#[cfg(feature = "dpdk")]
+fn mbuf_reset(m: &mut Mbuf, headroom: usize) {
+    let cur_len = m.data_len();
+    if cur_len > 0 {
+        let ok = m.trim(cur_len as u16);
+        debug_assert!(ok, "single-segment mbuf trims its whole data");
+    }
+    let want = headroom.min(m.headroom() + m.tailroom());
+    let cur = m.headroom();
+    if cur > want {
+        // Grow into the headroom, then drop the grown bytes from the end:
+        // the data offset moves back by the difference.
+        let d = (cur - want) as u16;
+        let _ = m.prepend(d);
+        let ok = m.trim(d);
+        debug_assert!(ok);
+    } else if cur < want {
+        // Grow at the end, then drop the bytes from the front: the data
+        // offset moves forward by the difference.
+        let d = (want - cur) as u16;
+        let _ = m.append(d);
+        let ok = m.adj(d);
+        debug_assert!(ok);
+    }
 }
 
 impl PacketBuf {
     /// The frame bytes.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        let (s, l) = (self.start as usize, self.len as usize);
-        &self.storage.bytes()[s..s + l]
+        match &self.storage {
+            Storage::Heap(b) => {
+                let (s, l) = (self.start as usize, self.len as usize);
+                &b[s..s + l]
+            }
+            #[cfg(feature = "dpdk")]
+            Storage::Mbuf(m) => m.data(),
+        }
     }
 
     /// The frame bytes, mutably.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        let (s, l) = (self.start as usize, self.len as usize);
-        &mut self.storage.bytes_mut()[s..s + l]
+        match &mut self.storage {
+            Storage::Heap(b) => {
+                let (s, l) = (self.start as usize, self.len as usize);
+                &mut b[s..s + l]
+            }
+            #[cfg(feature = "dpdk")]
+            Storage::Mbuf(m) => m.data_mut(),
+        }
     }
 
     /// The frame length in bytes.
     #[inline]
     pub fn len(&self) -> usize {
-        self.len as usize
+        match &self.storage {
+            Storage::Heap(_) => self.len as usize,
+            #[cfg(feature = "dpdk")]
+            Storage::Mbuf(m) => m.data_len(),
+        }
     }
 
     /// True if the frame is empty.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Size of the whole buffer.
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.storage.bytes().len()
+        match &self.storage {
+            Storage::Heap(b) => b.len(),
+            #[cfg(feature = "dpdk")]
+            Storage::Mbuf(m) => m.headroom() + m.data_len() + m.tailroom(),
+        }
     }
 
     /// Free bytes in front of the frame.
     #[inline]
     pub fn headroom(&self) -> usize {
-        self.start as usize
+        match &self.storage {
+            Storage::Heap(_) => self.start as usize,
+            #[cfg(feature = "dpdk")]
+            Storage::Mbuf(m) => m.headroom(),
+        }
     }
 
     /// Free bytes after the frame.
     #[inline]
     pub fn tailroom(&self) -> usize {
-        self.capacity() - self.start as usize - self.len as usize
+        match &self.storage {
+            Storage::Heap(b) => b.len() - self.start as usize - self.len as usize,
+            #[cfg(feature = "dpdk")]
+            Storage::Mbuf(m) => m.tailroom(),
+        }
     }
 
     /// Empty the frame, put `headroom` bytes in front (clamped to the buffer)
     /// and reset the metadata for a packet received on `in_port`.
     #[inline]
     pub fn reset(&mut self, headroom: usize, in_port: PortNo) {
-        self.start = headroom.min(self.capacity()) as u32;
-        self.len = 0;
+        match &mut self.storage {
+            Storage::Heap(b) => {
+                self.start = headroom.min(b.len()) as u32;
+                self.len = 0;
+            }
+            #[cfg(feature = "dpdk")]
+            Storage::Mbuf(m) => mbuf_reset(m, headroom),
+        }
         self.meta.reset(in_port);
     }
 
@@ -212,14 +329,24 @@ impl PacketBuf {
                 available,
             });
         }
-        let end = self.start as usize + self.len as usize;
-        self.len += n as u32;
-        Ok(&mut self.storage.bytes_mut()[end..end + n])
+        match &mut self.storage {
+            Storage::Heap(b) => {
+                let end = self.start as usize + self.len as usize;
+                self.len += n as u32;
+                Ok(&mut b[end..end + n])
+            }
+            #[cfg(feature = "dpdk")]
+            // n <= tailroom < 64 KiB (an mbuf's buffer length is a u16).
+            Storage::Mbuf(m) => m.append(n as u16).ok_or(NoRoom {
+                wanted: n,
+                available,
+            }),
+        }
     }
 
     /// Replace the frame with a copy of `frame` (keeps the headroom).
     pub fn set_frame(&mut self, frame: &[u8]) -> Result<(), NoRoom> {
-        self.len = 0;
+        self.truncate(0);
         self.append(frame.len())?.copy_from_slice(frame);
         Ok(())
     }
@@ -235,10 +362,20 @@ impl PacketBuf {
                 available,
             });
         }
-        self.start -= n as u32;
-        self.len += n as u32;
-        let s = self.start as usize;
-        Ok(&mut self.storage.bytes_mut()[s..s + n])
+        match &mut self.storage {
+            Storage::Heap(b) => {
+                self.start -= n as u32;
+                self.len += n as u32;
+                let s = self.start as usize;
+                Ok(&mut b[s..s + n])
+            }
+            #[cfg(feature = "dpdk")]
+            // n <= headroom < 64 KiB.
+            Storage::Mbuf(m) => m.prepend(n as u16).ok_or(NoRoom {
+                wanted: n,
+                available,
+            }),
+        }
     }
 
     /// Remove `n` bytes from the front of the frame (they become headroom).
@@ -248,16 +385,31 @@ impl PacketBuf {
         if n > self.len() {
             return false;
         }
-        self.start += n as u32;
-        self.len -= n as u32;
-        true
+        match &mut self.storage {
+            Storage::Heap(_) => {
+                self.start += n as u32;
+                self.len -= n as u32;
+                true
+            }
+            #[cfg(feature = "dpdk")]
+            Storage::Mbuf(m) => m.adj(n as u16),
+        }
     }
 
     /// Shorten the frame to `len` bytes (no effect if it is not longer).
     #[inline]
     pub fn truncate(&mut self, len: usize) {
-        if len < self.len() {
-            self.len = len as u32;
+        let cur = self.len();
+        if len >= cur {
+            return;
+        }
+        match &mut self.storage {
+            Storage::Heap(_) => self.len = len as u32,
+            #[cfg(feature = "dpdk")]
+            Storage::Mbuf(m) => {
+                let ok = m.trim((cur - len) as u16);
+                debug_assert!(ok, "single-segment mbuf trims within its data");
+            }
         }
     }
 
@@ -272,10 +424,9 @@ impl PacketBuf {
             });
         }
         self.push_front(n)?;
-        let s = self.start as usize;
-        let buf = self.storage.bytes_mut();
-        buf.copy_within(s + n..s + n + ofs, s);
-        Ok(&mut buf[s + ofs..s + ofs + n])
+        let data = self.data_mut();
+        data.copy_within(n..n + ofs, 0);
+        Ok(&mut data[ofs..ofs + n])
     }
 
     /// Remove `n` bytes at frame offset `ofs` by moving the first `ofs`
@@ -286,10 +437,9 @@ impl PacketBuf {
             Some(end) if end <= self.len() => {}
             _ => return false,
         }
-        let s = self.start as usize;
-        self.storage.bytes_mut().copy_within(s..s + ofs, s + n);
-        self.start += n as u32;
-        self.len -= n as u32;
+        self.data_mut().copy_within(0..ofs, n);
+        let pulled = self.pull_front(n);
+        debug_assert!(pulled);
         true
     }
 
@@ -297,8 +447,15 @@ impl PacketBuf {
     /// one and writes the other).
     #[inline]
     pub fn data_and_meta_mut(&mut self) -> (&[u8], &mut PacketMeta) {
-        let (s, l) = (self.start as usize, self.len as usize);
-        (&self.storage.bytes()[s..s + l], &mut self.meta)
+        let data = match &self.storage {
+            Storage::Heap(b) => {
+                let (s, l) = (self.start as usize, self.len as usize);
+                &b[s..s + l]
+            }
+            #[cfg(feature = "dpdk")]
+            Storage::Mbuf(m) => m.data(),
+        };
+        (data, &mut self.meta)
     }
 
     /// The storage (for ports that hand the buffer to a device).

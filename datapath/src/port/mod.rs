@@ -18,10 +18,15 @@
 //!   (UDP or TCP flows with handshakes and replies) for benchmarks;
 //! - [`NullPort`]: a sink that counts and frees;
 //! - [`afpacket::AfPacketPort`]: a Linux kernel interface (Linux only).
+//!
+//! With the `dpdk` cargo feature, `dpdk::DpdkPort` drives a DPDK device
+//! (NIC or vdev) with packets kept in their mbufs (zero-copy).
 
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 pub mod afpacket;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod generator;
 pub mod pcap;
 pub mod ring;
