@@ -72,7 +72,7 @@ done
 
 # --- tests (last, so the runner's summary closes the log) --------------------
 log "DPDK ports over vdevs (datapath --features dpdk)"
-cargo test -p datapath --features dpdk --locked --test dpdk_ports --test dpdk_pcap
+cargo test -p datapath --features dpdk --locked --test dpdk_ports --test dpdk_pcap --test daemon_dpdk
 log "cargo test"
 cargo test --workspace --locked 2>&1 | tee target/test.log
 if grep -qE '^test result: FAILED|^error' target/test.log; then exit 1; fi
