@@ -23,6 +23,7 @@ command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3) # netns test: TCP tra
 # found through pkg-config, and libclang (library + builtin headers) for bindgen.
 command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)
 pkg-config --exists libdpdk 2>/dev/null || need_pkgs+=(libdpdk-dev)
+command -v dpdk-testpmd >/dev/null 2>&1 || need_pkgs+=(dpdk-dev) # testpmd_memif (Debian ships dpdk-testpmd in dpdk-dev)
 grep -q 'libclang\(-[0-9.]*\)\?\.so' < <(ldconfig -p 2>/dev/null) || need_pkgs+=(libclang1-14)
 compgen -G '/usr/lib/llvm-*/lib/clang/*/include/stddef.h' >/dev/null || need_pkgs+=(libclang-common-14-dev)
 if [ "${FERROVS_QUICK:-0}" != 1 ] && [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -37,6 +38,7 @@ if [ "${FERROVS_QUICK:-0}" != 1 ] && [ ${#need_pkgs[@]} -gt 0 ]; then
     fi
 fi
 command -v ovs-ofctl >/dev/null 2>&1 && export FERROVS_REQUIRE_OVS=1
+command -v dpdk-testpmd >/dev/null 2>&1 && export FERROVS_REQUIRE_TESTPMD=1
 # As root the tests that need it (veth pairs for AF_PACKET) must run, not skip.
 if [ "$(id -u)" = 0 ]; then export FERROVS_REQUIRE_ROOT=1; fi
 
@@ -72,7 +74,7 @@ done
 
 # --- tests (last, so the runner's summary closes the log) --------------------
 log "DPDK ports over vdevs (datapath --features dpdk)"
-cargo test -p datapath --features dpdk --locked --test dpdk_ports --test dpdk_pcap --test daemon_dpdk
+cargo test -p datapath --features dpdk --locked --test dpdk_ports --test dpdk_pcap --test daemon_dpdk --test testpmd_memif
 log "cargo test"
 cargo test --workspace --locked 2>&1 | tee target/test.log
 if grep -qE '^test result: FAILED|^error' target/test.log; then exit 1; fi

@@ -1,0 +1,196 @@
+//! Interop with DPDK's own `dpdk-testpmd` over memif, no hugepages:
+//! `cargo test -p datapath --features dpdk --test testpmd_memif`.
+//!
+//! ferrovsd owns a `net_memif` server port (1) and a null port (2) with the
+//! flow `in_port=1,actions=output:2`; `dpdk-testpmd`, a separate DPDK
+//! process, connects as memif client and sends with `--forward-mode=txonly`.
+//! The test waits until ferrovsd has received and forwarded traffic from it.
+//!
+//! Needs `dpdk-testpmd` (Debian package `dpdk-dev`). Without it the test
+//! skips, unless `FERROVS_REQUIRE_TESTPMD=1` (set by `scripts/test.sh`,
+//! which installs it).
+#![cfg(feature = "dpdk")]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FERROVSD: &str = env!("CARGO_BIN_EXE_ferrovsd");
+const CTL: &str = env!("CARGO_BIN_EXE_ferrovs-ctl");
+
+fn first_allowed_cpu() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .and_then(|list| list.trim().split([',', '-']).next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn testpmd() -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join("dpdk-testpmd"))
+        .find(|p| p.exists())
+}
+
+/// Kills the child on drop (a failed assertion must not leave it running).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Proc {
+    /// SIGTERM, then the exit code within 30 s.
+    fn terminate(&mut self) -> Option<i32> {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+/// (rx packets of port 1, tx packets of port 2) from `ferrovs-ctl show`.
+fn counters(sock: &Path) -> (u64, u64) {
+    let o = Command::new(CTL)
+        .arg("--socket")
+        .arg(sock)
+        .arg("show")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let field = |port: &str, key: &str| -> u64 {
+        let mut lines = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(port));
+        lines
+            .find_map(|l| {
+                let rest = &l[l.find(key)? + key.len()..];
+                let end = rest
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(rest.len());
+                rest[..end].parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    (field("1(m0)", "rx pkts="), field("2(sink)", "tx pkts="))
+}
+
+#[test]
+fn testpmd_sends_to_ferrovsd_over_memif() {
+    let Some(testpmd) = testpmd() else {
+        assert!(
+            std::env::var("FERROVS_REQUIRE_TESTPMD").as_deref() != Ok("1"),
+            "dpdk-testpmd not found (package dpdk-dev)"
+        );
+        eprintln!("skipping: dpdk-testpmd not found (package dpdk-dev)");
+        return;
+    };
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("fvs-memif-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("s.sock");
+    let memif = dir.join("memif.sock");
+    std::fs::write(dir.join("f.flows"), "in_port=1,actions=output:2\n").unwrap();
+    let cpu = first_allowed_cpu();
+    let cfg = format!(
+        r#"{{ "control_socket": "{}",
+             "dpdk": {{ "eal_args": ["-l", "{cpu}", "--no-huge", "-m", "256", "--no-pci",
+                                     "--no-telemetry", "--no-shconf",
+                                     "--file-prefix", "fvs-memif-d-{pid}",
+                                     "--vdev", "net_memif0,role=server,socket={},socket-abstract=no"] }},
+             "ports": [ {{ "name": "m0", "number": 1, "type": "dpdk",
+                           "options": {{ "device": "net_memif0" }} }},
+                        {{ "name": "sink", "number": 2, "type": "null" }} ],
+             "flows": "f.flows" }}"#,
+        sock.display(),
+        memif.display()
+    );
+    std::fs::write(dir.join("c.json"), &cfg).unwrap();
+    let mut daemon = Proc(
+        Command::new(FERROVSD)
+            .arg("--config")
+            .arg(dir.join("c.json"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // A file-system memif socket (as the README recommends for containers).
+    while !(sock.exists() && memif.exists()) {
+        assert!(Instant::now() < deadline, "ferrovsd did not come up");
+        assert!(daemon.0.try_wait().unwrap().is_none(), "ferrovsd exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(counters(&sock), (0, 0));
+
+    // testpmd needs a main and a forwarding lcore: both on one CPU here.
+    let mut tp = Proc(
+        Command::new(testpmd)
+            .args(["--lcores", &format!("0@{cpu},1@{cpu}")])
+            .args(["--no-huge", "-m", "256", "--no-pci", "--no-telemetry"])
+            .args([
+                "--no-shconf",
+                "--file-prefix",
+                &format!("fvs-memif-t-{pid}"),
+            ])
+            .arg("--vdev")
+            .arg(format!(
+                "net_memif0,role=client,socket={},socket-abstract=no",
+                memif.display()
+            ))
+            .args(["--", "--forward-mode=txonly", "--total-num-mbufs=4096"])
+            // testpmd forwards until a line (or EOF) arrives on stdin.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (rx, tx) = counters(&sock);
+        if rx >= 10_000 && tx >= 10_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no traffic from testpmd: rx {rx} tx {tx}"
+        );
+        assert!(tp.0.try_wait().unwrap().is_none(), "testpmd exited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Enter: testpmd stops forwarding and exits.
+    drop(tp.0.stdin.take().unwrap().write_all(b"\n"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(s) = tp.0.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(Instant::now() < deadline, "testpmd did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0), "testpmd stops cleanly");
+    // Once testpmd is gone, everything received was forwarded to the sink.
+    std::thread::sleep(Duration::from_millis(500));
+    let (rx, tx) = counters(&sock);
+    assert_eq!(rx, tx, "every packet from testpmd forwarded");
+    assert_eq!(daemon.terminate(), Some(0), "ferrovsd stops cleanly");
+    let _ = std::fs::remove_dir_all(&dir);
+}
