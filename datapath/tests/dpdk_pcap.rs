@@ -33,15 +33,6 @@ table=1,priority=10,ct_state=+trk+est-inv,ip,actions=output:2
 table=2,priority=10,ct_state=+trk+est-inv,ip,actions=output:1
 ";
 
-fn first_allowed_cpu() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .and_then(|list| list.trim().split([',', '-']).next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
     let mut w = PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
     for (i, f) in frames.iter().enumerate() {
@@ -180,25 +171,11 @@ fn eal(c: &Captures) {
             c.path(&format!("{side}-tx.pcap")).display()
         )
     };
-    let args: Vec<String> = [
-        "-l".to_string(),
-        first_allowed_cpu().to_string(),
-        "--no-huge".into(),
-        "-m".into(),
-        "256".into(),
-        "--no-pci".into(),
-        "--no-telemetry".into(),
-        "--no-shconf".into(),
-        "--file-prefix".into(),
-        format!("ferrovs-dpdkpcap-{}", std::process::id()),
-        "--log-level".into(),
-        "lib.eal:warning".into(),
-        "--vdev".into(),
-        vdev(0, "inside"),
-        "--vdev".into(),
-        vdev(1, "outside"),
-    ]
-    .into();
+    let (inside, outside) = (vdev(0, "inside"), vdev(1, "outside"));
+    let args = dpdk_bindings::eal::vdev_only_args(
+        &format!("ferrovs-dpdkpcap-{}", std::process::id()),
+        &[&inside, &outside],
+    );
     init_eal(&args).expect("EAL init");
 }
 

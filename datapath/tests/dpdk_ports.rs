@@ -32,40 +32,14 @@ const VDEVS: &[&str] = &[
     "net_null1",
 ];
 
-fn first_allowed_cpu() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .and_then(|list| list.trim().split([',', '-']).next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The process-wide EAL and mbuf pool.
 fn pool() -> Mempool {
     static POOL: OnceLock<Mempool> = OnceLock::new();
     *POOL.get_or_init(|| {
-        let mut args: Vec<String> = [
-            "-l",
-            &first_allowed_cpu().to_string(),
-            "--no-huge",
-            "-m",
-            "256",
-            "--no-pci",
-            "--no-telemetry",
-            "--no-shconf",
-            "--file-prefix",
+        let args = dpdk_bindings::eal::vdev_only_args(
             &format!("ferrovs-dpdkports-{}", std::process::id()),
-            "--log-level",
-            "lib.eal:warning",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        for v in VDEVS {
-            args.push("--vdev".into());
-            args.push(v.to_string());
-        }
+            VDEVS,
+        );
         init_eal(&args).expect("EAL init");
         // A second init is a no-op returning the first result.
         init_eal(&["--bogus".to_string()]).expect("later init calls are no-ops");

@@ -19,15 +19,6 @@ use std::time::{Duration, Instant};
 const FERROVSD: &str = env!("CARGO_BIN_EXE_ferrovsd");
 const CTL: &str = env!("CARGO_BIN_EXE_ferrovs-ctl");
 
-fn first_allowed_cpu() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .and_then(|list| list.trim().split([',', '-']).next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn testpmd() -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
@@ -107,7 +98,7 @@ fn testpmd_sends_to_ferrovsd_over_memif() {
     let sock = dir.join("s.sock");
     let memif = dir.join("memif.sock");
     std::fs::write(dir.join("f.flows"), "in_port=1,actions=output:2\n").unwrap();
-    let cpu = first_allowed_cpu();
+    let cpu = dpdk_bindings::eal::first_allowed_cpu();
     let cfg = format!(
         r#"{{ "control_socket": "{}",
              "dpdk": {{ "eal_args": ["-l", "{cpu}", "--no-huge", "-m", "256", "--no-pci",

@@ -7,6 +7,47 @@ use std::sync::Mutex;
 use crate::error::{rte_errno, DpdkError, Result};
 use crate::ffi;
 
+/// The first CPU this process may run on (from `/proc/self/status`), so an
+/// `-l` argument names a core the EAL can pin to even inside a restricted
+/// cpuset; 0 if it cannot be read.
+pub fn first_allowed_cpu() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .and_then(|list| list.trim().split([',', '-']).next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// EAL arguments for running on virtual devices only (tests, CI, demos):
+/// one core, no hugepages, no PCI scan, no telemetry or shared config, the
+/// private `file_prefix`, EAL logs at warning, then `--vdev` for each of
+/// `vdevs`.
+pub fn vdev_only_args(file_prefix: &str, vdevs: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-l",
+        &first_allowed_cpu().to_string(),
+        "--no-huge",
+        "-m",
+        "256",
+        "--no-pci",
+        "--no-telemetry",
+        "--no-shconf",
+        "--file-prefix",
+        file_prefix,
+        "--log-level",
+        "lib.eal:warning",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for v in vdevs {
+        args.push("--vdev".into());
+        args.push(v.to_string());
+    }
+    args
+}
+
 /// Proof that the EAL is initialised in this process. Every other wrapper
 /// that needs the EAL takes one, so it cannot be used before init.
 #[derive(Debug, Clone, Copy)]

@@ -5,45 +5,10 @@ use std::sync::OnceLock;
 
 use dpdk_bindings::Eal;
 
-/// The first CPU this process may run on (from /proc/self/status), so `-l`
-/// names a core the EAL can pin to even inside a restricted cpuset.
-pub fn first_allowed_cpu() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .and_then(|list| {
-            let first = list.trim().split([',', '-']).next()?;
-            first.parse().ok()
-        })
-        .unwrap_or(0)
-}
-
 /// EAL arguments for tests: no hugepages, no PCI, a private file prefix, and
 /// the virtual devices the tests use.
 pub fn test_eal_args(vdevs: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "-l",
-        &first_allowed_cpu().to_string(),
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-pci",
-        "--no-telemetry",
-        "--no-shconf",
-        "--file-prefix",
-        &format!("ferrovs-test-{}", std::process::id()),
-        "--log-level",
-        "lib.eal:warning",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for v in vdevs {
-        args.push("--vdev".into());
-        args.push(v.to_string());
-    }
-    args
+    dpdk_bindings::eal::vdev_only_args(&format!("ferrovs-test-{}", std::process::id()), vdevs)
 }
 
 /// Virtual devices every test binary gets.
