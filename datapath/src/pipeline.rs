@@ -67,6 +67,23 @@ impl Default for PipelineConfig {
     }
 }
 
+/// Declares a counters struct of `u64` fields and its field-by-field
+/// difference, so the field list is written once.
+macro_rules! counters {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $f:ident: u64,)* }) => {
+        $(#[$m])*
+        pub struct $name { $($(#[$fm])* pub $f: u64,)* }
+
+        impl $name {
+            /// These counters minus `base`, field by field (saturating).
+            pub fn since(&self, base: &$name) -> $name {
+                $name { $($f: self.$f.saturating_sub(base.$f),)* }
+            }
+        }
+    };
+}
+
+counters! {
 /// What the pipeline counted (plain integers: one thread writes them; the
 /// PMD publishes snapshots).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -110,6 +127,7 @@ pub struct PipelineCounters {
     /// Output bursts and the packets in them.
     pub tx_bursts: u64,
     pub tx_packets: u64,
+}
 }
 
 /// Scratch for one pass over up to [`BATCH_SIZE`] packets.

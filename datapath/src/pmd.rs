@@ -87,7 +87,7 @@ impl PmdSnapshot {
         };
         let mut s = self.clone();
         s.cleared = None;
-        s.counters = sub_counters(&self.counters, &base.counters);
+        s.counters = self.counters.since(&base.counters);
         s.busy_ns -= base.busy_ns.min(s.busy_ns);
         s.idle_ns -= base.idle_ns.min(s.idle_ns);
         s.iterations -= base.iterations.min(s.iterations);
@@ -103,41 +103,6 @@ impl PmdSnapshot {
         }
         s
     }
-}
-
-macro_rules! sub_fields {
-    ($a:expr, $b:expr, $($f:ident),*) => {
-        PipelineCounters { $($f: $a.$f.saturating_sub($b.$f),)* }
-    };
-}
-
-fn sub_counters(a: &PipelineCounters, b: &PipelineCounters) -> PipelineCounters {
-    sub_fields!(
-        a,
-        b,
-        packets,
-        bytes,
-        recirculations,
-        batch_hits,
-        emc_hits,
-        megaflow_hits,
-        subtables_searched,
-        upcalls,
-        upcall_failures,
-        dropped_by_flow,
-        malformed,
-        recirc_too_deep,
-        recirc_overflow,
-        output_no_port,
-        rewrite_errors,
-        ct_packets,
-        controller,
-        megaflows_installed,
-        megaflows_removed,
-        cache_flushes,
-        tx_bursts,
-        tx_packets
-    )
 }
 
 /// Requests from the control plane to one thread.
