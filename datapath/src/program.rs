@@ -58,13 +58,6 @@ pub enum Op {
     Controller(Box<ofproto::action::ControllerSpec>),
 }
 
-impl Op {
-    /// True for steps after which the packet has been handed somewhere.
-    pub fn consumes(&self) -> bool {
-        matches!(self, Op::Output(_) | Op::Controller(_) | Op::Ct(_))
-    }
-}
-
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
