@@ -297,6 +297,9 @@ fn run(
     if let Some(c) = core {
         pin(c);
     }
+    // An lcore id gives this thread DPDK's per-lcore mempool cache.
+    #[cfg(feature = "dpdk")]
+    let _lcore = crate::port::dpdk::register_pmd_thread();
     let mut pipeline = Pipeline::new(sw.clone(), cfg.pipeline.clone(), id);
     let mut port_version = sw.port_version();
     let mut rxqs = assign_rxqs(&sw.ports(), id, n);

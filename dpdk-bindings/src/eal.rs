@@ -134,9 +134,51 @@ impl Eal {
         (id < ffi::RTE_MAX_LCORE).then_some(id)
     }
 
+    /// Registers the calling (non-EAL) thread with the EAL, which gives it
+    /// an lcore id: mempool caches, which only lcores have, then serve its
+    /// mbuf allocations and frees without touching the shared ring. A thread
+    /// that already has an lcore id gets `Ok` with nothing to undo. The
+    /// registration ends when the returned guard drops, on this thread.
+    pub fn register_thread(&self) -> Result<ThreadRegistration> {
+        if self.lcore_id().is_some() {
+            return Ok(ThreadRegistration {
+                registered: false,
+                _not_send: std::marker::PhantomData,
+            });
+        }
+        // SAFETY: rte_thread_register only touches EAL state for the calling
+        // thread; the EAL is initialised (an Eal exists).
+        let rc = unsafe { ffi::rte_thread_register() };
+        if rc != 0 {
+            return Err(DpdkError::from_rte_errno("rte_thread_register"));
+        }
+        Ok(ThreadRegistration {
+            registered: true,
+            _not_send: std::marker::PhantomData,
+        })
+    }
+
     /// Number of lcores the EAL was started with.
     pub fn lcore_count(&self) -> u32 {
         // SAFETY: reads EAL configuration; the EAL is initialised.
         unsafe { ffi::rte_lcore_count() }
+    }
+}
+
+/// A thread's registration with the EAL ([`Eal::register_thread`]); ends
+/// when dropped (on the thread that registered: the guard is not `Send`).
+#[derive(Debug)]
+pub struct ThreadRegistration {
+    registered: bool,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for ThreadRegistration {
+    fn drop(&mut self) {
+        if self.registered {
+            // SAFETY: this thread registered itself (register_thread) and the
+            // guard cannot leave the thread, so it unregisters the same thread.
+            unsafe { ffi::rte_thread_unregister() }
+        }
     }
 }

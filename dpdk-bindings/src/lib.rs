@@ -33,11 +33,11 @@ pub mod ffi {
     include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 }
 
-pub use eal::Eal;
+pub use eal::{Eal, ThreadRegistration};
 pub use error::{DpdkError, Result};
 pub use ethdev::{
     EthDev, LinkStatus, PortConf, PortStats, QueueStats, RssConf, RxQueue, SharedRxQueue,
     SharedTxQueue, TxQueue,
 };
-pub use mbuf::Mbuf;
+pub use mbuf::{rx_flags, Mbuf, RxChecksums};
 pub use mempool::Mempool;

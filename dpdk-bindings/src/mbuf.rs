@@ -4,6 +4,29 @@ use std::ptr::NonNull;
 
 use crate::ffi;
 
+/// Receive offload flags of `rte_mbuf_core.h` (C macros bindgen does not
+/// translate): the two-bit checksum fields and the RSS-hash flag.
+pub mod rx_flags {
+    pub const RSS_HASH: u64 = 1 << 1;
+    pub const IP_CKSUM_MASK: u64 = (1 << 4) | (1 << 7);
+    pub const IP_CKSUM_BAD: u64 = 1 << 4;
+    pub const IP_CKSUM_GOOD: u64 = 1 << 7;
+    pub const L4_CKSUM_MASK: u64 = (1 << 3) | (1 << 8);
+    pub const L4_CKSUM_BAD: u64 = 1 << 3;
+    pub const L4_CKSUM_GOOD: u64 = 1 << 8;
+}
+
+/// Receive checksum verdicts of one mbuf: both false means the device did
+/// not check (unknown), or says the checksum in the packet is not to be
+/// trusted either way (`*_CKSUM_NONE`); software must verify.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxChecksums {
+    pub ip_good: bool,
+    pub ip_bad: bool,
+    pub l4_good: bool,
+    pub l4_bad: bool,
+}
+
 /// One owned `rte_mbuf` (a packet, possibly multi-segment). Dropping it frees
 /// it back to its pool; [`Mbuf::into_raw`] hands ownership to C (e.g. tx).
 ///
@@ -43,9 +66,11 @@ impl Mbuf {
     }
 
     /// Total packet length over all segments.
+    #[inline]
     pub fn len(&self) -> usize {
-        // SAFETY: self.ptr is a valid mbuf we own.
-        unsafe { ffi::ferrovs_rte_pktmbuf_pkt_len(self.ptr.as_ptr()) as usize }
+        // SAFETY: self.ptr is a valid mbuf we own; pkt_len is a plain field
+        // (bindgen checks the struct layout against the C header).
+        unsafe { (*self.ptr.as_ptr()).pkt_len as usize }
     }
 
     /// True for a zero-length packet.
@@ -54,15 +79,17 @@ impl Mbuf {
     }
 
     /// Data length of the first segment (the part [`Mbuf::data`] covers).
+    #[inline]
     pub fn data_len(&self) -> usize {
-        // SAFETY: self.ptr is a valid mbuf we own.
-        unsafe { ffi::ferrovs_rte_pktmbuf_data_len(self.ptr.as_ptr()) as usize }
+        // SAFETY: as in len(): a plain field of a valid mbuf we own.
+        unsafe { (*self.ptr.as_ptr()).data_len as usize }
     }
 
     /// Number of segments.
+    #[inline]
     pub fn nb_segs(&self) -> u16 {
-        // SAFETY: self.ptr is a valid mbuf we own.
-        unsafe { ffi::ferrovs_rte_pktmbuf_nb_segs(self.ptr.as_ptr()) }
+        // SAFETY: as in len(): a plain field of a valid mbuf we own.
+        unsafe { (*self.ptr.as_ptr()).nb_segs }
     }
 
     /// Free bytes before the data in the first segment.
@@ -78,25 +105,28 @@ impl Mbuf {
     }
 
     /// The first segment's data.
+    #[inline]
     pub fn data(&self) -> &[u8] {
-        let len = self.data_len();
-        // SAFETY: mtod points at data_len initialised bytes inside the mbuf's
-        // buffer (never null); we own the mbuf, and the borrow of self keeps
-        // it alive and unmodified for the slice's lifetime.
+        // SAFETY: buf_addr + data_off (what rte_pktmbuf_mtod computes) points
+        // at data_len initialised bytes inside the mbuf's buffer (never null
+        // for a pool mbuf); we own the mbuf, and the borrow of self keeps it
+        // alive and unmodified for the slice's lifetime.
         unsafe {
-            let p = ffi::ferrovs_rte_pktmbuf_mtod(self.ptr.as_ptr()).cast::<u8>();
-            std::slice::from_raw_parts(p, len)
+            let m = &*self.ptr.as_ptr();
+            let p = m.buf_addr.cast::<u8>().add(m.data_off as usize);
+            std::slice::from_raw_parts(p, m.data_len as usize)
         }
     }
 
     /// The first segment's data, writable.
+    #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        let len = self.data_len();
         // SAFETY: as in data(); the data is not shared (from_raw's contract)
         // and the unique borrow of self makes the slice the only access.
         unsafe {
-            let p = ffi::ferrovs_rte_pktmbuf_mtod(self.ptr.as_ptr()).cast::<u8>();
-            std::slice::from_raw_parts_mut(p, len)
+            let m = &*self.ptr.as_ptr();
+            let p = m.buf_addr.cast::<u8>().add(m.data_off as usize);
+            std::slice::from_raw_parts_mut(p, m.data_len as usize)
         }
     }
 
@@ -170,10 +200,23 @@ impl Mbuf {
         unsafe { ffi::ferrovs_rte_mbuf_rss_hash(self.ptr.as_ptr()) }
     }
 
-    /// Offload flags (`RTE_MBUF_F_*`).
+    /// Offload flags (`RTE_MBUF_F_*`, see [`rx_flags`]).
+    #[inline]
     pub fn ol_flags(&self) -> u64 {
-        // SAFETY: self.ptr is a valid mbuf we own.
-        unsafe { ffi::ferrovs_rte_mbuf_ol_flags(self.ptr.as_ptr()) }
+        // SAFETY: as in len(): a plain field of a valid mbuf we own.
+        unsafe { (*self.ptr.as_ptr()).ol_flags }
+    }
+
+    /// What the receiving device verified of the checksums.
+    #[inline]
+    pub fn rx_checksums(&self) -> RxChecksums {
+        let f = self.ol_flags();
+        RxChecksums {
+            ip_good: f & rx_flags::IP_CKSUM_MASK == rx_flags::IP_CKSUM_GOOD,
+            ip_bad: f & rx_flags::IP_CKSUM_MASK == rx_flags::IP_CKSUM_BAD,
+            l4_good: f & rx_flags::L4_CKSUM_MASK == rx_flags::L4_CKSUM_GOOD,
+            l4_bad: f & rx_flags::L4_CKSUM_MASK == rx_flags::L4_CKSUM_BAD,
+        }
     }
 
     /// Prefetches the start of the packet data into cache.

@@ -184,6 +184,10 @@ pub struct PoolStats {
 #[derive(Debug)]
 pub struct PacketPool {
     free: Vec<Packet>,
+    /// Empty packet handles for wrapping received mbufs (DPDK ports), so
+    /// neither receive nor transmit allocates.
+    #[cfg(feature = "dpdk")]
+    shells: Vec<Packet>,
     buf_size: usize,
     headroom: usize,
     max_free: usize,
@@ -206,6 +210,8 @@ impl PacketPool {
         free.extend((0..prealloc).map(|_| Packet::with_capacity(buf_size, headroom)));
         PacketPool {
             free,
+            #[cfg(feature = "dpdk")]
+            shells: Vec::with_capacity(max_free),
             buf_size,
             headroom,
             max_free,
@@ -259,6 +265,16 @@ impl PacketPool {
     #[inline]
     pub fn free(&mut self, pkt: Packet) {
         self.stats.frees += 1;
+        #[cfg(feature = "dpdk")]
+        let pkt = {
+            let mut pkt = pkt;
+            if let Some(m) = pkt.take_mbuf() {
+                drop(m); // back to its DPDK mempool
+                self.keep_shell(pkt);
+                return;
+            }
+            pkt
+        };
         if self.free.len() < self.max_free
             && pkt.storage().is_heap()
             && pkt.capacity() == self.buf_size
@@ -266,6 +282,52 @@ impl PacketPool {
             self.free.push(pkt);
         } else {
             self.stats.discarded += 1;
+        }
+    }
+}
+
+#[cfg(feature = "dpdk")]
+impl PacketPool {
+    /// Wraps a received mbuf in a packet (see [`Packet::from_mbuf`]),
+    /// reusing a kept handle when there is one.
+    #[inline]
+    pub fn wrap_mbuf(
+        &mut self,
+        mbuf: dpdk_bindings::Mbuf,
+        in_port: PortNo,
+    ) -> Result<Packet, dpdk_bindings::Mbuf> {
+        match self.shells.pop() {
+            Some(mut p) => match p.fill_with_mbuf(mbuf, in_port) {
+                Ok(()) => Ok(p),
+                Err(m) => {
+                    self.shells.push(p);
+                    Err(m)
+                }
+            },
+            None => {
+                self.stats.heap_allocs += 1;
+                Packet::from_mbuf(mbuf, in_port)
+            }
+        }
+    }
+
+    /// The mbuf of an mbuf-backed packet, for transmit; the packet's handle
+    /// is kept for [`PacketPool::wrap_mbuf`]. A heap packet is given back.
+    #[inline]
+    pub fn unwrap_mbuf(&mut self, mut pkt: Packet) -> Result<dpdk_bindings::Mbuf, Packet> {
+        match pkt.take_mbuf() {
+            Some(m) => {
+                self.keep_shell(pkt);
+                Ok(m)
+            }
+            None => Err(pkt),
+        }
+    }
+
+    #[inline]
+    fn keep_shell(&mut self, shell: Packet) {
+        if self.shells.len() < self.max_free {
+            self.shells.push(shell);
         }
     }
 }

@@ -175,17 +175,66 @@ impl Packet {
     /// back): the datapath sees a frame as one contiguous slice.
     #[cfg(feature = "dpdk")]
     pub fn from_mbuf(mbuf: Mbuf, in_port: PortNo) -> Result<Packet, Mbuf> {
+        let mut p = Packet::shell();
+        p.fill_with_mbuf(mbuf, in_port)?;
+        Ok(p)
+    }
+
+    /// A packet handle with an empty heap buffer and nothing in it: what a
+    /// [`crate::packet::PacketPool`] keeps to wrap received mbufs without
+    /// allocating ([`Packet::fill_with_mbuf`]). An empty boxed slice does
+    /// not allocate.
+    #[cfg(feature = "dpdk")]
+    pub(crate) fn shell() -> Packet {
+        Packet(Box::new(PacketBuf {
+            storage: Storage::Heap(Box::default()),
+            start: 0,
+            len: 0,
+            meta: PacketMeta::default(),
+        }))
+    }
+
+    /// Makes this packet's buffer `mbuf` (the old storage is dropped) with
+    /// fresh metadata for a packet received on `in_port`: the device's RSS
+    /// hash and the checksums it verified good are carried over (a checksum
+    /// it found bad or did not check is left for software to verify, which
+    /// reports it `+inv`). Multi-segment mbufs are refused (given back).
+    #[cfg(feature = "dpdk")]
+    #[inline]
+    pub(crate) fn fill_with_mbuf(&mut self, mbuf: Mbuf, in_port: PortNo) -> Result<(), Mbuf> {
         if mbuf.nb_segs() != 1 {
             return Err(mbuf);
         }
-        let mut meta = PacketMeta::default();
-        meta.reset(in_port);
-        Ok(Packet(Box::new(PacketBuf {
-            storage: Storage::Mbuf(mbuf),
-            start: 0,
-            len: 0,
-            meta,
-        })))
+        self.meta.reset(in_port);
+        let flags = mbuf.ol_flags();
+        if flags & dpdk_bindings::rx_flags::RSS_HASH != 0 {
+            self.meta.rss_hash = mbuf.rss_hash();
+        }
+        let c = mbuf.rx_checksums();
+        self.meta
+            .offload
+            .set(super::meta::OffloadFlags::IP_CSUM_GOOD, c.ip_good);
+        self.meta
+            .offload
+            .set(super::meta::OffloadFlags::L4_CSUM_GOOD, c.l4_good);
+        self.0.storage = Storage::Mbuf(mbuf);
+        self.0.start = 0;
+        self.0.len = 0;
+        Ok(())
+    }
+
+    /// Takes an mbuf-backed packet's mbuf out, leaving this packet a shell
+    /// (see [`Packet::shell`]); `None` for a heap packet.
+    #[cfg(feature = "dpdk")]
+    #[inline]
+    pub(crate) fn take_mbuf(&mut self) -> Option<Mbuf> {
+        if self.storage.is_heap() {
+            return None;
+        }
+        match std::mem::replace(&mut self.0.storage, Storage::Heap(Box::default())) {
+            Storage::Mbuf(m) => Some(m),
+            Storage::Heap(_) => None,
+        }
     }
 
     /// The mbuf of an mbuf-backed packet (its data is the frame, as the

@@ -59,6 +59,22 @@ fn eal() -> Result<Eal, String> {
     })
 }
 
+/// Registers the calling thread (a PMD thread) with DPDK's EAL, when the EAL
+/// is initialised, so that its mbuf allocations and frees go through a
+/// per-lcore mempool cache instead of the shared ring. Keep the guard for
+/// the thread's life. `None` without an EAL or when the EAL has no lcore id
+/// left (logged: the thread still works, only slower).
+pub fn register_pmd_thread() -> Option<dpdk_bindings::ThreadRegistration> {
+    let eal = Eal::get()?;
+    match eal.register_thread() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!("PMD thread not registered with DPDK (no mempool cache): {e}");
+            None
+        }
+    }
+}
+
 /// The process-wide mbuf pool, created with `n_mbufs` mbufs on first use
 /// (later calls return the same pool whatever `n_mbufs` they pass).
 pub fn shared_mempool(n_mbufs: u32) -> Result<Mempool, String> {
@@ -225,7 +241,7 @@ impl Port for DpdkPort {
         self.txqs.len()
     }
 
-    fn rx_burst(&self, rxq: usize, batch: &mut PacketBatch, _pool: &mut PacketPool) -> usize {
+    fn rx_burst(&self, rxq: usize, batch: &mut PacketBatch, pool: &mut PacketPool) -> usize {
         let Some(state) = self.rxqs.get(rxq) else {
             return 0;
         };
@@ -245,7 +261,7 @@ impl Port for DpdkPort {
                 continue; // dropping the mbuf frees it
             }
             let len = m.len() as u64;
-            match Packet::from_mbuf(m, self.port_no) {
+            match pool.wrap_mbuf(m, self.port_no) {
                 Ok(p) => {
                     if batch.push(p).is_err() {
                         bad += 1; // cannot happen: at most `remaining` arrive
@@ -279,7 +295,7 @@ impl Port for DpdkPort {
         let mut too_large = 0u64;
         let mut errors = 0u64;
         for p in batch.drain() {
-            match p.into_mbuf() {
+            match pool.unwrap_mbuf(p) {
                 Ok(m) => mbufs.push(m),
                 Err(p) => {
                     match self.copy_to_mbuf(&p) {
