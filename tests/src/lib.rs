@@ -5,6 +5,9 @@
 //! test's own thread (deterministic: no PMD threads, packets processed in
 //! the order sent) and collects what came out of each port.
 
+#[cfg(target_os = "linux")]
+pub mod netns;
+
 use std::sync::Arc;
 
 use datapath::packet::{Packet, PacketBatch, PortNo};
