@@ -304,6 +304,28 @@ impl Host {
         a
     }
 
+    /// The namespace's IPv4 `InReceives` (/proc/net/snmp): every IP packet
+    /// its stack received, wherever it was going. A delta of 0 proves no
+    /// IP packet reached the host.
+    pub fn ip_in_receives(&self) -> u64 {
+        let out = must({
+            let mut c = self.cmd("cat");
+            c.arg("/proc/net/snmp");
+            c
+        });
+        let snmp = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut ip_lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
+        let (Some(names), Some(values)) = (ip_lines.next(), ip_lines.next()) else {
+            panic!("no Ip: lines in {}'s /proc/net/snmp:\n{snmp}", self.ns);
+        };
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == "InReceives")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no Ip InReceives in {}:\n{snmp}", self.ns))
+    }
+
     /// Route `prefix` via `gateway` on eth0 (for the NAT scenarios).
     pub fn route(&self, prefix: &str, gateway: &str) {
         must(ip(&[

@@ -61,7 +61,9 @@ fn ping_through_stateful_firewall_root() {
         "{o}"
     );
 
-    // b may not open anything towards a: its echo requests are +new.
+    // b may not open anything towards a: its echo requests are +new,
+    // dropped before they reach a's stack.
+    let a_in = a.ip_in_receives();
     let out = b.run(
         "ping",
         &["-c", "2", "-i", "0.2", "-W", "1", "10.1.0.1"],
@@ -73,6 +75,7 @@ fn ping_through_stateful_firewall_root() {
         o.contains("0 received") && o.contains("100% packet loss"),
         "{o}"
     );
+    assert_eq!(a.ip_in_receives(), a_in, "b's echo requests reached a");
 
     let ct = lab.conntrack(&["zone=1"]);
     assert_eq!(ct.len(), 1, "one ICMP connection expected:\n{}", show(&ct));
@@ -147,6 +150,7 @@ fn tcp_allowed_one_way_refused_the_other_root() {
     // curl times out (exit 28), not refused (7: a RST would have come back).
     let mut aa = a.agent();
     aa.tcp_listen("l", "10.1.0.1", 9000);
+    let a_in = a.ip_in_receives();
     let out = b.run(
         "curl",
         &["-sS", "--connect-timeout", "1.5", "http://10.1.0.1:9000/"],
@@ -159,6 +163,7 @@ fn tcp_allowed_one_way_refused_the_other_root() {
         text(&out.stderr)
     );
     assert_eq!(aa.tcp_accept("c", "l", SHORT), Err("timeout".to_string()));
+    assert_eq!(a.ip_in_receives(), a_in, "b's SYNs reached a");
 
     // The connection a->b ran its whole course: both FINs seen.
     let mut ct = Vec::new();
