@@ -783,8 +783,11 @@ impl Lab {
         ]));
         let v6 = addrs.iter().any(|a| a.contains(':'));
         let _ = Command::new("ip")
-            .args(["netns", "exec", &ns, "sysctl", "-qw"])
-            .arg(format!("net.ipv6.conf.all.disable_ipv6={}", u8::from(!v6)))
+            .args(["netns", "exec", &ns, "sh", "-c"])
+            .arg(format!(
+                "echo {} > /proc/sys/net/ipv6/conf/all/disable_ipv6",
+                u8::from(!v6)
+            ))
             .output();
         let _ = Command::new("ip")
             .args([
@@ -856,15 +859,21 @@ impl Lab {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.ferrovsd.display()));
         self.daemon = Some(child);
         let sock = self.socket();
-        let up = wait_until(Duration::from_secs(20), || {
-            sock.exists() && self.try_ctl(&["version"]).is_ok()
-        });
-        assert!(
-            up,
-            "{}: ferrovsd did not start:\n{}",
-            self.tag,
-            self.daemon_log()
-        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(sock.exists() && self.try_ctl(&["version"]).is_ok()) {
+            let exited = self
+                .daemon
+                .as_mut()
+                .and_then(|d| d.try_wait().ok().flatten());
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "{}: ferrovsd did not start ({}):\n{}",
+                self.tag,
+                exited.map_or("no control socket after 20 s".into(), |s| s.to_string()),
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn socket(&self) -> PathBuf {
@@ -973,7 +982,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if std::thread::panicking() && self.daemon.is_some() {
+        if std::thread::panicking() && self.daemon.is_some() && self.socket().exists() {
             let mut e = std::io::stderr();
             let _ = writeln!(
                 e,

@@ -20,9 +20,10 @@ name such as ECONNREFUSED, or "timeout"):
   sniff id iface marker             (thread: counts frames containing marker)
   sniff_count id                    -> count
   tcp_inject_out_of_window id iface src_mac dst_mac data
-      (scapy: learns the connection's next sequence number from its own
-       traffic, sends a probe and reads the echo, then sends a segment
-       whose sequence number is 2^30 beyond the window)
+      (sends "probe" on connection id and reads the echo while capturing
+       its own segments, to learn the next sequence number and the latest
+       ack; then scapy sends a segment of the connection whose sequence
+       number is 2^30 beyond that: outside any window)
 Data is text (UTF-8).
 """
 import errno
@@ -90,38 +91,57 @@ def sniff(sid, iface, marker):
     threading.Thread(target=run, daemon=True).start()
 
 
+def own_segments(cap, lip, lport, pport):
+    """(seq_end, ack) of each IPv4 TCP segment of ours captured on cap."""
+    out = []
+    while True:
+        try:
+            f = cap.recv(65536)
+        except BlockingIOError:
+            return out
+        if len(f) < 34 or f[12:14] != b"\x08\x00" or f[23] != 6:
+            continue
+        ihl = (f[14] & 0xF) * 4
+        t = 14 + ihl
+        total = int.from_bytes(f[16:18], "big")
+        if socket.inet_ntoa(f[26:30]) != lip or len(f) < t + 20:
+            continue
+        sport, dport = int.from_bytes(f[t:t + 2], "big"), int.from_bytes(f[t + 2:t + 4], "big")
+        if (sport, dport) != (lport, pport):
+            continue
+        seq, ack = int.from_bytes(f[t + 4:t + 8], "big"), int.from_bytes(f[t + 8:t + 12], "big")
+        doff, flags = (f[t + 12] >> 4) * 4, f[t + 13]
+        payload = total - ihl - doff
+        out.append(((seq + payload + (flags & 1)) & 0xFFFFFFFF, ack))
+
+
 def inject_out_of_window(r):
-    from scapy.all import AsyncSniffer, Ether, IP, TCP, Raw, sendp  # noqa
+    import time
+    from scapy.all import Ether, IP, TCP, Raw, sendp  # noqa
 
     c = socks[r["id"]]
     lip, lport = c.getsockname()[:2]
     pip, pport = c.getpeername()[:2]
-
-    def ours(p):
-        return (TCP in p and IP in p and p[IP].src == lip and p[TCP].sport == lport
-                and p[TCP].dport == pport)
-
-    sn = AsyncSniffer(iface=r["iface"], lfilter=ours, store=True)
-    sn.start()
-    import time
-    time.sleep(0.3)  # the sniffer's socket is open once start() returned a moment ago
+    # Capture our own segments (outgoing frames too) while a probe is
+    # echoed, to learn the next sequence number and the latest ack.
+    cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    cap.bind((r["iface"], 0))
     c.sendall(b"probe")
     c.settimeout(5)
     c.recv(65536)
-    time.sleep(0.2)
-    pkts = sn.stop()
-    last = None
-    for p in pkts:
-        seq_end = p[TCP].seq + len(bytes(p[TCP].payload)) + (1 if "F" in p[TCP].flags else 0)
-        last = (seq_end, p[TCP].ack)
-    if last is None:
-        return {"ok": False, "err": "sniffer saw none of the connection's segments"}
-    seq = (last[0] + (1 << 30)) & 0xFFFFFFFF
+    time.sleep(0.3)  # the ack of the echo (delayed ack) is ours too
+    cap.setblocking(False)
+    segs = own_segments(cap, lip, lport, pport)
+    cap.close()
+    if not segs:
+        return {"ok": False, "err": "captured none of the connection's segments"}
+    seq_next, ack = segs[-1]  # the last one sent: the ack of the echo
+    seq = (seq_next + (1 << 30)) & 0xFFFFFFFF
     frame = (Ether(src=r["src_mac"], dst=r["dst_mac"]) / IP(src=lip, dst=pip)
-             / TCP(sport=lport, dport=pport, flags="PA", seq=seq, ack=last[1], window=502)
+             / TCP(sport=lport, dport=pport, flags="PA", seq=seq, ack=ack, window=502)
              / Raw(load=r["data"].encode()))
     sendp(frame, iface=r["iface"], verbose=False)
-    return {"ok": True, "seq": seq, "next_seq": last[0]}
+    return {"ok": True, "seq": seq, "next_seq": seq_next}
 
 
 def family(ip):
