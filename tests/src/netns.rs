@@ -46,11 +46,11 @@
 //! assertions). Port numbers are the order of [`Lab::host`] calls.
 //!
 //! **SNAT** of a private client `a` (10.1.0.1/24, port 1) to the public
-//! address 192.0.2.1 towards `b` (192.0.2.2/24, port 2). `a` routes
-//! 192.0.2.0/24 via 10.1.0.254 and `b` routes 10.1.0.0/24 via 192.0.2.1,
-//! each with a static neighbour entry whose MAC is the other host's
-//! ([`Host::route`], [`Host::neigh`]; ARP between the subnets is not
-//! answered by anyone), so the switch only rewrites addresses:
+//! address 192.0.2.1 towards `b` (192.0.2.2/24, port 2). No ARP crosses
+//! the switch: `a` routes 192.0.2.0/24 via 10.1.0.254 with a static
+//! neighbour 10.1.0.254 at `b`'s MAC, and `b` has a static neighbour
+//! 192.0.2.1 at `a`'s MAC ([`Host::route`], [`Host::neigh`]), so the switch
+//! only rewrites addresses:
 //!
 //! ```text
 //! table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1,nat)
@@ -63,15 +63,20 @@
 //!
 //! Asserts: the server (agent `tcp_accept`) sees the peer 192.0.2.1; the
 //! client gets the reply; `dump-conntrack` shows `orig=(src=10.1.0.1,...)`,
-//! `reply=(src=192.0.2.2,dst=192.0.2.1,...)`.
+//! `reply=(src=192.0.2.2,dst=192.0.2.1,...)`; `b`'s new connections to
+//! 192.0.2.1 are still dropped.
 //!
 //! **DNAT load balancing** of the VIP 10.1.0.100:80 to backends `b1`
 //! 10.1.0.11 (port 2) and `b2` 10.1.0.12 (port 3), client `a` 10.1.0.1
-//! (port 1), with a static neighbour 10.1.0.100 -> a MAC that the flows
-//! send to the group; a `select` group if ofproto has groups, else two
-//! flows splitting on the client's source port bit:
+//! (port 1). `a` has a static neighbour 10.1.0.100 at 02:00:00:00:00:64
+//! (nobody's); the flows rewrite the destination MAC to the chosen
+//! backend's. Two flows split on the client's lowest source port bit (or
+//! a `select` group, once ofproto has groups):
 //!
 //! ```text
+//! table=0,priority=10,arp,in_port=1,actions=output:2,output:3
+//! table=0,priority=10,arp,in_port=2,actions=output:1
+//! table=0,priority=10,arp,in_port=3,actions=output:1
 //! table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1,nat)
 //! table=0,priority=10,ip,in_port=2,actions=ct(table=2,zone=1,nat)
 //! table=0,priority=10,ip,in_port=3,actions=ct(table=2,zone=1,nat)
@@ -82,16 +87,17 @@
 //! table=2,priority=10,ip,ct_state=+trk+est,actions=output:1
 //! ```
 //!
-//! Asserts: several connections from `a` (different source ports) to the
-//! VIP are answered by both backends (each echo server prefixes its
-//! name); `dump-conntrack` shows `reply=(src=10.1.0.11,...)` and
-//! `reply=(src=10.1.0.12,...)` for `dst=10.1.0.100` originals.
+//! Asserts: a dozen connections from `a` (agent `tcp_connect`, ephemeral
+//! source ports) to the VIP are answered by both backends (their echo
+//! servers prefix their names); `dump-conntrack` shows
+//! `reply=(src=10.1.0.11,...)` and `reply=(src=10.1.0.12,...)` for
+//! originals to 10.1.0.100, matching which backend answered each port.
 //!
-//! **FTP active and passive through NAT** (python3-pyftpdlib server in `b`:
-//! `python3 -m pyftpdlib -i 192.0.2.2 -p 21 -d DIR`, `curl` client in `a`:
-//! `curl ftp://192.0.2.2/file` passive, `curl -P 10.1.0.1 ...` active),
-//! the SNAT topology above with the helper on the control connection and
-//! the data connections admitted as related:
+//! **FTP active and passive through NAT**: the SNAT topology above;
+//! python3-pyftpdlib in `b` (`python3 -m pyftpdlib -i 192.0.2.2 -p 21 -d
+//! DIR`, anonymous read), curl in `a` (`curl ftp://192.0.2.2/file`
+//! passive, `curl -P 10.1.0.1 ftp://...` active). The helper watches the
+//! control connection; the data connections are admitted as related:
 //!
 //! ```text
 //! table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1,nat)
@@ -104,33 +110,64 @@
 //! table=2,priority=10,ip,ct_state=+trk+rel,actions=output:1
 //! ```
 //!
-//! Asserts: the downloaded bytes equal the file; without `alg=ftp` the
-//! data connection fails (control: proves the helper is what admits it);
-//! `dump-conntrack` shows the control and data connections.
+//! Asserts: the downloaded bytes equal the file in both modes; with the
+//! same flows less `alg=ftp` the transfer fails (the control: the helper
+//! is what admits the data connection); `dump-conntrack` shows the control
+//! connection and the data connection (active: from 192.0.2.2:20 to
+//! 192.0.2.1, reply towards 10.1.0.1).
 //!
-//! **TFTP** (a server in `b`: tftpd-hpa `in.tftpd -L -s DIR -a 10.1.0.2:69`,
-//! or a small agent op; client `curl tftp://10.1.0.2/file` in `a`), plain
-//! firewall topology; the server answers from a new port, admitted only as
-//! related:
+//! **TFTP**: the firewall topology of the tests here; a server in `b`
+//! (tftpd-hpa `in.tftpd -L -s DIR -a 10.1.0.2:69`, or a small agent op),
+//! curl in `a` (`curl tftp://10.1.0.2/file`). The server answers from a
+//! new port: admitted only as related:
 //!
 //! ```text
+//! table=0,priority=10,arp,in_port=1,actions=output:2
+//! table=0,priority=10,arp,in_port=2,actions=output:1
 //! table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1)
 //! table=0,priority=10,ip,in_port=2,actions=ct(table=2,zone=1)
 //! table=1,priority=20,udp,tp_dst=69,ct_state=+trk+new,actions=ct(commit,zone=1,alg=tftp),output:2
+//! table=1,priority=10,ip,ct_state=+trk+new-inv,actions=ct(commit,zone=1),output:2
 //! table=1,priority=10,ip,ct_state=+trk+est,actions=output:2
 //! table=2,priority=10,ip,ct_state=+trk+new+rel,actions=ct(commit,zone=1),output:1
 //! table=2,priority=10,ip,ct_state=+trk+est,actions=output:1
 //! ```
 //!
-//! **Fragmented UDP and large pings** (IPv4 and IPv6): the firewall flows
-//! of `ping_through_stateful_firewall_root` (with `ipv6` twins of the `ip`
-//! rules and `icmp6` neighbour discovery passed: `table=0,priority=20,icmp6,
-//! icmp_type=135,actions=output:2` / `136` both ways), hosts with
-//! `fd00::1/64` and `fd00::2/64`; `ping -s 5000 -M want` and
-//! `ping -6 -s 5000`, an agent UDP echo of a 4000-byte datagram; asserts
-//! no loss, the payload intact, one entry per flow in `dump-conntrack`
-//! (not one per fragment), and a fragment-only flood of `+new` from `b`
-//! is still dropped.
+//! Asserts: the file arrives intact; without `alg=tftp` curl times out;
+//! `dump-conntrack` shows the request to port 69 and the transfer from
+//! the server's new port.
+//!
+//! **Fragmented UDP and large pings, IPv4 and IPv6**: hosts `a`
+//! (10.1.0.1/24, fd00::1/64) and `b` (10.1.0.2/24, fd00::2/64), the
+//! flows of `ipv6_ping_and_udp_through_firewall_root` (repeated here):
+//!
+//! ```text
+//! table=0,priority=20,icmp6,icmpv6_type=135,in_port=1,actions=output:2
+//! table=0,priority=20,icmp6,icmpv6_type=136,in_port=1,actions=output:2
+//! table=0,priority=20,icmp6,icmpv6_type=135,in_port=2,actions=output:1
+//! table=0,priority=20,icmp6,icmpv6_type=136,in_port=2,actions=output:1
+//! table=0,priority=10,arp,in_port=1,actions=output:2
+//! table=0,priority=10,arp,in_port=2,actions=output:1
+//! table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1)
+//! table=0,priority=10,ipv6,in_port=1,actions=ct(table=1,zone=1)
+//! table=0,priority=10,ip,in_port=2,actions=ct(table=2,zone=1)
+//! table=0,priority=10,ipv6,in_port=2,actions=ct(table=2,zone=1)
+//! table=1,priority=10,ip,ct_state=+trk+new-inv,actions=ct(commit,zone=1),output:2
+//! table=1,priority=10,ipv6,ct_state=+trk+new-inv,actions=ct(commit,zone=1),output:2
+//! table=1,priority=10,ct_state=+trk+est-inv,actions=output:2
+//! table=2,priority=10,ct_state=+trk+est-inv,actions=output:1
+//! ```
+//!
+//! Clients: `ping -c 3 -s 5000 10.1.0.2` and `ping -6 -c 3 -s 5000
+//! fd00::2` (each echo is 4 fragments on a 1500-byte link), agent UDP
+//! echoes of 4000-byte datagrams over both families. Asserts: no loss,
+//! payloads intact, exactly one entry per flow in `dump-conntrack` (not
+//! one per fragment), and `b`'s large pings to `a` still lost with `a`'s
+//! `ip_in_receives` unchanged (fragments of a `+new` flow from `b` are
+//! dropped, not passed because they lack ports).
+//!
+//! The test `planned_scenario_flows_parse` (system_traffic.rs) loads every
+//! flow block of these docs into a switch, so they stay valid syntax.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

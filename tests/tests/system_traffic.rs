@@ -627,3 +627,128 @@ fn flush_of_one_zone_leaves_the_other_working_root() {
     }
     assert!(zone2.iter().all(|e| e.seen_reply));
 }
+
+/// The firewall for both families; IPv6 neighbour discovery passes
+/// untracked (it is to IPv6 what the ARP rules are to IPv4).
+const FIREWALL_DUAL: &str = "\
+table=0,priority=20,icmp6,icmpv6_type=135,in_port=1,actions=output:2
+table=0,priority=20,icmp6,icmpv6_type=136,in_port=1,actions=output:2
+table=0,priority=20,icmp6,icmpv6_type=135,in_port=2,actions=output:1
+table=0,priority=20,icmp6,icmpv6_type=136,in_port=2,actions=output:1
+table=0,priority=10,arp,in_port=1,actions=output:2
+table=0,priority=10,arp,in_port=2,actions=output:1
+table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1)
+table=0,priority=10,ipv6,in_port=1,actions=ct(table=1,zone=1)
+table=0,priority=10,ip,in_port=2,actions=ct(table=2,zone=1)
+table=0,priority=10,ipv6,in_port=2,actions=ct(table=2,zone=1)
+table=1,priority=10,ip,ct_state=+trk+new-inv,actions=ct(commit,zone=1),output:2
+table=1,priority=10,ipv6,ct_state=+trk+new-inv,actions=ct(commit,zone=1),output:2
+table=1,priority=10,ct_state=+trk+est-inv,actions=output:2
+table=2,priority=10,ct_state=+trk+est-inv,actions=output:1
+";
+
+#[test]
+fn ipv6_ping_and_udp_through_firewall_root() {
+    let Some(mut lab) = Lab::new("ipv6", &["ping"]) else {
+        return;
+    };
+    let a = lab.host("a", &["10.1.0.1/24", "fd00::1/64"]);
+    let b = lab.host("b", &["10.1.0.2/24", "fd00::2/64"]);
+    lab.start(FIREWALL_DUAL);
+
+    let out = a.run(
+        "ping",
+        &["-6", "-c", "3", "-i", "0.2", "-W", "2", "fd00::2"],
+        LONG * 2,
+    );
+    let o = text(&out.stdout);
+    assert!(out.status.success(), "ping -6 a->b failed:\n{o}");
+    assert!(o.contains("3 received"), "{o}");
+    let out = b.run(
+        "ping",
+        &["-6", "-c", "2", "-i", "0.2", "-W", "1", "fd00::1"],
+        LONG,
+    );
+    let o = text(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "ping -6 b->a passed the firewall:\n{o}"
+    );
+    assert!(o.contains("0 received"), "{o}");
+
+    let (mut aa, mut ba) = (a.agent(), b.agent());
+    ba.udp_echo_server("fd00::2", 7000, "v6:");
+    let sport = aa.udp_socket("u", Some(("fd00::1", 0)), None);
+    aa.udp_send("u", "hello", Some(("fd00::2", 7000)));
+    let (data, ip, port) = aa.udp_recv("u", LONG).expect("echo over IPv6");
+    assert_eq!(
+        (data.as_str(), ip.as_str(), port),
+        ("v6:hello", "fd00::2", 7000)
+    );
+    // IPv4 alongside, same flows.
+    ba.udp_echo_server("10.1.0.2", 7000, "v4:");
+    aa.udp_socket("u4", Some(("10.1.0.1", 0)), None);
+    aa.udp_send("u4", "hello", Some(("10.1.0.2", 7000)));
+    assert_eq!(aa.udp_recv("u4", LONG).unwrap().0, "v4:hello");
+
+    let ct = lab.conntrack(&["zone=1"]);
+    assert_eq!(ct.len(), 3, "{}", show(&ct));
+    let icmp = ct.iter().find(|e| e.proto == "icmpv6").expect("icmpv6");
+    assert_eq!(
+        (icmp.orig.src.as_str(), icmp.orig.dst.as_str()),
+        ("fd00::1", "fd00::2")
+    );
+    assert_eq!(
+        (icmp.orig.r#type, icmp.reply.r#type),
+        (Some(128), Some(129))
+    );
+    let udp6 = ct.iter().find(|e| e.proto == "udp6").expect("udp6");
+    assert_eq!(
+        (udp6.orig.sport, udp6.orig.dport),
+        (Some(sport), Some(7000))
+    );
+    assert_eq!(udp6.reply.src, "fd00::2");
+    assert!(udp6.seen_reply && icmp.seen_reply);
+    assert!(ct
+        .iter()
+        .any(|e| e.proto == "udp" && e.orig.dst == "10.1.0.2"));
+}
+
+/// The flows the harness docs give for the scenarios still to come
+/// (NAT, ALGs, fragments) load into a switch: they stay valid syntax.
+#[test]
+fn planned_scenario_flows_parse() {
+    let src = include_str!("../src/netns.rs");
+    let docs = &src[src
+        .find("# Flows for the scenarios still to come")
+        .expect("the section")..];
+    let mut blocks = 0;
+    let mut lines = docs.lines().map(|l| l.trim_start_matches("//!").trim());
+    while let Some(l) = lines.next() {
+        if l != "```text" {
+            continue;
+        }
+        let flows: String = lines
+            .by_ref()
+            .take_while(|l| *l != "```")
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if !flows.contains("table=") {
+            continue;
+        }
+        let h = ferrovs_tests::Harness::new(&[1, 2, 3], "");
+        h.sw.bridge
+            .ofctl("add-flows", &flows, 0)
+            .unwrap_or_else(|e| panic!("{e:?} in:\n{flows}"));
+        assert_eq!(
+            h.sw.bridge
+                .ofctl("dump-flows", "", 0)
+                .unwrap()
+                .lines()
+                .count(),
+            flows.lines().count()
+        );
+        blocks += 1;
+    }
+    assert_eq!(blocks, 5, "SNAT, DNAT, FTP, TFTP, fragments");
+}
