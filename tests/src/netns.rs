@@ -24,8 +24,9 @@
 //! * [`Host::agent`] starts a socket agent (`netns_agent.py`) in the
 //!   namespace: UDP/TCP sockets kept open across requests, echo servers,
 //!   a frame counter, a scapy injector. [`Host::run`] and [`Host::spawn`]
-//!   run any other program there (curl, nc, ping, `python3 -m http.server`).
-//! * [`Lab::ctl`], [`Lab::conntrack`], [`Lab::flow_packets`]: `ferrovs-ctl`
+//!   run any other program there (curl, nc, ping, `python3 -m http.server`);
+//!   [`Host::ip_in_receives`] proves that nothing reached a host's stack.
+//! * [`Lab::ctl`], [`Lab::conntrack`], [`Lab::flow_packets_settled`]: `ferrovs-ctl`
 //!   (the real binary) against the lab's daemon; `dump-conntrack --json` is
 //!   parsed into [`CtEntry`].
 //! * Dropping the lab (also while a test panics) prints the daemon's log,
