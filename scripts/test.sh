@@ -19,6 +19,13 @@ command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)   # veth pairs, namespace
 command -v ethtool >/dev/null 2>&1 || need_pkgs+=(ethtool) # netns test: offloads off
 command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3) # netns test: TCP transfer
+# Real-traffic suite (tests/tests/system_traffic.rs): curl as HTTP (later FTP
+# and TFTP) client, scapy for injected segments, pyftpdlib for the FTP
+# scenarios; the modules are looked for in Debian's python3 (/usr/bin).
+[ -x /usr/bin/python3 ] || need_pkgs+=(python3)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+/usr/bin/python3 -c 'import scapy' >/dev/null 2>&1 || need_pkgs+=(python3-scapy)
+/usr/bin/python3 -c 'import pyftpdlib' >/dev/null 2>&1 || need_pkgs+=(python3-pyftpdlib)
 # dpdk-bindings (a workspace member outside default-members): the system DPDK
 # found through pkg-config, and libclang (library + builtin headers) for bindgen.
 command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)

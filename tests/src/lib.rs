@@ -4,6 +4,12 @@
 //! holds the far end of each, sends frames in, runs the pipeline on the
 //! test's own thread (deterministic: no PMD threads, packets processed in
 //! the order sent) and collects what came out of each port.
+//!
+//! [`netns`] (Linux, root) is the real-traffic harness: network namespaces
+//! joined through a real `ferrovsd` over veth pairs and AF_PACKET ports.
+
+#[cfg(target_os = "linux")]
+pub mod netns;
 
 use std::sync::Arc;
 
