@@ -156,9 +156,9 @@ fn run(args: &Args) -> Result<(), String> {
             "no-huge" => memory.push(false),
             "huge" => {
                 let free = free_hugepages_mib();
-                if free < 512 {
+                if free < 600 {
                     println!(
-                        "hugepages: skipped ({free} MiB free in 2 MiB pages, 512 needed; as root: \
+                        "hugepages: skipped ({free} MiB free in 2 MiB pages, 600 needed; as root: \
                          echo 512 > /proc/sys/vm/nr_hugepages and mount hugetlbfs)"
                     );
                 } else {
