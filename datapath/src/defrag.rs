@@ -73,9 +73,10 @@ pub struct Defrag {
 /// Whether any packet of `group` is an IP fragment (one test per packet).
 #[inline]
 pub fn any_fragment(group: &[u8], keys: &[FlowKey]) -> bool {
-    group
-        .iter()
-        .any(|&i| keys.get(i as usize).is_some_and(|k| k.nw_frag() & FRAG_ANY != 0))
+    group.iter().any(|&i| {
+        keys.get(i as usize)
+            .is_some_and(|k| k.nw_frag() & FRAG_ANY != 0)
+    })
 }
 
 impl Defrag {
@@ -112,8 +113,7 @@ impl Defrag {
         let mut m = 0;
         for &i in group {
             let iu = i as usize;
-            let (Some(p), Some(key)) = (pkts.get(iu).and_then(|p| p.as_ref()), keys.get(iu))
-            else {
+            let (Some(p), Some(key)) = (pkts.get(iu).and_then(|p| p.as_ref()), keys.get(iu)) else {
                 continue;
             };
             let is_frag = key.nw_frag() & FRAG_ANY != 0;
@@ -158,13 +158,15 @@ impl Defrag {
                 Outcome::Complete(r) => {
                     let Some(old) = pkts[iu].take() else { continue };
                     let frame_len = l3_ofs + r.datagram.len();
-                    if frame_len >= NO_OFFSET as usize || self.layouts.len() >= u16::MAX as usize - 1
+                    if frame_len >= NO_OFFSET as usize
+                        || self.layouts.len() >= u16::MAX as usize - 1
                     {
                         counters.frag_too_long += 1;
                         pool.free(old);
                         continue;
                     }
-                    let mut p = Packet::with_capacity(DEFAULT_HEADROOM + frame_len, DEFAULT_HEADROOM);
+                    let mut p =
+                        Packet::with_capacity(DEFAULT_HEADROOM + frame_len, DEFAULT_HEADROOM);
                     if let Ok(buf) = p.append(frame_len) {
                         buf[..l3_ofs].copy_from_slice(&old.data()[..l3_ofs]);
                         buf[l3_ofs..].copy_from_slice(&r.datagram);

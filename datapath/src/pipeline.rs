@@ -689,7 +689,15 @@ impl Pipeline {
             let (pool, counters) = (&mut self.pool, &mut self.counters);
             let z = c.params.zone;
             let n = self.defrag.gather(
-                sw, z, &mut pass.pkts, &mut pass.keys, group, now_ns, pool, counters, &mut kept,
+                sw,
+                z,
+                &mut pass.pkts,
+                &mut pass.keys,
+                group,
+                now_ns,
+                pool,
+                counters,
+                &mut kept,
             );
             &kept[..n]
         } else {

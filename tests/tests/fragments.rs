@@ -25,7 +25,10 @@ fn in4() -> Builder {
     Builder::v4("10.0.0.1".parse().unwrap(), "192.0.2.9".parse().unwrap())
 }
 fn in6() -> Builder {
-    Builder::v6("2001:db8:1::1".parse().unwrap(), "2001:db8:2::9".parse().unwrap())
+    Builder::v6(
+        "2001:db8:1::1".parse().unwrap(),
+        "2001:db8:2::9".parse().unwrap(),
+    )
 }
 
 /// `d` cut into fragments whose payloads start at 0 and at `cuts`.
@@ -66,7 +69,11 @@ fn assert_original_fragments(out: &[(u32, Vec<u8>)], port: u32, from: u32, frags
         frags.len()
     );
     for (k, ((_, got), want)) in out.iter().zip(frags).enumerate() {
-        assert_eq!(&got[..14], &frame(from, port, want)[..14], "L2 of fragment {k}");
+        assert_eq!(
+            &got[..14],
+            &frame(from, port, want)[..14],
+            "L2 of fragment {k}"
+        );
         assert_eq!(&got[14..], &want[..], "fragment {k}");
     }
 }
@@ -97,11 +104,18 @@ fn fragmented_udp_out_of_order_is_tracked_and_its_reply_admitted() {
     let evil = in4().reversed().ident(8).udp(53, 9999, &[0; 2000]);
     let efrags = fragments(&evil, 8, &[1000]);
     assert!(send(&mut h, 2, 1, &efrags, &[0, 1], false).is_empty());
-    assert_eq!(h.dump_conntrack().len(), 1, "nothing committed from outside");
+    assert_eq!(
+        h.dump_conntrack().len(),
+        1,
+        "nothing committed from outside"
+    );
 
     let c = h.pipeline.counters;
     assert_eq!((c.frag_held, c.frag_reassembled), (4, 3));
-    assert_eq!((c.frag_sent, c.frag_rejected, c.frag_send_errors), (5, 0, 0));
+    assert_eq!(
+        (c.frag_sent, c.frag_rejected, c.frag_send_errors),
+        (5, 0, 0)
+    );
     let s = h.sw.defrag.lock().stats().v4;
     assert_eq!((s.accepted, s.reassembled, s.rejected()), (7, 3, 0));
     assert_eq!(h.sw.defrag.lock().datagrams(), 0);

@@ -60,7 +60,7 @@ mod stats;
 use std::collections::BTreeMap;
 
 use hashbrown::HashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use layout::{FragLayout, Piece, RefragError};
 pub use stats::{DatagramInfo, FragCounters, FragStats, FragStatus, Reject};
@@ -74,8 +74,11 @@ pub const FRAGMENT_OVERHEAD: usize = 64;
 /// Memory accounted per datagram in progress.
 pub const DATAGRAM_OVERHEAD: usize = 192;
 
-/// Limits and timeouts of a [`Reassembler`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// Limits and timeouts of a [`Reassembler`]. Deserializes from a JSON
+/// object with any subset of the fields (the rest default; unknown fields
+/// are errors).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct FragConfig {
     /// Reassemble IPv4 / IPv6 fragments. When off, fragments of that
     /// family are left alone ([`Outcome::Pass`]; conntrack then reports
@@ -113,21 +116,23 @@ impl Default for FragConfig {
 impl FragConfig {
     /// Check the values; the error names the offending field.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(&str, bool); 6] = [
-            ("max_bytes", self.max_bytes > 0),
-            ("max_datagrams", self.max_datagrams > 0),
-            ("max_datagrams_per_zone", self.max_datagrams_per_zone > 0),
-            ("max_fragments", (1..=8192).contains(&self.max_fragments)),
-            ("timeout_v4_ms", self.timeout_v4_ms > 0),
-            ("timeout_v6_ms", self.timeout_v6_ms > 0),
+        let positive: [(&str, u64); 5] = [
+            ("max_bytes", self.max_bytes as u64),
+            ("max_datagrams", self.max_datagrams as u64),
+            ("max_datagrams_per_zone", self.max_datagrams_per_zone as u64),
+            ("timeout_v4_ms", self.timeout_v4_ms),
+            ("timeout_v6_ms", self.timeout_v6_ms),
         ];
-        match checks.iter().find(|(_, ok)| !ok) {
-            Some((name, _)) if *name == "max_fragments" => {
-                Err(format!("{name} must be between 1 and 8192"))
-            }
-            Some((name, _)) => Err(format!("{name} must be greater than 0")),
-            None => Ok(()),
+        if let Some((name, v)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name}: {v}: must be at least 1"));
         }
+        if !(1..=8192).contains(&self.max_fragments) {
+            return Err(format!(
+                "max_fragments: {}: must be 1..=8192",
+                self.max_fragments
+            ));
+        }
+        Ok(())
     }
 
     fn timeout_ns(&self, f: Family) -> u64 {
