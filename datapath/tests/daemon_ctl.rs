@@ -677,7 +677,10 @@ table=1,priority=10,ct_state=+trk+new-inv,ip,actions=ct(commit,zone=7),output:4
 
     let text = d.ok(&["ipf-get-status", "-m"]);
     assert!(text.contains("in progress: datagrams=1"), "{text}");
-    assert!(text.contains("  reassembled: 1\n") && text.contains("  tiny: 1\n"), "{text}");
+    assert!(
+        text.contains("  reassembled: 1\n") && text.contains("  tiny: 1\n"),
+        "{text}"
+    );
     assert!(
         text.contains("zone=7 src=10.0.0.1 dst=192.0.2.9 id=0x2 proto=17 fragments=1 bytes=1480 first=yes last=no"),
         "{text}"
@@ -693,6 +696,10 @@ table=1,priority=10,ct_state=+trk+new-inv,ip,actions=ct(commit,zone=7),output:4
     assert!(e.contains("'maxbytes'"), "{e}");
     let e = d.fails(&["ipf-set", "max_fragments=0"]);
     assert!(e.contains("max_fragments: 0"), "{e}");
-    assert_eq!(status()["config"]["max_fragments"], 8, "rejected set changed nothing");
+    assert_eq!(
+        status()["config"]["max_fragments"],
+        8,
+        "rejected set changed nothing"
+    );
     assert!(d.fails(&["ipf-get-status", "-x"]).contains("'-x'"));
 }

@@ -219,7 +219,7 @@ impl FragLayout {
         let mut pieces = Vec::with_capacity(cuts.len() + 1);
         let mut start = 0u32;
         for &c in cuts.iter().chain(std::iter::once(&(payload as u32))) {
-            if c <= start || c % 8 != 0 && c as usize != payload || c as usize > payload {
+            if c <= start || c as usize > payload || (c as usize != payload && c & 7 != 0) {
                 return None;
             }
             pieces.push(Piece {

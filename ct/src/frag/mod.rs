@@ -331,7 +331,7 @@ impl Reassembler {
     fn check_alone(&self, h: &FragHeader, payload: &[u8]) -> Result<(), Reject> {
         let len = payload.len() as u32;
         let end = h.offset + len;
-        if len == 0 || (h.more && len % 8 != 0) {
+        if len == 0 || (h.more && len & 7 != 0) {
             return Err(Reject::BadLength);
         }
         let max_end = match h.family {
