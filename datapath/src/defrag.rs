@@ -248,3 +248,66 @@ impl Defrag {
         pool.free(p);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{PacketBatch, PortNo};
+    use crate::port::ring::RingPort;
+    use crate::port::Port;
+    use ct::build::{ethernet_with, Builder};
+    use std::sync::Arc;
+
+    fn setup() -> (TxPorts, RingPort, PacketPool) {
+        let (ours, theirs) = RingPort::pair(("p2", PortNo(2)), ("peer2", PortNo(2)), 1, 64);
+        let ports: Vec<Arc<dyn Port>> = vec![Arc::new(ours)];
+        (TxPorts::new(&ports, 0), theirs, PacketPool::default())
+    }
+
+    fn received(peer: &RingPort, pool: &mut PacketPool) -> Vec<Vec<u8>> {
+        let mut b = PacketBatch::new();
+        peer.rx_burst(0, &mut b, pool);
+        b.drain().map(|p| p.data().to_vec()).collect()
+    }
+
+    #[test]
+    fn send_cuts_along_the_layout_and_refuses_a_changed_datagram() {
+        let (mut tx, peer, mut pool) = setup();
+        let mut c = PipelineCounters::default();
+        let mut d = Defrag::default();
+        let l3 = Builder::v4("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap())
+            .udp(1, 2, &[9; 3000]);
+        let layout = FragLayout::for_datagram(&l3, 0x1234, &[1480, 2960]).unwrap();
+        let want = layout.fragments(&l3).unwrap();
+        d.layouts.push(layout);
+        let frame = ethernet_with([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], &l3);
+        let mut p = Packet::from_bytes(&frame);
+        p.meta.l3_ofs = 14;
+        p.meta.frag_layout = 1;
+        d.send(p, 0, &mut tx, &mut pool, &mut c);
+        tx.flush(&mut pool);
+        let got = received(&peer, &mut pool);
+        assert_eq!(got.len(), 3);
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(&g[..14], &frame[..14]);
+            assert_eq!(&g[14..], &w[..]);
+        }
+        assert_eq!((c.frag_sent, c.frag_send_errors), (3, 0));
+
+        // A datagram that changed length no longer fits its layout: dropped.
+        let mut p = Packet::from_bytes(&frame[..frame.len() - 8]);
+        p.meta.l3_ofs = 14;
+        p.meta.frag_layout = 1;
+        d.send(p, 0, &mut tx, &mut pool, &mut c);
+        // An index with no layout (a stale one) likewise.
+        let mut p = Packet::from_bytes(&frame);
+        p.meta.l3_ofs = 14;
+        p.meta.frag_layout = 2;
+        d.send(p, 0, &mut tx, &mut pool, &mut c);
+        tx.flush(&mut pool);
+        assert!(received(&peer, &mut pool).is_empty());
+        assert_eq!((c.frag_sent, c.frag_send_errors), (3, 2));
+        d.begin_batch();
+        assert_eq!(d.layouts(), 0);
+    }
+}

@@ -6,8 +6,9 @@
 //!    path ([`upcall::translate`]) which installs a megaflow;
 //! 3. **group** the batch by megaflow, so each program runs once over its
 //!    packets (a `ct` op is one conntrack call for the whole group);
-//! 4. **execute** the program: rewrites, VLAN push/pop, conntrack, output
-//!    into per-port batches;
+//! 4. **execute** the program: rewrites, VLAN push/pop, conntrack (IP
+//!    fragments are reassembled first and leave as the original fragments:
+//!    [`crate::defrag`]), output into per-port batches;
 //! 5. **recirculate**: packets a `ct(table=N)` sent back go through 2-4
 //!    again with their updated keys (no re-extraction), up to
 //!    [`PipelineConfig::max_recirc_depth`] passes;

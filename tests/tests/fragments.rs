@@ -229,3 +229,22 @@ fn overlap_attack_and_tiny_fragment_are_dropped_and_counted() {
     assert_eq!(c.frag_sent, 0);
     assert!(h.sw.ct.counters().invalid >= 4);
 }
+
+#[test]
+fn fragments_leave_with_the_rewritten_l2_header() {
+    // A VLAN pushed after conntrack is on every fragment that leaves.
+    let flows = "\
+table=0,priority=10,ip,in_port=1,actions=ct(commit,zone=1),push_vlan:0x8100,mod_vlan_vid:5,output:2
+";
+    let mut h = Harness::new(&[1, 2], flows);
+    let d = in4().ident(9).udp(1, 2, &[0x42; 1800]);
+    let frags = fragments(&d, 9, &[1000]);
+    let out = send(&mut h, 1, 2, &frags, &[1, 0], false);
+    assert_eq!(Harness::ports_of(&out), vec![2, 2]);
+    for (k, (_, f)) in out.iter().enumerate() {
+        assert_eq!(&f[12..14], &[0x81, 0x00], "fragment {k} tagged");
+        assert_eq!(u16::from_be_bytes([f[14], f[15]]) & 0x0fff, 5);
+        assert_eq!(&f[16..18], &[0x08, 0x00]);
+        assert_eq!(&f[18..], &frags[k][..], "fragment {k}");
+    }
+}
