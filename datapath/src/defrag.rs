@@ -20,7 +20,10 @@
 //! - a fragment the reassembler rejects (overlap, tiny fragment, limits,
 //!   ...; counted there by reason) stays in the batch unchanged: conntrack
 //!   reports it `+inv` and the flow tables decide (a firewall drops it). The
-//!   datagram it poisoned is discarded by the reassembler;
+//!   datagram it poisoned is discarded by the reassembler. The packet is
+//!   marked ([`OffloadFlags::FRAG_REJECTED`]) so that a later `ct` op (after
+//!   recirculation) does not offer it again, where it would start a new
+//!   datagram;
 //! - a packet marked `notrack` is left alone, as conntrack leaves it.
 //!
 //! At output, a packet with a layout is cut again along the original
@@ -117,9 +120,12 @@ impl Defrag {
                 continue;
             };
             let is_frag = key.nw_frag() & FRAG_ANY != 0;
-            let notrack = p.meta.offload.contains(OffloadFlags::NOTRACK);
+            let skip = p
+                .meta
+                .offload
+                .intersects(OffloadFlags::NOTRACK | OffloadFlags::FRAG_REJECTED);
             let l3_ofs = p.meta.l3_offset().filter(|&o| o <= p.len());
-            let (true, false, Some(l3_ofs)) = (is_frag, notrack, l3_ofs) else {
+            let (true, false, Some(l3_ofs)) = (is_frag, skip, l3_ofs) else {
                 kept[m] = i;
                 m += 1;
                 continue;
@@ -146,6 +152,9 @@ impl Defrag {
                 }
                 Outcome::Rejected(_) => {
                     counters.frag_rejected += 1;
+                    if let Some(p) = pkts[iu].as_mut() {
+                        p.meta.offload.insert(OffloadFlags::FRAG_REJECTED);
+                    }
                     kept[m] = i;
                     m += 1;
                 }

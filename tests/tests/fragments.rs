@@ -248,3 +248,23 @@ table=0,priority=10,ip,in_port=1,actions=ct(commit,zone=1),push_vlan:0x8100,mod_
         assert_eq!(&f[18..], &frags[k][..], "fragment {k}");
     }
 }
+
+#[test]
+fn a_rejected_fragment_is_not_offered_again_by_a_later_ct() {
+    // Invalid packets go through a second ct in another zone.
+    let flows = "\
+table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1)
+table=1,priority=10,ct_state=+inv,ip,actions=ct(table=2,zone=2)
+table=2,priority=10,ct_state=+inv,ip,actions=drop
+";
+    let mut h = Harness::new(&[1, 2], flows);
+    let d = in4().ident(0x0bad).udp(4000, 53, &[1; 200]);
+    let frags = fragments(&d, 0x0bad, &[96]);
+    let overlap = in4().ident(0x0bad).fragment(64, false).raw(17, &[9; 144]);
+    assert!(send(&mut h, 1, 2, &[frags[0].clone(), overlap], &[0, 1], false).is_empty());
+    let r = h.sw.defrag.lock();
+    assert_eq!(r.stats().v4.overlaps, 1);
+    assert_eq!(r.datagrams(), 0, "not held as a new datagram in zone 2");
+    assert_eq!(h.pipeline.counters.frag_rejected, 1);
+    assert!(h.sw.ct.counters().invalid >= 2, "conntrack saw it twice");
+}

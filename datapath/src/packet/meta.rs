@@ -42,6 +42,10 @@ bitflags! {
         const L4_CSUM_GOOD = 0x02;
         /// A `notrack` action marked this packet: conntrack leaves it alone.
         const NOTRACK = 0x04;
+        /// The fragment reassembler refused this fragment: later `ct` ops
+        /// hand it straight to conntrack (`+inv`) instead of offering it
+        /// again (see `crate::defrag`).
+        const FRAG_REJECTED = 0x08;
     }
 }
 
