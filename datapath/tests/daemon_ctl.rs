@@ -702,4 +702,26 @@ table=1,priority=10,ct_state=+trk+new-inv,ip,actions=ct(commit,zone=7),output:4
         "rejected set changed nothing"
     );
     assert!(d.fails(&["ipf-get-status", "-x"]).contains("'-x'"));
+
+    // The same counters on the metrics endpoint.
+    let log = d.log();
+    let addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|s| s.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no metrics address in log:\n{log}"))
+        .to_string();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut m = String::new();
+    s.read_to_string(&mut m).unwrap();
+    for line in [
+        "ferrovs_ipf_datagrams 1",
+        "ferrovs_ipf_reassembled_total{family=\"ipv4\"} 1",
+        "ferrovs_ipf_accepted_total{family=\"ipv4\"} 4",
+        "ferrovs_ipf_rejected_total{family=\"ipv4\",reason=\"tiny\"} 1",
+        "ferrovs_ipf_rejected_total{family=\"ipv6\",reason=\"overlaps\"} 0",
+    ] {
+        assert!(m.contains(line), "{line} not in\n{m}");
+    }
 }

@@ -101,12 +101,20 @@ pub fn get_status(d: &Daemon, args: &[String]) -> Result<CmdOutput, String> {
     Ok(CmdOutput::new(text, json))
 }
 
-fn counter_rows(f: &FragCounters) -> [(&'static str, u64); 15] {
-    [
+fn counter_rows(f: &FragCounters) -> Vec<(&'static str, u64)> {
+    let mut rows = vec![
         ("accepted", f.accepted),
         ("reassembled", f.reassembled),
         ("timed_out", f.timed_out),
         ("discarded_fragments", f.discarded_fragments),
+    ];
+    rows.extend(reject_rows(f));
+    rows
+}
+
+/// The rejection counters, by reason (as named in the JSON output).
+pub fn reject_rows(f: &FragCounters) -> [(&'static str, u64); 11] {
+    [
         ("malformed", f.malformed),
         ("overlaps", f.overlaps),
         ("duplicates", f.duplicates),
