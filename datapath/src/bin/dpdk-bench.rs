@@ -271,6 +271,12 @@ fn run(args: &Args) -> Result<(), String> {
         }
         println!("{line}");
     }
+    let failed: Vec<&str> = cells
+        .iter()
+        .enumerate()
+        .filter(|(ci, _)| medians.iter().any(|m| m[*ci].is_none()))
+        .map(|(_, c)| c.as_str())
+        .collect();
     if let Some(path) = &args.json_out {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -280,6 +286,9 @@ fn run(args: &Args) -> Result<(), String> {
         for j in json {
             writeln!(f, "{j}").map_err(|e| format!("{}: {e}", path.display()))?;
         }
+    }
+    if !failed.is_empty() {
+        return Err(format!("no figure for: {}", failed.join(", ")));
     }
     Ok(())
 }
@@ -532,7 +541,8 @@ fn run_testpmd_cell(spec: &CellSpec) -> Result<CellResult, String> {
         .map_err(|e| format!("dpdk-testpmd: {e} (Debian package dpdk-dev)"))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let n_ports = if pcap { 1 } else { 2 };
-    let deadline = Instant::now() + Duration::from_secs(spec.warmup + spec.seconds + 1);
+    // Generous: EAL start-up and mempool creation come first.
+    let deadline = Instant::now() + Duration::from_secs(spec.warmup + spec.seconds + 30);
     // Stats blocks: one "Rx-pps:" line per port per second.
     let mut per_second = Vec::new();
     let mut block = Vec::new();
