@@ -13,6 +13,7 @@ mod pkts;
 
 use std::path::PathBuf;
 
+use ct::frag::{FragConfig, FragLayout, Outcome, Reassembler};
 use ct::packet::tcp_flags::{ACK, FIN, PSH, RST, SYN};
 use ct::{CtPacket, CtParams, CtResult, Family, PktFlags, Tracker};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
@@ -181,6 +182,35 @@ fn scenarios() -> Vec<Scenario> {
             ),
         ],
     });
+    {
+        // A 3000-byte UDP datagram in three fragments sent out of order, its
+        // unfragmented reply, then an overlapping fragment pair (refused:
+        // the fragment reaches conntrack as it is, +inv) and an IPv6 ping
+        // in two fragments with its reply.
+        let big = frag_layout_cut(&udp_big(a, b, 6000, 6001, 3000), 0x77, &[1480, 2960]);
+        let (c6, d6) = ("2001:db8::1", "2001:db8::2");
+        let ping6 = frag_layout_cut(&icmp6_echo_big(c6, d6, 9, true, 2000), 0x5150, &[1232]);
+        let over1 = frag_layout_cut(&udp_big(a, b, 6100, 6101, 64), 0x99, &[40]);
+        let mut over2 = over1[1].clone();
+        // Second piece moved to offset 32 (overlaps the first's 40 bytes).
+        over2[6] = 0;
+        over2[7] = 4; // offset 4 * 8 = 32, MF clear
+        fix_ipv4_checksum(&mut over2);
+        v.push(Scenario {
+            name: "fragments",
+            packets: vec![
+                (big[2].clone(), "held", 0),
+                (big[0].clone(), "held", 0),
+                (big[1].clone(), "new|trk", 0),
+                (udp4(b, a, 6001, 6000), "est|rpl|trk", 0),
+                (over1[0].clone(), "held", 1),
+                (over2, "inv|trk", 1),
+                (ping6[0].clone(), "held", 2),
+                (ping6[1].clone(), "new|trk", 2),
+                (icmp6_echo_big(d6, c6, 9, false, 8), "est|rpl|trk", 2),
+            ],
+        });
+    }
     v.push(Scenario {
         name: "udp_timeout",
         packets: vec![
@@ -219,7 +249,33 @@ fn expected_text(s: &Scenario) -> String {
         .collect()
 }
 
+/// The fragments of `l3` cut at `cuts` (payload offsets) with id `id`.
+fn frag_layout_cut(l3: &[u8], id: u32, cuts: &[u32]) -> Vec<Vec<u8>> {
+    FragLayout::for_datagram(l3, id, cuts)
+        .expect("cuttable datagram")
+        .fragments(l3)
+        .expect("fragments")
+}
+
+fn fix_ipv4_checksum(p: &mut [u8]) {
+    p[10] = 0;
+    p[11] = 0;
+    let ihl = (p[0] & 0x0f) as usize * 4;
+    let mut sum = 0u32;
+    for w in p[..ihl].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// Replays a capture as the datapath sees it: fragments reassembled first
+/// (a held fragment prints `held`, the one completing its datagram gets the
+/// datagram's state; a refused one goes to conntrack as it is).
 fn replay(pcap: &[u8]) -> String {
+    let mut defrag = Reassembler::new(FragConfig::default());
     let t = Tracker::default();
     let params = CtParams {
         commit: true,
@@ -237,17 +293,26 @@ fn replay(pcap: &[u8]) -> String {
         } else {
             Family::Ipv4
         };
+        let pkt = CtPacket {
+            l3,
+            family,
+            flags: PktFlags::empty(),
+        };
+        let now = p.timestamp.as_nanos() as u64;
+        let whole = match defrag.push(params.zone, &pkt, now) {
+            Outcome::Held => {
+                out.push_str(&format!("{n}: held\n"));
+                continue;
+            }
+            Outcome::Complete(r) => Some(r.datagram),
+            Outcome::Pass | Outcome::Rejected(_) => None,
+        };
+        let pkt = CtPacket {
+            l3: whole.as_deref().unwrap_or(l3),
+            ..pkt
+        };
         let mut res = [CtResult::default()];
-        t.execute(
-            &[CtPacket {
-                l3,
-                family,
-                flags: PktFlags::empty(),
-            }],
-            &params,
-            p.timestamp.as_nanos() as u64,
-            &mut res,
-        );
+        t.execute(&[pkt], &params, now, &mut res);
         out.push_str(&format!("{n}: {}\n", res[0].state.pipe_names()));
     }
     out

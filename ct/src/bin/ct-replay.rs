@@ -7,7 +7,10 @@
 //! 2: est|rpl|trk
 //! ```
 //! FLAGS are the set state names joined by `|` in bit order, or `0` (also
-//! for frames that are not IPv4/IPv6, which never reach conntrack). The
+//! for frames that are not IPv4/IPv6, which never reach conntrack). IP
+//! fragments are reassembled first, as the datapath does (`--no-defrag`
+//! turns that off): a fragment held until its datagram is complete prints
+//! `held`, and the fragment that completes it prints the datagram's state. The
 //! capture's timestamps drive the tracker's clock. Reads classic pcap
 //! (microsecond and nanosecond) and pcapng, with Ethernet (802.1Q/QinQ tags
 //! skipped) or raw-IP link types. This is how ferrovs is compared with other
@@ -18,6 +21,7 @@ use std::io::{BufReader, Read, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
+use ct::frag::{FragConfig, Outcome, Reassembler};
 use ct::{CtPacket, CtParams, CtResult, CtState, Family, PktFlags, Tracker, Zone};
 use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::{Block, PcapNgReader};
@@ -38,6 +42,9 @@ struct Args {
     /// TCP window checks off.
     #[arg(long)]
     liberal: bool,
+    /// Do not reassemble IP fragments (each fragment is then `+inv`).
+    #[arg(long)]
+    no_defrag: bool,
     /// Capture file (pcap or pcapng).
     file: String,
 }
@@ -132,10 +139,12 @@ fn main() -> ExitCode {
         commit: !args.no_commit,
         ..Default::default()
     };
+    let mut defrag = Reassembler::new(FragConfig::default());
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for (i, (link, ts, frame)) in frames.iter().enumerate() {
         let n = i + 1;
+        let mut held = false;
         let state = match l3_of(*link, frame) {
             Some((l3, family)) => {
                 let pkt = CtPacket {
@@ -143,17 +152,44 @@ fn main() -> ExitCode {
                     family,
                     flags: PktFlags::empty(),
                 };
+                let outcome = if args.no_defrag {
+                    Outcome::Pass
+                } else {
+                    defrag.push(params.zone, &pkt, *ts)
+                };
                 let mut res = [CtResult::default()];
-                tracker.execute(&[pkt], &params, *ts, &mut res);
-                res[0].state
+                match outcome {
+                    // Refused fragments reach conntrack as they are (+inv),
+                    // as in the datapath.
+                    Outcome::Pass | Outcome::Rejected(_) => {
+                        tracker.execute(&[pkt], &params, *ts, &mut res);
+                        res[0].state
+                    }
+                    Outcome::Held => {
+                        held = true;
+                        CtState::empty()
+                    }
+                    Outcome::Complete(r) => {
+                        let whole = CtPacket {
+                            l3: &r.datagram,
+                            ..pkt
+                        };
+                        tracker.execute(&[whole], &params, *ts, &mut res);
+                        res[0].state
+                    }
+                }
             }
             None => CtState::empty(),
         };
-        let line = if args.json {
-            serde_json::json!({ "n": n, "state": state.pipe_names(), "bits": state.bits() })
-                .to_string()
+        let names = if held {
+            "held".to_string()
         } else {
-            format!("{n}: {}", state.pipe_names())
+            state.pipe_names()
+        };
+        let line = if args.json {
+            serde_json::json!({ "n": n, "state": names, "bits": state.bits() }).to_string()
+        } else {
+            format!("{n}: {names}")
         };
         if writeln!(out, "{line}").is_err() {
             return ExitCode::FAILURE;

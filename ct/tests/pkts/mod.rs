@@ -68,3 +68,19 @@ pub fn icmp6_error(src: &str, dst: &str, ty: u8, code: u8, orig: &[u8]) -> Vec<u
 pub fn ether(l3: &[u8]) -> Vec<u8> {
     build::ethernet(l3)
 }
+
+/// UDP with `len` bytes of patterned payload (for fragmenting).
+pub fn udp_big(src: &str, dst: &str, sport: u16, dport: u16, len: usize) -> Vec<u8> {
+    let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    b(src, dst).udp(sport, dport, &payload)
+}
+
+/// ICMPv6 echo request/reply with `len` bytes of payload.
+pub fn icmp6_echo_big(src: &str, dst: &str, id: u16, request: bool, len: usize) -> Vec<u8> {
+    let payload = vec![0x61; len];
+    if request {
+        b(src, dst).echo_request(id, 1, &payload)
+    } else {
+        b(src, dst).echo_reply(id, 1, &payload)
+    }
+}
