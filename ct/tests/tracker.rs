@@ -661,7 +661,7 @@ fn expected_connection_is_related() {
             master,
             helper: "ftp",
             expire: 2000,
-        })
+        }, ct::expect::MAX_PER_MASTER)
         .unwrap();
     assert_eq!(
         run(&t, &data, &nocommit(0)),
