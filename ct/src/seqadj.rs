@@ -260,9 +260,11 @@ mod tests {
         assert_eq!(a.seq(O, u32::MAX - 5), u32::MAX - 5);
         assert_eq!(a.ack(R, 14), 10);
         let mut b = SeqAdj::default();
+        // A 20-byte segment at 7 shrank to 18: the next one (27) moves to 25.
         b.record(R, 7, -2);
-        assert_eq!(b.seq(R, 8), 6);
-        assert_eq!(b.ack(O, 6), 8);
+        assert_eq!(b.seq(R, 27), 25);
+        assert_eq!(b.ack(O, 25), 27);
+        assert_eq!(b.ack(O, 7), 7);
     }
 
     fn ack_seg(seq: u32, ack: u32, payload: &[u8], sack: Option<(u32, u32)>) -> Vec<u8> {
