@@ -85,6 +85,22 @@ pub struct Expectation {
     pub expire: u32,
 }
 
+impl Expectation {
+    /// One `dump-expectations` line, `conntrack -L expect` style:
+    /// `300 zone=1 proto=6 src=A dst=B sport=0 dport=P
+    /// master=(src=..,dst=..,sport=..,dport=..) helper=ftp`, the first
+    /// number being the seconds left at `now_s`.
+    pub fn line(&self, now_s: u32) -> String {
+        format!(
+            "{} {} master=({}) helper={}",
+            self.expire.saturating_sub(now_s),
+            self.key,
+            self.master,
+            self.helper
+        )
+    }
+}
+
 /// Per-master limit for callers with no helper policy (tests, tools).
 pub const MAX_PER_MASTER: usize = 8;
 
@@ -367,6 +383,11 @@ mod tests {
         assert_eq!(
             k.to_string(),
             "zone=3 proto=6 src=10.0.0.2 dst=10.0.0.1 sport=0 dport=5001"
+        );
+        assert_eq!(
+            exp(4000, 5001, 300).line(100),
+            "200 zone=1 proto=6 src=10.0.0.2 dst=10.0.0.1 sport=0 dport=5001 \
+             master=(src=10.0.0.1,dst=10.0.0.2,sport=4000,dport=21) helper=ftp"
         );
     }
 }
