@@ -699,6 +699,12 @@ pub struct CtEntry {
     pub timeout: u32,
     pub seen_reply: bool,
     pub assured: bool,
+    /// ALG helper of the connection (`ftp`, `tftp`).
+    #[serde(default)]
+    pub helper: Option<String>,
+    /// Original tuple of the master, for a related connection.
+    #[serde(default)]
+    pub master: Option<CtTuple>,
 }
 
 impl CtEntry {

@@ -752,3 +752,167 @@ fn planned_scenario_flows_parse() {
     }
     assert_eq!(blocks, 5, "SNAT, DNAT, FTP, TFTP, fragments");
 }
+
+/// FTP through a firewall that lets `a` (port 1) open FTP control
+/// connections only; data connections, whichever side opens them, pass
+/// only as `+rel`. `{alg}` is `,alg=ftp` or empty (the control case).
+fn ftp_firewall(alg: &str) -> String {
+    format!(
+        "\
+table=0,priority=10,arp,in_port=1,actions=output:2
+table=0,priority=10,arp,in_port=2,actions=output:1
+table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1)
+table=0,priority=10,ip,in_port=2,actions=ct(table=2,zone=1)
+table=1,priority=20,tcp,tp_dst=21,ct_state=+trk+new-inv,actions=ct(commit,zone=1{alg}),output:2
+table=1,priority=15,ip,ct_state=+trk+rel-inv,actions=ct(commit,zone=1),output:2
+table=1,priority=10,ip,ct_state=+trk+est-inv,actions=output:2
+table=2,priority=15,ip,ct_state=+trk+rel-inv,actions=ct(commit,zone=1),output:1
+table=2,priority=10,ip,ct_state=+trk+est-inv,actions=output:1
+"
+    )
+}
+
+/// A pyftpdlib server (anonymous, read-only) on 10.1.0.2:21 serving `dir`;
+/// prints `ready` once listening.
+const FTP_SERVER_PY: &str = "\
+import sys
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.servers import FTPServer
+auth = DummyAuthorizer()
+auth.add_anonymous(sys.argv[2])
+FTPHandler.authorizer = auth
+server = FTPServer((sys.argv[1], 21), FTPHandler)
+print('ready', flush=True)
+server.serve_forever()
+";
+
+/// curl options of each FTP mode (curl prefers EPSV/EPRT; the `--disable-`
+/// options force PASV/PORT).
+const FTP_MODES: &[(&str, &[&str])] = &[
+    ("passive EPSV", &[]),
+    ("passive PASV", &["--disable-epsv"]),
+    ("active EPRT", &["-P", "10.1.0.1"]),
+    ("active PORT", &["-P", "10.1.0.1", "--disable-eprt"]),
+];
+
+fn ftp_get(
+    lab: &Lab,
+    a: &ferrovs_tests::netns::Host,
+    opts: &[&str],
+    max_time: &str,
+) -> (std::process::Output, Vec<u8>) {
+    let got = lab.dir().join("got");
+    let _ = std::fs::remove_file(&got);
+    let mut args = vec!["-sS", "--max-time", max_time, "-o", got.to_str().unwrap()];
+    args.extend_from_slice(opts);
+    args.push("ftp://10.1.0.2/file.bin");
+    let out = a.run("curl", &args, LONG * 3);
+    (out, std::fs::read(&got).unwrap_or_default())
+}
+
+#[test]
+fn ftp_active_and_passive_through_the_helper_root() {
+    let Some(mut lab) = Lab::new("ftp", &["curl", "py:pyftpdlib"]) else {
+        return;
+    };
+    let a = lab.host("a", &["10.1.0.1/24"]);
+    let b = lab.host("b", &["10.1.0.2/24"]);
+    lab.start(&ftp_firewall(",alg=ftp"));
+    let root = lab.dir().join("ftproot");
+    std::fs::create_dir_all(&root).unwrap();
+    let blob: Vec<u8> = (0..200_000u32).map(|i| (i * 13 + i / 97) as u8).collect();
+    std::fs::write(root.join("file.bin"), &blob).unwrap();
+    let script = lab.dir().join("ftpd.py");
+    std::fs::write(&script, FTP_SERVER_PY).unwrap();
+    let server = b.spawn(
+        python(),
+        &[
+            "-u",
+            script.to_str().unwrap(),
+            "10.1.0.2",
+            root.to_str().unwrap(),
+        ],
+    );
+    server.wait_for_line("ready", LONG).expect("ftp server");
+
+    for (mode, opts) in FTP_MODES {
+        let (out, got) = ftp_get(&lab, &a, opts, "10");
+        assert!(
+            out.status.success(),
+            "{mode}: curl failed: {}",
+            text(&out.stderr)
+        );
+        assert!(got == blob, "{mode}: downloaded {} bytes, differ", got.len());
+    }
+
+    let ct = lab.conntrack(&["zone=1"]);
+    let controls: Vec<&CtEntry> = ct.iter().filter(|e| e.orig.dport == Some(21)).collect();
+    assert_eq!(controls.len(), FTP_MODES.len(), "{}", show(&ct));
+    assert!(
+        controls.iter().all(|e| e.helper.as_deref() == Some("ftp")),
+        "{}",
+        show(&ct)
+    );
+    let data: Vec<&CtEntry> = ct.iter().filter(|e| e.master.is_some()).collect();
+    assert_eq!(data.len(), FTP_MODES.len(), "{}", show(&ct));
+    // Passive: a -> b; active: b -> a; each names a control connection
+    // of this lab as its master.
+    let passive = data.iter().filter(|e| e.orig.src == "10.1.0.1").count();
+    let active = data.iter().filter(|e| e.orig.src == "10.1.0.2").count();
+    assert_eq!((passive, active), (2, 2), "{}", show(&ct));
+    for d in &data {
+        let m = d.master.as_ref().unwrap();
+        assert!(
+            controls
+                .iter()
+                .any(|c| c.orig.sport == m.sport && m.dport == Some(21)),
+            "{d:?}"
+        );
+        assert!(d.helper.is_none(), "{d:?}");
+    }
+    // Every announcement was used: nothing pending.
+    assert_eq!(lab.ctl(&["dump-expectations"]), "");
+    drop(server);
+}
+
+#[test]
+fn ftp_without_the_helper_fails_root() {
+    let Some(mut lab) = Lab::new("ftpnoalg", &["curl", "py:pyftpdlib"]) else {
+        return;
+    };
+    let a = lab.host("a", &["10.1.0.1/24"]);
+    let b = lab.host("b", &["10.1.0.2/24"]);
+    lab.start(&ftp_firewall(""));
+    let root = lab.dir().join("ftproot");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("file.bin"), b"never arrives").unwrap();
+    let script = lab.dir().join("ftpd.py");
+    std::fs::write(&script, FTP_SERVER_PY).unwrap();
+    let server = b.spawn(
+        python(),
+        &[
+            "-u",
+            script.to_str().unwrap(),
+            "10.1.0.2",
+            root.to_str().unwrap(),
+        ],
+    );
+    server.wait_for_line("ready", LONG).expect("ftp server");
+    for (mode, opts) in [FTP_MODES[1], FTP_MODES[3]] {
+        let (out, got) = ftp_get(&lab, &a, opts, "3");
+        assert!(
+            !out.status.success() && got.is_empty(),
+            "{mode}: the transfer passed without the helper"
+        );
+    }
+    // The control connections themselves were admitted.
+    let ct = lab.conntrack(&["zone=1"]);
+    assert!(
+        ct.iter().any(|e| e.orig.dport == Some(21) && e.helper.is_none()),
+        "{}",
+        show(&ct)
+    );
+    assert!(ct.iter().all(|e| e.master.is_none()), "{}", show(&ct));
+    drop(server);
+}
