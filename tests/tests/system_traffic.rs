@@ -916,3 +916,129 @@ fn ftp_without_the_helper_fails_root() {
     assert!(ct.iter().all(|e| e.master.is_none()), "{}", show(&ct));
     drop(server);
 }
+
+/// A minimal TFTP server (RFC 1350, read requests, options ignored) on
+/// `argv[1]:69` serving `argv[2]`: each transfer runs from a new socket,
+/// i.e. a new server port, as real servers do. Prints `ready`, then
+/// `sent NAME` or `gave up NAME` per transfer.
+const TFTP_SERVER_PY: &str = "\
+import os, socket, sys
+ip, root = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((ip, 69))
+print('ready', flush=True)
+while True:
+    pkt, peer = s.recvfrom(2048)
+    if pkt[:2] != b'\\x00\\x01':
+        continue
+    name = pkt[2:].split(b'\\x00')[0].decode()
+    data = open(os.path.join(root, os.path.basename(name)), 'rb').read()
+    t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    t.bind((ip, 0))
+    t.settimeout(0.4)
+    block, off, ok = 1, 0, True
+    while ok:
+        chunk = data[off:off + 512]
+        for attempt in range(5):
+            t.sendto(b'\\x00\\x03' + block.to_bytes(2, 'big') + chunk, peer)
+            try:
+                while True:
+                    a, frm = t.recvfrom(2048)
+                    if frm == peer and a[:2] == b'\\x00\\x04' and int.from_bytes(a[2:4], 'big') == block:
+                        break
+                break
+            except socket.timeout:
+                continue
+        else:
+            ok = False
+            print('gave up', name, flush=True)
+        if ok and len(chunk) < 512:
+            print('sent', name, flush=True)
+            break
+        block, off = (block + 1) % 65536, off + 512
+    t.close()
+";
+
+/// The TFTP flows of the harness docs; `{alg}` is `,alg=tftp` or empty.
+fn tftp_firewall(alg: &str) -> String {
+    format!(
+        "\
+table=0,priority=10,arp,in_port=1,actions=output:2
+table=0,priority=10,arp,in_port=2,actions=output:1
+table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1)
+table=0,priority=10,ip,in_port=2,actions=ct(table=2,zone=1)
+table=1,priority=20,udp,tp_dst=69,ct_state=+trk+new,actions=ct(commit,zone=1{alg}),output:2
+table=1,priority=10,ip,ct_state=+trk+new-inv,actions=ct(commit,zone=1),output:2
+table=1,priority=10,ip,ct_state=+trk+est,actions=output:2
+table=2,priority=10,ip,ct_state=+trk+new+rel,actions=ct(commit,zone=1),output:1
+table=2,priority=10,ip,ct_state=+trk+est,actions=output:1
+"
+    )
+}
+
+#[test]
+fn tftp_through_the_helper_and_not_without_root() {
+    let blob: Vec<u8> = (0..5000u32).map(|i| (i * 31 + i / 7) as u8).collect();
+    for with_alg in [true, false] {
+        let Some(mut lab) = Lab::new("tftp", &["curl"]) else {
+            return;
+        };
+        let a = lab.host("a", &["10.1.0.1/24"]);
+        let b = lab.host("b", &["10.1.0.2/24"]);
+        lab.start(&tftp_firewall(if with_alg { ",alg=tftp" } else { "" }));
+        let root = lab.dir().join("tftproot");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("file.bin"), &blob).unwrap();
+        let script = lab.dir().join("tftpd.py");
+        std::fs::write(&script, TFTP_SERVER_PY).unwrap();
+        let server = b.spawn(
+            python(),
+            &[
+                "-u",
+                script.to_str().unwrap(),
+                "10.1.0.2",
+                root.to_str().unwrap(),
+            ],
+        );
+        server.wait_for_line("ready", LONG).expect("tftp server");
+        let got = lab.dir().join("got");
+        let max = if with_alg { "10" } else { "3" };
+        let out = a.run(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                max,
+                "-o",
+                got.to_str().unwrap(),
+                "tftp://10.1.0.2/file.bin",
+            ],
+            LONG * 3,
+        );
+        let received = std::fs::read(&got).unwrap_or_default();
+        let ct = lab.conntrack(&["zone=1"]);
+        if with_alg {
+            assert!(out.status.success(), "curl: {}", text(&out.stderr));
+            assert!(received == blob, "downloaded {} bytes, differ", received.len());
+            server
+                .wait_for_line("sent file.bin", LONG)
+                .expect("server finished");
+            let req = ct
+                .iter()
+                .find(|e| e.orig.dport == Some(69))
+                .unwrap_or_else(|| panic!("{}", show(&ct)));
+            assert_eq!(req.helper.as_deref(), Some("tftp"));
+            let xfer = ct
+                .iter()
+                .find(|e| e.master.is_some())
+                .unwrap_or_else(|| panic!("{}", show(&ct)));
+            assert_eq!(xfer.orig.src, "10.1.0.2", "{xfer:?}");
+            assert_ne!(xfer.orig.sport, Some(69), "a new server port");
+            assert_eq!(xfer.orig.dport, req.orig.sport, "{xfer:?}");
+        } else {
+            assert!(!out.status.success() && received.is_empty(), "passed without the helper");
+            assert!(ct.iter().all(|e| e.master.is_none()), "{}", show(&ct));
+        }
+        drop(server);
+    }
+}
