@@ -189,7 +189,10 @@ impl ExpectTable {
         let mut evicted = None;
         let pending = inner.by_master.get(&e.master).map_or(0, Vec::len);
         if pending >= max_per_master {
-            let oldest = inner.by_master.get(&e.master).and_then(|v| v.first().copied());
+            let oldest = inner
+                .by_master
+                .get(&e.master)
+                .and_then(|v| v.first().copied());
             if let Some(k) = oldest {
                 evicted = inner.remove(&k);
             }
@@ -225,6 +228,15 @@ impl ExpectTable {
             inner.map.get(&k).cloned()
         };
         e.filter(|e| now_s <= e.expire)
+    }
+
+    /// Remove one expectation (e.g. to re-register it under NAT-translated
+    /// addresses).
+    pub fn remove(&self, key: &ExpectKey) -> Option<Expectation> {
+        let mut inner = self.inner.lock();
+        let e = inner.remove(key);
+        self.len.store(inner.map.len(), Ordering::Relaxed);
+        e
     }
 
     /// Drop timed-out expectations.
@@ -327,6 +339,10 @@ mod tests {
         assert!(t.take(&data(1, 5001), 10, true).is_none());
         assert!(t.take(&data(1, 5003), 10, true).is_some());
         assert_eq!(t.count_for(&master(4000)), 1);
+        let k = ExpectKey::of(&data(1, 6001));
+        assert_eq!(t.remove(&k).map(|e| e.master), Some(master(4001)));
+        assert_eq!(t.remove(&k), None);
+        assert_eq!((t.len(), t.count_for(&master(4001))), (0, 0));
     }
 
     #[test]
@@ -373,7 +389,10 @@ mod tests {
         for i in 0..MAX_EXPECTATIONS {
             t.add(exp(i as u16, 10_000 + i as u16, 100), 1).unwrap();
         }
-        assert_eq!(t.add(exp(u16::MAX, 60_000, 100), 1), Err(ExpectError::TableFull));
+        assert_eq!(
+            t.add(exp(u16::MAX, 60_000, 100), 1),
+            Err(ExpectError::TableFull)
+        );
         assert_eq!(t.len(), MAX_EXPECTATIONS);
     }
 

@@ -172,7 +172,7 @@ impl SeqAdj {
                     if len < 2 || at + len > hlen {
                         break;
                     }
-                    if kind == 5 && len >= 10 && (len - 2) % 8 == 0 {
+                    if kind == 5 && len >= 10 && (len - 2).is_multiple_of(8) {
                         let mut e = at + 2;
                         while e + 4 <= at + len {
                             let v = read32(tcp, e);
@@ -246,7 +246,11 @@ mod tests {
         assert_eq!(a.seq(O, 1019), 1029);
         // A second resize later: both offsets kept for its retransmission.
         assert!(a.record(O, 1100, -3));
-        assert_eq!(a.seq(O, 1100), 1110, "retransmission of the 2nd resized segment");
+        assert_eq!(
+            a.seq(O, 1100),
+            1110,
+            "retransmission of the 2nd resized segment"
+        );
         assert_eq!(a.seq(O, 1150), 1157);
         assert_eq!(a.ack(R, 1110), 1100);
         assert_eq!(a.ack(R, 1157), 1150);

@@ -113,7 +113,11 @@ fn data_connection(h: &mut Harness, from_port: u32, sport: u16, dport: u16) -> V
     let z = Tcp::new(dport, sport).win(64000);
     let pkts = [
         (from_port, b.tcp(&a.clone().flags(SYN).seq(10))),
-        (to_port, b.reversed().tcp(&z.clone().flags(SYN | ACK).seq(900).ack(11))),
+        (
+            to_port,
+            b.reversed()
+                .tcp(&z.clone().flags(SYN | ACK).seq(900).ack(11)),
+        ),
         (from_port, b.tcp(&a.clone().flags(ACK).seq(11).ack(901))),
         (
             to_port,
@@ -151,7 +155,8 @@ fn active_ftp_data_connection_is_admitted_because_related() {
         "{data}"
     );
     assert!(
-        ct.iter().any(|l| l.contains("dport=21") && l.contains("helper=ftp")),
+        ct.iter()
+            .any(|l| l.contains("dport=21") && l.contains("helper=ftp")),
         "{ct:?}"
     );
     // A further connection to the same port, not announced: dropped.
@@ -175,7 +180,10 @@ fn passive_ftp_data_connection_is_admitted_because_related() {
     let mut h = Harness::new(&[1, 2], &with_alg());
     let mut ctl = Control::open(&mut h);
     // Before the server announces: the inside may not open port 50000.
-    assert_eq!(data_connection(&mut h, 1, 45000, 50000)[0], Vec::<u32>::new());
+    assert_eq!(
+        data_connection(&mut h, 1, 45000, 50000)[0],
+        Vec::<u32>::new()
+    );
     ctl.client_says(&mut h, b"PASV\r\n");
     ctl.server_says(&mut h, b"227 Entering Passive Mode (192,0,2,9,195,80).\r\n");
     assert_eq!(
@@ -194,7 +202,10 @@ fn passive_ftp_without_the_helper_is_blocked() {
     let mut ctl = Control::open(&mut h);
     ctl.client_says(&mut h, b"PASV\r\n");
     ctl.server_says(&mut h, b"227 Entering Passive Mode (192,0,2,9,195,80).\r\n");
-    assert_eq!(data_connection(&mut h, 1, 45001, 50000)[0], Vec::<u32>::new());
+    assert_eq!(
+        data_connection(&mut h, 1, 45001, 50000)[0],
+        Vec::<u32>::new()
+    );
 }
 
 #[test]
@@ -203,16 +214,18 @@ fn tftp_reply_from_a_new_port_is_admitted_because_related() {
         let mut h = Harness::new(&[1, 2], &flows);
         let rrq = c2s().udp(3333, 69, b"\x00\x01file.bin\x00octet\x00");
         assert_eq!(Harness::ports_of(&h.inject(1, &frame(1, 2, &rrq))), vec![2]);
-        let data = c2s()
-            .reversed()
-            .udp(49152, 3333, b"\x00\x03\x00\x01hello");
+        let data = c2s().reversed().udp(49152, 3333, b"\x00\x03\x00\x01hello");
         let out = Harness::ports_of(&h.inject(2, &frame(2, 1, &data)));
         let ack = c2s().udp(3333, 49152, b"\x00\x04\x00\x01");
         let back = Harness::ports_of(&h.inject(1, &frame(1, 2, &ack)));
         if admitted {
             assert_eq!((out, back), (vec![1], vec![2]));
         } else {
-            assert_eq!(out, Vec::<u32>::new(), "no helper: the reply is new, dropped");
+            assert_eq!(
+                out,
+                Vec::<u32>::new(),
+                "no helper: the reply is new, dropped"
+            );
         }
     }
 }
@@ -229,9 +242,7 @@ fn expectations_are_scoped_to_the_zone_of_the_master() {
     let rrq = c2s().udp(3333, 69, b"\x00\x01file.bin\x00octet\x00");
     h.inject(1, &frame(1, 2, &rrq));
     assert_eq!(h.sw.ct.expectations.len(), 1);
-    let data = c2s()
-        .reversed()
-        .udp(49152, 3333, b"\x00\x03\x00\x01hello");
+    let data = c2s().reversed().udp(49152, 3333, b"\x00\x03\x00\x01hello");
     assert!(h.inject(2, &frame(2, 1, &data)).is_empty());
     assert_eq!(h.sw.ct.expectations.len(), 1, "still pending");
 }

@@ -843,7 +843,11 @@ fn ftp_active_and_passive_through_the_helper_root() {
             "{mode}: curl failed: {}",
             text(&out.stderr)
         );
-        assert!(got == blob, "{mode}: downloaded {} bytes, differ", got.len());
+        assert!(
+            got == blob,
+            "{mode}: downloaded {} bytes, differ",
+            got.len()
+        );
     }
 
     let ct = lab.conntrack(&["zone=1"]);
@@ -909,7 +913,8 @@ fn ftp_without_the_helper_fails_root() {
     // The control connections themselves were admitted.
     let ct = lab.conntrack(&["zone=1"]);
     assert!(
-        ct.iter().any(|e| e.orig.dport == Some(21) && e.helper.is_none()),
+        ct.iter()
+            .any(|e| e.orig.dport == Some(21) && e.helper.is_none()),
         "{}",
         show(&ct)
     );
@@ -1019,7 +1024,11 @@ fn tftp_through_the_helper_and_not_without_root() {
         let ct = lab.conntrack(&["zone=1"]);
         if with_alg {
             assert!(out.status.success(), "curl: {}", text(&out.stderr));
-            assert!(received == blob, "downloaded {} bytes, differ", received.len());
+            assert!(
+                received == blob,
+                "downloaded {} bytes, differ",
+                received.len()
+            );
             server
                 .wait_for_line("sent file.bin", LONG)
                 .expect("server finished");
@@ -1036,7 +1045,10 @@ fn tftp_through_the_helper_and_not_without_root() {
             assert_ne!(xfer.orig.sport, Some(69), "a new server port");
             assert_eq!(xfer.orig.dport, req.orig.sport, "{xfer:?}");
         } else {
-            assert!(!out.status.success() && received.is_empty(), "passed without the helper");
+            assert!(
+                !out.status.success() && received.is_empty(),
+                "passed without the helper"
+            );
             assert!(ct.iter().all(|e| e.master.is_none()), "{}", show(&ct));
         }
         drop(server);

@@ -194,11 +194,7 @@ fn parse_h_p(b: &[u8]) -> Option<(Ipv4Addr, u16, usize)> {
     if port == 0 {
         return None;
     }
-    Some((
-        Ipv4Addr::new(vals[0], vals[1], vals[2], vals[3]),
-        port,
-        at,
-    ))
+    Some((Ipv4Addr::new(vals[0], vals[1], vals[2], vals[3]), port, at))
 }
 
 /// Whether `d` may delimit EPRT/EPSV fields: RFC 2428 allows ASCII 33..=126;
@@ -311,7 +307,10 @@ mod tests {
     fn eprt_v4_and_v6() {
         let p = b"EPRT |1|132.235.1.2|6275|\r\n";
         let c = find(p, true).unwrap();
-        assert_eq!((c.kind, c.addr, c.port), (FtpKind::Eprt, v4("132.235.1.2"), 6275));
+        assert_eq!(
+            (c.kind, c.addr, c.port),
+            (FtpKind::Eprt, v4("132.235.1.2"), 6275)
+        );
         assert_eq!(&p[c.span.clone()], b"|1|132.235.1.2|6275|");
         assert_eq!(c.delim, b'|');
         let p = b"eprt !2!fd00::1:2!5282!\r\n";
@@ -337,7 +336,10 @@ mod tests {
     fn pasv_reply() {
         let p = b"227 Entering Passive Mode (10,0,0,2,195,80).\r\n";
         let c = find(p, false).unwrap();
-        assert_eq!((c.kind, c.addr, c.port), (FtpKind::Pasv, v4("10.0.0.2"), 50000));
+        assert_eq!(
+            (c.kind, c.addr, c.port),
+            (FtpKind::Pasv, v4("10.0.0.2"), 50000)
+        );
         assert_eq!(&p[c.span], b"10,0,0,2,195,80");
         let p = b"227 Entering Passive Mode 10,0,0,2,195,80\r\n";
         assert_eq!(find(p, false).unwrap().port, 50000);

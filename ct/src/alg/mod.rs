@@ -31,10 +31,41 @@
 //! own, so an FTP data stream is never parsed for commands. Deleting the
 //! master deletes its pending expectations, not its related connections.
 //!
-//! NAT: [`ftp_nat`] rewrites announcements and [`crate::seqadj`] keeps the
-//! TCP sequence shift; [`inspect`] reports what it found
-//! ([`AlgOutcome::Expected`]) so the NAT stage can do both. Without NAT
-//! nothing is rewritten.
+//! # NAT (pieces ready, wiring to do)
+//!
+//! [`ftp_nat`] rewrites announcements and [`crate::seqadj`] keeps the TCP
+//! sequence shift; [`inspect`] reports what it found
+//! ([`AlgOutcome::Expected`]: the expectation, the FTP command with its
+//! span, the payload offset) so the NAT stage can do the rest. Without NAT
+//! nothing is rewritten. What the NAT stage has to add:
+//!
+//! 1. `inspect` runs on the packet as it reached `ct` (before NAT), so the
+//!    sender-address check and the announced address are in the
+//!    untranslated space. When the control connection is NATed, the
+//!    expectation must instead describe the data connection's first packet
+//!    as it will reach `ct`: take the returned expectation out
+//!    ([`ExpectTable::remove`]) and add it again with the translated
+//!    address/port (e.g. SNAT active mode: `dst` = the public address and
+//!    the port NAT picked), and carry the original address/port with it so
+//!    that committing the related connection applies the inverse mapping
+//!    (Linux: `nf_nat_follow_master`). `Expectation` needs a field for
+//!    that mapping.
+//! 2. Rewrite the payload with [`ftp_nat::rewrite_payload`] (or
+//!    [`ftp_nat::announcement`] + the packet's own resize), fix the IP
+//!    total length and the IP/TCP checksums, and if the delta is non-zero
+//!    record it: [`crate::seqadj::SeqAdj::record`]`(dir, seq_on_the_wire,
+//!    delta)`, state kept per connection (a `seqadj: Option<SeqAdj>` in
+//!    `ConnExt`, which is boxed, so `Conn` does not grow).
+//! 3. On every later packet of that connection, both directions, after NAT:
+//!    [`crate::seqadj::SeqAdj::apply`] on the TCP header (seq, ack, SACK;
+//!    checksum updated incrementally).
+//! 4. The TCP window tracker (`proto::tcp`) sees sequence numbers of one
+//!    side and acknowledgements of the other side's shifted stream: it
+//!    must subtract the peer direction's offset from acks (as Linux's
+//!    `tcp_in_window` does with `nf_ct_seq_offset`), or a long control
+//!    session after a resized PORT would go `+inv`.
+//! 5. `ct(commit,alg=ftp,nat(...))` on the first packet: the helper is
+//!    attached before the first payload packet, so nothing is missed.
 
 pub mod ftp;
 pub mod ftp_nat;

@@ -65,7 +65,13 @@ struct Ctl<'t> {
 impl<'t> Ctl<'t> {
     /// Handshake, the SYN committed with `helper`, later packets through an
     /// uncommitted `ct` (the helper stays on the connection).
-    fn open(t: &'t Tracker, client: &str, server: &str, zone: u16, helper: Option<&'static str>) -> Ctl<'t> {
+    fn open(
+        t: &'t Tracker,
+        client: &str,
+        server: &str,
+        zone: u16,
+        helper: Option<&'static str>,
+    ) -> Ctl<'t> {
         let c: IpAddr = client.parse().unwrap();
         let s: IpAddr = server.parse().unwrap();
         let mut x = Ctl {
@@ -79,7 +85,9 @@ impl<'t> Ctl<'t> {
             zone,
             now: T0,
         };
-        let syn = x.c2s.tcp(&Tcp::new(x.cport, x.sport).seq(x.cseq).flags(SYN));
+        let syn = x
+            .c2s
+            .tcp(&Tcp::new(x.cport, x.sport).seq(x.cseq).flags(SYN));
         assert_eq!(
             exec(t, &syn, &params(zone, true, helper), x.now).state,
             st("new|trk")
@@ -160,7 +168,15 @@ impl<'t> Ctl<'t> {
 
 /// A data connection's SYN `from → to:dport` (source port `sport`) then its
 /// SYN-ACK; returns the two states, committing both in `zone`.
-fn data_conn(t: &Tracker, from: &str, to: &str, sport: u16, dport: u16, zone: u16, now: u64) -> (CtState, CtState) {
+fn data_conn(
+    t: &Tracker,
+    from: &str,
+    to: &str,
+    sport: u16,
+    dport: u16,
+    zone: u16,
+    now: u64,
+) -> (CtState, CtState) {
     let b = Builder::ip(from.parse().unwrap(), to.parse().unwrap());
     let syn = b.tcp(&Tcp::new(sport, dport).seq(50).flags(SYN));
     let s1 = exec(t, &syn, &params(zone, true, None), now).state;
@@ -176,7 +192,10 @@ fn active_ftp_port_makes_the_data_connection_related() {
     let t = Tracker::default();
     let mut ctl = Ctl::open(&t, "10.0.0.1", "10.0.0.2", 1, Some("ftp"));
     assert!(t.expectations.is_empty());
-    assert_eq!(ctl.client_says(b"PORT 10,0,0,1,19,137\r\n").state, st("est|trk"));
+    assert_eq!(
+        ctl.client_says(b"PORT 10,0,0,1,19,137\r\n").state,
+        st("est|trk")
+    );
     assert_eq!(t.expectations.len(), 1);
     let e = &t.expectations.list()[0];
     assert_eq!(e.master, ctl.master());
@@ -201,7 +220,10 @@ fn active_ftp_port_makes_the_data_connection_related() {
     assert_eq!(data.master, Some(ctl.master()));
     assert_eq!(data.helper, None, "the data connection is not parsed");
     let text = data.to_string();
-    assert!(text.contains(",master=(src=10.0.0.1,dst=10.0.0.2,sport=40000,dport=21)"), "{text}");
+    assert!(
+        text.contains(",master=(src=10.0.0.1,dst=10.0.0.2,sport=40000,dport=21)"),
+        "{text}"
+    );
     let ctl_snap = t
         .dump(&FlushFilter::default(), T0)
         .into_iter()
@@ -284,9 +306,15 @@ fn uncommitted_peek_keeps_the_expectation() {
     ctl.client_says(b"PORT 10,0,0,1,19,137\r\n");
     let syn = Builder::ip("10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap())
         .tcp(&Tcp::new(20, 5001).seq(1).flags(SYN));
-    assert_eq!(exec(&t, &syn, &params(1, false, None), T0).state, st("new|rel|trk"));
+    assert_eq!(
+        exec(&t, &syn, &params(1, false, None), T0).state,
+        st("new|rel|trk")
+    );
     assert_eq!(t.expectations.len(), 1);
-    assert_eq!(exec(&t, &syn, &params(1, true, None), T0).state, st("new|rel|trk"));
+    assert_eq!(
+        exec(&t, &syn, &params(1, true, None), T0).state,
+        st("new|rel|trk")
+    );
     assert!(t.expectations.is_empty());
 }
 
@@ -346,7 +374,10 @@ fn data_stream_text_is_not_parsed() {
     assert_eq!(s1, st("new|rel|trk"));
     let ack = Builder::ip("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap())
         .tcp(&Tcp::new(45000, 50000).seq(51).ack(91).flags(ACK));
-    assert_eq!(exec(&t, &ack, &params(1, false, None), T0).state, st("est|rel|trk"));
+    assert_eq!(
+        exec(&t, &ack, &params(1, false, None), T0).state,
+        st("est|rel|trk")
+    );
     // The file being transferred contains an announcement.
     let seg = Builder::ip("10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap()).tcp(
         &Tcp::new(50000, 45000)
@@ -355,7 +386,10 @@ fn data_stream_text_is_not_parsed() {
             .flags(ACK | PSH)
             .payload(b"227 Entering Passive Mode (10,0,0,2,1,1).\r\n"),
     );
-    assert_eq!(exec(&t, &seg, &params(1, false, None), T0).state, st("est|rel|rpl|trk"));
+    assert_eq!(
+        exec(&t, &seg, &params(1, false, None), T0).state,
+        st("est|rel|rpl|trk")
+    );
     assert!(t.expectations.is_empty());
 }
 
@@ -364,7 +398,10 @@ fn tftp_request_expects_the_reply_from_a_new_port() {
     let t = Tracker::default();
     let c = Builder::ip("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
     let rrq = c.udp(3333, 69, b"\x00\x01file.bin\x00octet\x00");
-    assert_eq!(exec(&t, &rrq, &params(4, true, Some("tftp")), T0).state, st("new|trk"));
+    assert_eq!(
+        exec(&t, &rrq, &params(4, true, Some("tftp")), T0).state,
+        st("new|trk")
+    );
     assert_eq!(t.expectations.len(), 1);
     assert_eq!(
         t.expectations.list()[0].key,
@@ -378,13 +415,24 @@ fn tftp_request_expects_the_reply_from_a_new_port() {
         ))
     );
     let data = c.reversed().udp(49152, 3333, b"\x00\x03\x00\x01hello");
-    assert_eq!(exec(&t, &data, &params(4, true, None), T0).state, st("new|rel|trk"));
+    assert_eq!(
+        exec(&t, &data, &params(4, true, None), T0).state,
+        st("new|rel|trk")
+    );
     let ack = c.udp(3333, 49152, b"\x00\x04\x00\x01");
-    assert_eq!(exec(&t, &ack, &params(4, false, None), T0).state, st("est|rel|rpl|trk"));
+    assert_eq!(
+        exec(&t, &ack, &params(4, false, None), T0).state,
+        st("est|rel|rpl|trk")
+    );
     // Only requests announce; an uncommitted request creates nothing.
     let t2 = Tracker::default();
     exec(&t2, &rrq, &params(4, false, Some("tftp")), T0);
-    exec(&t2, &c.udp(3334, 69, b"\x00\x05\x00\x00err\x00"), &params(4, true, Some("tftp")), T0);
+    exec(
+        &t2,
+        &c.udp(3334, 69, b"\x00\x05\x00\x00err\x00"),
+        &params(4, true, Some("tftp")),
+        T0,
+    );
     assert!(t2.expectations.is_empty());
 }
 
@@ -395,7 +443,10 @@ fn tftp_ipv6() {
     let wrq = c.udp(3333, 69, b"\x00\x02up.bin\x00octet\x00");
     exec(&t, &wrq, &params(0, true, Some("tftp")), T0);
     let ack = c.reversed().udp(50000, 3333, b"\x00\x04\x00\x00");
-    assert_eq!(exec(&t, &ack, &params(0, true, None), T0).state, st("new|rel|trk"));
+    assert_eq!(
+        exec(&t, &ack, &params(0, true, None), T0).state,
+        st("new|rel|trk")
+    );
 }
 
 #[test]
@@ -422,7 +473,15 @@ fn inspect_reports_the_announcement_for_nat() {
         let (slot, _) = shard.lookup(&info.key, h.hash).unwrap();
         shard.get(slot).unwrap().clone()
     };
-    match super::inspect("ftp", &conn, crate::Dir::Orig, &cp, &info, 1000, &t.expectations) {
+    match super::inspect(
+        "ftp",
+        &conn,
+        crate::Dir::Orig,
+        &cp,
+        &info,
+        1000,
+        &t.expectations,
+    ) {
         super::AlgOutcome::Expected {
             ftp: Some(cmd),
             payload_off,

@@ -28,14 +28,13 @@ pub fn dump(d: &Daemon, args: &[String]) -> Result<CmdOutput, String> {
 pub fn dump_expectations(d: &Daemon, args: &[String]) -> Result<CmdOutput, String> {
     let zones = parse_zone_list(args)?;
     let now_s = (d.sw.clock.now_ns() / 1_000_000_000) as u32;
-    let list: Vec<_> = d
-        .sw
-        .ct
-        .expectations
-        .list()
-        .into_iter()
-        .filter(|e| zones.is_empty() || zones.contains(&e.key.zone.0))
-        .collect();
+    let list: Vec<_> =
+        d.sw.ct
+            .expectations
+            .list()
+            .into_iter()
+            .filter(|e| zones.is_empty() || zones.contains(&e.key.zone.0))
+            .collect();
     let text: String = list.iter().map(|e| e.line(now_s) + "\n").collect();
     let json: Vec<_> = list
         .iter()
