@@ -493,3 +493,40 @@ fn inspect_reports_the_announcement_for_nat() {
         other => panic!("{other:?}"),
     }
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Arbitrary control-channel bytes, either way, never panic and
+        /// never expect a connection towards anyone but the sender.
+        #[test]
+        fn garbage_on_the_control_channel(
+            segs in proptest::collection::vec(
+                (any::<bool>(), prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 1..120),
+                    "(PORT|EPRT|227|229|port) [0-9,|().:a-f]{0,40}\r\n".prop_map(String::into_bytes),
+                ]),
+                1..8,
+            ),
+        ) {
+            let t = Tracker::default();
+            let mut ctl = Ctl::open(&t, "10.0.0.1", "10.0.0.2", 1, Some("ftp"));
+            for (from_client, bytes) in &segs {
+                let r = if *from_client { ctl.client_says(bytes) } else { ctl.server_says(bytes) };
+                prop_assert!(r.state.contains(CtState::EST), "{:?}", r.state);
+                prop_assert!(t.expectations.len() <= 1, "one per master");
+                for e in t.expectations.list() {
+                    let (c, s) = (ctl.c2s_addrs().0, ctl.c2s_addrs().1);
+                    let dst = crate::expect::ip_of(e.key.family, &e.key.dst);
+                    let src = crate::expect::ip_of(e.key.family, &e.key.src);
+                    prop_assert!((dst, src) == (c, s) || (dst, src) == (s, c), "{e:?}");
+                    prop_assert!(e.key.dst_port != 0);
+                }
+            }
+        }
+    }
+}
