@@ -1054,3 +1054,68 @@ fn tftp_through_the_helper_and_not_without_root() {
         drop(server);
     }
 }
+
+#[test]
+fn ftp_over_ipv6_eprt_and_epsv_root() {
+    let Some(mut lab) = Lab::new("ftp6", &["curl", "py:pyftpdlib"]) else {
+        return;
+    };
+    let a = lab.host("a", &["fd00::1/64"]);
+    let b = lab.host("b", &["fd00::2/64"]);
+    lab.start(
+        "\
+table=0,priority=20,icmp6,icmpv6_type=135,in_port=1,actions=output:2
+table=0,priority=20,icmp6,icmpv6_type=135,in_port=2,actions=output:1
+table=0,priority=20,icmp6,icmpv6_type=136,in_port=1,actions=output:2
+table=0,priority=20,icmp6,icmpv6_type=136,in_port=2,actions=output:1
+table=0,priority=10,ipv6,in_port=1,actions=ct(table=1,zone=1)
+table=0,priority=10,ipv6,in_port=2,actions=ct(table=2,zone=1)
+table=1,priority=20,tcp6,tp_dst=21,ct_state=+trk+new-inv,actions=ct(commit,zone=1,alg=ftp),output:2
+table=1,priority=15,ipv6,ct_state=+trk+rel-inv,actions=ct(commit,zone=1),output:2
+table=1,priority=10,ipv6,ct_state=+trk+est-inv,actions=output:2
+table=2,priority=15,ipv6,ct_state=+trk+rel-inv,actions=ct(commit,zone=1),output:1
+table=2,priority=10,ipv6,ct_state=+trk+est-inv,actions=output:1
+",
+    );
+    let root = lab.dir().join("ftproot");
+    std::fs::create_dir_all(&root).unwrap();
+    let blob: Vec<u8> = (0..100_000u32).map(|i| (i * 29 + i / 11) as u8).collect();
+    std::fs::write(root.join("file.bin"), &blob).unwrap();
+    let script = lab.dir().join("ftpd.py");
+    std::fs::write(&script, FTP_SERVER_PY).unwrap();
+    let server = b.spawn(
+        python(),
+        &[
+            "-u",
+            script.to_str().unwrap(),
+            "fd00::2",
+            root.to_str().unwrap(),
+        ],
+    );
+    server.wait_for_line("ready", LONG).expect("ftp server");
+    let got = lab.dir().join("got");
+    for (mode, opts) in [("EPSV", &[][..]), ("EPRT", &["-P", "-"][..])] {
+        let _ = std::fs::remove_file(&got);
+        let mut args = vec!["-sS", "-g", "--max-time", "10", "-o", got.to_str().unwrap()];
+        args.extend_from_slice(opts);
+        args.push("ftp://[fd00::2]/file.bin");
+        let out = a.run("curl", &args, LONG * 3);
+        assert!(
+            out.status.success(),
+            "{mode}: curl failed: {}",
+            text(&out.stderr)
+        );
+        assert!(std::fs::read(&got).unwrap() == blob, "{mode}: file differs");
+    }
+    let ct = lab.conntrack(&["zone=1"]);
+    let data: Vec<&CtEntry> = ct.iter().filter(|e| e.master.is_some()).collect();
+    assert_eq!(data.len(), 2, "{}", show(&ct));
+    assert!(data.iter().all(|e| e.proto == "tcp6"), "{}", show(&ct));
+    assert!(
+        data.iter().any(|e| e.orig.src == "fd00::1")
+            && data.iter().any(|e| e.orig.src == "fd00::2"),
+        "one passive (a->b), one active (b->a):\n{}",
+        show(&ct)
+    );
+    drop(server);
+}
