@@ -82,6 +82,11 @@ done
 # --- tests (last, so the runner's summary closes the log) --------------------
 log "DPDK ports over vdevs (datapath --features dpdk)"
 cargo test -p datapath --features dpdk --locked --test dpdk_ports --test dpdk_pcap --test daemon_dpdk --test testpmd_memif
+
+log "dpdk-bench smoke (testpmd io, one-rule and ct pipelines over vdevs, no hugepages)"
+cargo build --release -p datapath --features dpdk --locked --bin dpdk-bench
+./target/release/dpdk-bench --runs 1 --seconds 1 --warmup 1 --memory no-huge \
+    --cells testpmd-null,one-rule-null,ct-pcap
 log "cargo test"
 cargo test --workspace --locked 2>&1 | tee target/test.log
 if grep -qE '^test result: FAILED|^error' target/test.log; then exit 1; fi

@@ -13,6 +13,7 @@
 //! - [`conn`]: the connection record; [`table`]: shards, index and slab;
 //!   [`expiry`]: the timing wheel; [`tracker`]: the `ct` action (`execute`)
 //! - [`timeout`]: timeout policies; [`zone`]: per-zone limits and settings
+//! - [`frag`]: IPv4/IPv6 fragment reassembly before conntrack
 //! - [`flush`], [`dump`]: control-plane passes in bounded slices
 //! - [`events`]: lifecycle hooks; [`expect`]: expectations (related conns);
 //!   [`alg`]: FTP/TFTP helpers that create them; [`seqadj`]: TCP sequence
@@ -28,6 +29,7 @@ pub mod events;
 pub mod expect;
 pub mod expiry;
 pub mod flush;
+pub mod frag;
 pub mod index;
 pub mod key;
 pub mod packet;

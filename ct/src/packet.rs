@@ -70,7 +70,8 @@ pub enum Invalid {
     BadIpHeader,
     BadIpChecksum,
     BadL4Checksum,
-    /// A fragment (reassembly happens before conntrack; see the NAT issue).
+    /// A fragment that reached conntrack whole-datagram reassembly did not
+    /// take ([`crate::frag`] is off for its family, or rejected it).
     Fragment,
     /// TCP data offset or flag combination impossible.
     BadTcpHeader,

@@ -10,7 +10,11 @@
 //!            "megaflow": true, "emc_insert_inv_prob": 100 },
 //!   "conntrack": { "max_conns": 3000000, "shards": 1024, "liberal": false,
 //!                  "zone_limits": { "5": 1000 },
-//!                  "timeout_policies": { "short": "udp_first=3,udp_single=3" } },
+//!                  "timeout_policies": { "short": "udp_first=3,udp_single=3" },
+//!                  "fragments": { "enabled_v4": true, "enabled_v6": true,
+//!                                 "max_bytes": 4194304, "max_datagrams": 1024,
+//!                                 "max_datagrams_per_zone": 256, "max_fragments": 64,
+//!                                 "timeout_v4_ms": 30000, "timeout_v6_ms": 60000 } },
 //!   "ports": [
 //!     { "name": "gen0", "number": 1, "type": "generator",
 //!       "options": { "flows": 1000, "size": 64, "rate_pps": 0, "proto": "udp",
@@ -48,7 +52,9 @@
 //!   address unless `allow_non_loopback` is true.
 //! * `pmd`: poll-mode threads (defaults as shown; `emc_insert_inv_prob` >= 1).
 //! * `conntrack`: tracker size, TCP liberal mode, per-zone connection limits
-//!   (zone numbers as strings), named timeout policies (`ct(timeout=NAME)`).
+//!   (zone numbers as strings), named timeout policies (`ct(timeout=NAME)`),
+//!   fragment reassembly limits and timeouts (`fragments`, defaults as
+//!   shown; see `ct::frag`; `ferrovs-ctl ipf-set` changes them at run time).
 //! * `ports`: see [`port`] for the types and their options. A port without
 //!   `type` is a `null` port. `vlan` defaults to access VLAN 0.
 //! * `flows`: an `ovs-ofctl add-flows` file loaded at start.
@@ -204,6 +210,8 @@ pub struct ConntrackJson {
     pub zone_limits: BTreeMap<String, u32>,
     /// Policy name to `attr=secs,...`.
     pub timeout_policies: BTreeMap<String, String>,
+    /// Fragment reassembly limits and timeouts ([`ct::frag::FragConfig`]).
+    pub fragments: ct::frag::FragConfig,
 }
 
 impl Default for ConntrackJson {
@@ -215,6 +223,7 @@ impl Default for ConntrackJson {
             liberal: t.liberal,
             zone_limits: BTreeMap::new(),
             timeout_policies: BTreeMap::new(),
+            fragments: ct::frag::FragConfig::default(),
         }
     }
 }
@@ -322,6 +331,9 @@ impl DaemonConfig {
         }
         c.zone_limits()?;
         c.timeout_policies()?;
+        c.fragments
+            .validate()
+            .map_err(|e| format!("conntrack.fragments.{e}"))?;
         for (i, port) in self.ports.iter().enumerate() {
             port.validate()
                 .map_err(|e| format!("ports[{i}] ({}): {e}", port.name))?;
@@ -466,6 +478,21 @@ mod tests {
             r#"{"ports": [{"name": "g", "number": 1, "type": "generator", "options": {"flws": 1}}]}"#,
         );
         assert!(e.contains("flws") && e.contains("ports[0] (g)"), "{e}");
+    }
+
+    #[test]
+    fn fragment_settings() {
+        let c = DaemonConfig::parse(
+            r#"{"ports": [], "conntrack": {"fragments": {"max_fragments": 16, "enabled_v6": false}}}"#,
+        )
+        .unwrap();
+        let f = &c.conntrack.fragments;
+        assert_eq!((f.max_fragments, f.enabled_v6), (16, false));
+        assert_eq!(f.timeout_v4_ms, 30_000, "unset fields default");
+        let e = err(r#"{"ports": [], "conntrack": {"fragments": {"max_frags": 1}}}"#);
+        assert!(e.contains("max_frags"), "{e}");
+        let e = err(r#"{"ports": [], "conntrack": {"fragments": {"timeout_v6_ms": 0}}}"#);
+        assert!(e.contains("conntrack.fragments.timeout_v6_ms: 0"), "{e}");
     }
 
     #[test]

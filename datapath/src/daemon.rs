@@ -47,6 +47,10 @@ impl Daemon {
     ) -> Result<(Arc<Daemon>, Receiver<Shutdown>), String> {
         cfg.validate()?;
         let sw = Switch::new(cfg.conntrack.tracker_config());
+        sw.defrag
+            .lock()
+            .set_config(cfg.conntrack.fragments.clone())
+            .map_err(|e| format!("conntrack.fragments.{e}"))?;
         let mut limits = ZoneLimits::default();
         for (zone, limit) in cfg.conntrack.zone_limits()? {
             limits.set_zone(&sw.ct, zone, limit);

@@ -22,7 +22,9 @@
 //! - [`cache`]: the exact-match and megaflow caches; [`upcall`]: the slow
 //!   path (ofproto translation, key/mask conversion, recirculation ids);
 //!   [`program`]: the ops a megaflow runs; [`action`]: header rewrites with
-//!   incremental checksums and VLAN push/pop; [`output`]: output batching.
+//!   incremental checksums and VLAN push/pop; [`output`]: output batching;
+//!   [`defrag`]: IP fragment reassembly before conntrack and sending the
+//!   original fragments at output.
 //! - [`config`]: the daemon's JSON configuration; [`daemon`]: the running
 //!   switch the control plane reaches; [`control`]: the control socket and
 //!   its commands (`ferrovs-ctl`); [`metrics`]: the Prometheus endpoint.
@@ -66,6 +68,7 @@ pub mod cache;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod defrag;
 pub mod flow;
 pub mod metrics;
 pub mod output;

@@ -9,7 +9,9 @@
 //! Metrics (all prefixed `ferrovs_`): per-port packets, bytes, drops by
 //! reason and link state; per-PMD packets, cache hits, upcalls, busy and
 //! idle time, megaflows; conntrack connections (total and by zone) and the
-//! tracker's counters.
+//! tracker's counters; fragment reassembly (datagrams and bytes in progress,
+//! fragments accepted, datagrams reassembled and timed out, rejections by
+//! reason, per family).
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -313,5 +315,64 @@ pub fn render(d: &Daemon) -> String {
     ] {
         e.metric(name, "counter", help, &[(String::new(), v)]);
     }
+    fragment_metrics(&mut e, d);
     e.out
+}
+
+/// The reassembler's occupancy and counters (one short lock).
+fn fragment_metrics(e: &mut Exposition, d: &Daemon) {
+    let status = d.sw.defrag.lock().status();
+    e.metric(
+        "ipf_datagrams",
+        "gauge",
+        "Datagrams being reassembled.",
+        &[(String::new(), status.datagrams as u64)],
+    );
+    e.metric(
+        "ipf_bytes",
+        "gauge",
+        "Memory held by datagrams being reassembled.",
+        &[(String::new(), status.bytes as u64)],
+    );
+    let fams = [("ipv4", &status.counters.v4), ("ipv6", &status.counters.v6)];
+    type FragField = fn(&ct::frag::FragCounters) -> u64;
+    let plain: [(&str, &str, FragField); 4] = [
+        (
+            "ipf_accepted_total",
+            "Fragments taken for reassembly.",
+            |c| c.accepted,
+        ),
+        ("ipf_reassembled_total", "Datagrams reassembled.", |c| {
+            c.reassembled
+        }),
+        (
+            "ipf_timed_out_total",
+            "Datagrams discarded incomplete after their timeout.",
+            |c| c.timed_out,
+        ),
+        (
+            "ipf_discarded_fragments_total",
+            "Held fragments freed with a discarded datagram.",
+            |c| c.discarded_fragments,
+        ),
+    ];
+    for (name, help, f) in plain {
+        let v: Vec<_> = fams
+            .iter()
+            .map(|(fam, c)| (format!("family=\"{fam}\""), f(c)))
+            .collect();
+        e.metric(name, "counter", help, &v);
+    }
+    let mut rejected = Vec::new();
+    for (fam, c) in fams {
+        for (reason, v) in crate::control::frag_cmds::reject_rows(c) {
+            rejected.push((format!("family=\"{fam}\",reason=\"{reason}\""), v));
+        }
+    }
+    e.metric(
+        "ipf_rejected_total",
+        "counter",
+        "Fragments the reassembler refused, by reason.",
+        &rejected,
+    );
 }

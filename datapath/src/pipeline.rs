@@ -6,8 +6,9 @@
 //!    path ([`upcall::translate`]) which installs a megaflow;
 //! 3. **group** the batch by megaflow, so each program runs once over its
 //!    packets (a `ct` op is one conntrack call for the whole group);
-//! 4. **execute** the program: rewrites, VLAN push/pop, conntrack, output
-//!    into per-port batches;
+//! 4. **execute** the program: rewrites, VLAN push/pop, conntrack (IP
+//!    fragments are reassembled first and leave as the original fragments:
+//!    [`crate::defrag`]), output into per-port batches;
 //! 5. **recirculate**: packets a `ct(table=N)` sent back go through 2-4
 //!    again with their updated keys (no re-extraction), up to
 //!    [`PipelineConfig::max_recirc_depth`] passes;
@@ -26,9 +27,10 @@ use crate::action::{rewrite, vlan};
 use crate::cache::emc::ExactMatchCache;
 use crate::cache::megaflow::{Megaflow, MegaflowCache, DEFAULT_MAX_MEGAFLOWS};
 use crate::cache::FlowRef;
+use crate::defrag::{self, Defrag};
 use crate::flow::{extract, flow_hash, ExtractStats, FlowKey};
 use crate::output::TxPorts;
-use crate::packet::{OffloadFlags, Packet, PacketBatch, PacketPool, PortNo};
+use crate::packet::{OffloadFlags, Packet, PacketBatch, PacketPool, PortNo, DEFAULT_HEADROOM};
 use crate::program::{CtOp, Op};
 use crate::switch::Switch;
 use crate::upcall::{self, convert};
@@ -127,6 +129,18 @@ pub struct PipelineCounters {
     /// Output bursts and the packets in them.
     pub tx_bursts: u64,
     pub tx_packets: u64,
+    /// IP fragments held for reassembly before conntrack (not drops).
+    pub frag_held: u64,
+    /// Datagrams reassembled (each replaced its last fragment).
+    pub frag_reassembled: u64,
+    /// Fragments the reassembler refused (left to conntrack: `+inv`).
+    pub frag_rejected: u64,
+    /// Reassembled datagrams dropped: frame too long for extraction.
+    pub frag_too_long: u64,
+    /// Fragments sent out again by output.
+    pub frag_sent: u64,
+    /// Reassembled packets that could not be cut into their fragments.
+    pub frag_send_errors: u64,
 }
 }
 
@@ -178,6 +192,7 @@ pub struct Pipeline {
     /// Translations of this batch that were not cached.
     uncached: Vec<Box<[Op]>>,
     ct_results: Vec<ct::CtResult>,
+    defrag: Defrag,
 }
 
 impl Pipeline {
@@ -203,6 +218,7 @@ impl Pipeline {
             recirc: Pass::new(),
             uncached: Vec::new(),
             ct_results: vec![ct::CtResult::default(); BATCH_SIZE],
+            defrag: Defrag::default(),
             sw,
             cfg,
         }
@@ -235,6 +251,7 @@ impl Pipeline {
     pub fn process(&mut self, batch: &mut PacketBatch) {
         let now_ns = self.sw.clock.now_ns();
         self.check_generation();
+        self.defrag.begin_batch();
         // 1. Extract.
         self.pass.n = 0;
         for mut pkt in batch.drain() {
@@ -527,6 +544,11 @@ impl Pipeline {
     fn clone_packet(&mut self, i: usize) -> Option<Packet> {
         let src = self.pass.pkts[i].as_ref()?;
         let mut p = self.pool.alloc(src.meta.in_port);
+        if p.tailroom() < src.len() {
+            // A reassembled datagram can be longer than a pool buffer.
+            self.pool.free(p);
+            p = Packet::with_capacity(DEFAULT_HEADROOM + src.len(), DEFAULT_HEADROOM);
+        }
         if p.set_frame(src.data()).is_err() {
             self.pool.free(p);
             return None;
@@ -648,6 +670,11 @@ impl Pipeline {
         };
         for &i in group {
             if let Some(p) = self.take_or_clone(i as usize, last) {
+                if p.meta.frag_layout != 0 {
+                    let c = &mut self.counters;
+                    self.defrag.send(p, slot, &mut self.tx, &mut self.pool, c);
+                    continue;
+                }
                 self.tx.push(slot, p, &mut self.pool);
             }
         }
@@ -655,6 +682,28 @@ impl Pipeline {
 
     /// The `ct` op over a group: one conntrack call for all its packets.
     fn conntrack(&mut self, c: &CtOp, group: &[u8], last: bool, now_ns: u64) {
+        // Fragments are reassembled first (crate::defrag): held ones leave
+        // the group, a completed datagram takes its last fragment's slot.
+        let mut kept = [0u8; BATCH_SIZE];
+        let group = if defrag::any_fragment(group, &self.pass.keys) {
+            let (sw, pass) = (&*self.sw, &mut *self.pass);
+            let (pool, counters) = (&mut self.pool, &mut self.counters);
+            let z = c.params.zone;
+            let n = self.defrag.gather(
+                sw,
+                z,
+                &mut pass.pkts,
+                &mut pass.keys,
+                group,
+                now_ns,
+                pool,
+                counters,
+                &mut kept,
+            );
+            &kept[..n]
+        } else {
+            group
+        };
         let m = group.len();
         {
             let mut cts: [ct::CtPacket<'_>; BATCH_SIZE] = [ct::CtPacket {

@@ -1,7 +1,8 @@
 //! The switch: what every poll-mode thread shares.
 //!
 //! One [`Switch`] holds the OpenFlow bridge (flow tables, MAC table,
-//! controller queue), the connection tracker, the recirculation table, the
+//! controller queue), the connection tracker and its fragment reassembler,
+//! the recirculation table, the
 //! port set and the clock. Poll-mode threads read it; the control plane
 //! changes it. Anything that can make a cached translation wrong moves
 //! [`Switch::generation`], which every pipeline checks once per batch.
@@ -59,6 +60,9 @@ pub struct PortEntry {
 pub struct Switch {
     pub bridge: ofproto::Pipeline,
     pub ct: ct::Tracker,
+    /// IP fragment reassembly before conntrack, shared by the PMD threads
+    /// (locked only when a `ct` group holds a fragment; see `crate::defrag`).
+    pub defrag: Mutex<ct::frag::Reassembler>,
     pub recirc: RecircTable,
     pub clock: Clock,
     /// Bumped by changes the bridge does not see (timeout policies).
@@ -75,6 +79,7 @@ impl Switch {
         Arc::new(Switch {
             bridge: ofproto::Pipeline::new(),
             ct: ct::Tracker::new(ct_config),
+            defrag: Mutex::new(ct::frag::Reassembler::default()),
             recirc: RecircTable::default(),
             clock: Clock::default(),
             dp_generation: AtomicU64::new(0),

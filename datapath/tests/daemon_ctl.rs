@@ -65,7 +65,15 @@ impl Daemon {
     }
 
     fn start_gen(extra_ports: &str, flows: &str, gen_options: &str) -> Daemon {
-        let dir = temp_dir();
+        Self::start_gen_in(temp_dir(), extra_ports, flows, gen_options)
+    }
+
+    /// Like [`Daemon::start_full`], in `dir` (which may hold input files).
+    fn start_full_in(dir: PathBuf, extra_ports: &str, flows: &str) -> Daemon {
+        Self::start_gen_in(dir, extra_ports, flows, "")
+    }
+
+    fn start_gen_in(dir: PathBuf, extra_ports: &str, flows: &str, gen_options: &str) -> Daemon {
         std::fs::write(dir.join("firewall.flows"), flows).unwrap();
         std::fs::write(
             dir.join("ferrovsd.json"),
@@ -610,4 +618,116 @@ fn control_socket_caps_clients() {
     }
     drop(s);
     assert!(d.ctl(&["version"]).status.success());
+}
+
+#[test]
+fn ipf_get_status_shows_fragment_state_and_ipf_set_changes_limits() {
+    use ct::build::{ethernet_with, Builder, Tcp};
+    use ct::frag::FragLayout;
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+
+    let flows = "\
+table=0,priority=10,in_port=3,ip,actions=ct(table=1,zone=7)
+table=0,priority=0,actions=drop
+table=1,priority=10,ct_state=+trk+new-inv,ip,actions=ct(commit,zone=7),output:4
+";
+    let b = Builder::v4("10.0.0.1".parse().unwrap(), "192.0.2.9".parse().unwrap());
+    let cut = |l3: &[u8], cuts: &[u32]| {
+        FragLayout::for_datagram(l3, 0, cuts)
+            .unwrap()
+            .fragments(l3)
+            .unwrap()
+    };
+    // A UDP datagram in 3 fragments (out of order), the first fragment of
+    // a datagram that never completes, and a tiny TCP first fragment.
+    let udp = cut(&b.clone().ident(1).udp(5000, 53, &[7; 3000]), &[1480, 2960]);
+    let lone = cut(&b.clone().ident(2).udp(5001, 53, &[7; 3000]), &[1480]);
+    let tcp = Tcp::new(1234, 22).payload(&[0; 64]);
+    let tiny = cut(&b.clone().ident(3).tcp(&tcp), &[8]);
+    let frames: Vec<Vec<u8>> = [&udp[2], &udp[0], &udp[1], &lone[0], &tiny[0]]
+        .iter()
+        .map(|l3| ethernet_with([2, 0, 0, 0, 0, 3], [2, 0, 0, 0, 0, 4], l3))
+        .collect();
+
+    let dir = temp_dir();
+    let mut w = PcapWriter::new(std::fs::File::create(dir.join("in.pcap")).unwrap()).unwrap();
+    for f in &frames {
+        w.write_packet(&PcapPacket::new(Duration::ZERO, f.len() as u32, f))
+            .unwrap();
+    }
+    drop(w);
+    let ports = r#", { "name": "in", "number": 3, "type": "pcap", "options": { "rx": "in.pcap" } },
+        { "name": "rec", "number": 4, "type": "pcap", "options": { "tx": "rec.pcap" } }"#;
+    // The daemon runs in its own directory: move the capture there.
+    let d = Daemon::start_full_in(dir, ports, flows);
+
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&d.ok(&["--json", "ipf-get-status"])).unwrap()
+    };
+    d.wait_until(
+        || {
+            let s = status();
+            s["counters"]["v4"]["reassembled"] == 1
+                && s["counters"]["v4"]["tiny"] == 1
+                && s["datapath"]["fragments_sent"] == 3
+        },
+        "the fragments to be processed",
+    );
+    let s = status();
+    assert_eq!(s["datagrams"], 1, "{s}");
+    assert_eq!(s["zones"][0]["zone"], 7, "{s}");
+    assert_eq!(s["counters"]["v4"]["accepted"], 4, "{s}");
+    assert_eq!(s["datapath"]["held"], 3, "{s}");
+    assert_eq!(s["datapath"]["rejected"], 1, "{s}");
+    assert_eq!(s["config"]["timeout_v4_ms"], 30000, "{s}");
+
+    let text = d.ok(&["ipf-get-status", "-m"]);
+    assert!(text.contains("in progress: datagrams=1"), "{text}");
+    assert!(
+        text.contains("  reassembled: 1\n") && text.contains("  tiny: 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("zone=7 src=10.0.0.1 dst=192.0.2.9 id=0x2 proto=17 fragments=1 bytes=1480 first=yes last=no"),
+        "{text}"
+    );
+
+    d.ok(&["ipf-set", "max_fragments=8", "timeout_v6_ms=1000"]);
+    let s = status();
+    assert_eq!(
+        (&s["config"]["max_fragments"], &s["config"]["timeout_v6_ms"]),
+        (&serde_json::json!(8), &serde_json::json!(1000))
+    );
+    let e = d.fails(&["ipf-set", "max_fragments=4", "maxbytes=1"]);
+    assert!(e.contains("'maxbytes'"), "{e}");
+    let e = d.fails(&["ipf-set", "max_fragments=0"]);
+    assert!(e.contains("max_fragments: 0"), "{e}");
+    assert_eq!(
+        status()["config"]["max_fragments"],
+        8,
+        "rejected set changed nothing"
+    );
+    assert!(d.fails(&["ipf-get-status", "-x"]).contains("'-x'"));
+
+    // The same counters on the metrics endpoint.
+    let log = d.log();
+    let addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|s| s.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no metrics address in log:\n{log}"))
+        .to_string();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut m = String::new();
+    s.read_to_string(&mut m).unwrap();
+    for line in [
+        "ferrovs_ipf_datagrams 1",
+        "ferrovs_ipf_reassembled_total{family=\"ipv4\"} 1",
+        "ferrovs_ipf_accepted_total{family=\"ipv4\"} 4",
+        "ferrovs_ipf_rejected_total{family=\"ipv4\",reason=\"tiny\"} 1",
+        "ferrovs_ipf_rejected_total{family=\"ipv6\",reason=\"overlaps\"} 0",
+    ] {
+        assert!(m.contains(line), "{line} not in\n{m}");
+    }
 }

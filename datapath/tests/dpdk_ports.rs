@@ -452,3 +452,58 @@ fn port_config_err(device: &str, rxqs: usize) -> String {
     ))
     .unwrap_err()
 }
+
+/// Wrapping received mbufs reuses packet handles: after the first round
+/// trip (wrap on receive, unwrap on transmit or free), neither direction
+/// allocates from the heap, and the frames are the mbufs' own bytes.
+#[test]
+fn mbuf_packet_handles_are_reused_without_heap_allocation() {
+    let mp = pool();
+    let mut pkts = PacketPool::new(2048, 128, 0);
+    let frame: Vec<u8> = (0..60u8).collect();
+    for round in 0..3 {
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            let mut m = mp.alloc().expect("mbuf");
+            assert!(m.extend_from_slice(&frame));
+            let p = pkts.wrap_mbuf(m, PortNo(7)).expect("single segment");
+            assert_eq!(p.data(), &frame[..]);
+            assert_eq!(p.meta.in_port, PortNo(7));
+            assert!(p.storage().is_mbuf());
+            held.push(p);
+        }
+        let heap_after_wrap = pkts.stats().heap_allocs;
+        // Half go out (unwrapped to their mbufs), half are freed.
+        for (i, p) in held.into_iter().enumerate() {
+            if i % 2 == 0 {
+                let m = pkts.unwrap_mbuf(p).expect("mbuf-backed");
+                assert_eq!(m.data(), &frame[..]);
+            } else {
+                pkts.free(p);
+            }
+        }
+        // Round 0 allocates the 8 handles; later rounds reuse them.
+        assert_eq!(heap_after_wrap, 8, "heap allocations after round {round}");
+    }
+    // A heap packet is given back by unwrap_mbuf, untouched.
+    let h = Packet::from_bytes(&frame);
+    let back = pkts.unwrap_mbuf(h).expect_err("heap packet");
+    assert_eq!(back.data(), &frame[..]);
+}
+
+/// A PMD-style thread registered with the EAL gets an lcore id (and so a
+/// mempool cache); the registration ends with the guard.
+#[test]
+fn pmd_thread_registration_gives_an_lcore_id() {
+    let _ = pool();
+    std::thread::spawn(|| {
+        let eal = dpdk_bindings::Eal::get().expect("EAL up");
+        assert_eq!(eal.lcore_id(), None, "a plain thread has no lcore id");
+        let guard = datapath::port::dpdk::register_pmd_thread().expect("registered");
+        assert!(eal.lcore_id().is_some());
+        drop(guard);
+        assert_eq!(eal.lcore_id(), None, "unregistered when the guard drops");
+    })
+    .join()
+    .expect("thread");
+}

@@ -6,6 +6,14 @@
 //! process, connects as memif client and sends with `--forward-mode=txonly`.
 //! The test waits until ferrovsd has received and forwarded traffic from it.
 //!
+//! The second test puts testpmd at the other end: its `io` forwarding on the
+//! memif link echoes back whatever ferrovsd sends. ferrovsd sends a fixed
+//! number of generated frames (a generator port added once the memif link
+//! is up, `in_port=3,actions=output:1`) and forwards the echoes to the null
+//! port (`in_port=1,actions=output:2`); testpmd's own forward statistics
+//! must show exactly what ferrovsd sent as received, and ferrovsd must have
+//! received exactly what testpmd sent back.
+//!
 //! Needs `dpdk-testpmd` (Debian package `dpdk-dev`). Without it the test
 //! skips, unless `FERROVS_REQUIRE_TESTPMD=1` (set by `scripts/test.sh`,
 //! which installs it).
@@ -57,6 +65,14 @@ impl Proc {
 
 /// (rx packets of port 1, tx packets of port 2) from `ferrovs-ctl show`.
 fn counters(sock: &Path) -> (u64, u64) {
+    (
+        show_field(sock, "1(m0)", "rx pkts="),
+        show_field(sock, "2(sink)", "tx pkts="),
+    )
+}
+
+/// One counter of one port (`"N(name)"`) from `ferrovs-ctl show`.
+fn show_field(sock: &Path, port: &str, key: &str) -> u64 {
     let o = Command::new(CTL)
         .arg("--socket")
         .arg(sock)
@@ -78,7 +94,7 @@ fn counters(sock: &Path) -> (u64, u64) {
             })
             .unwrap_or(0)
     };
-    (field("1(m0)", "rx pkts="), field("2(sink)", "tx pkts="))
+    field(port, key)
 }
 
 #[test]
@@ -182,6 +198,182 @@ fn testpmd_sends_to_ferrovsd_over_memif() {
     std::thread::sleep(Duration::from_millis(500));
     let (rx, tx) = counters(&sock);
     assert_eq!(rx, tx, "every packet from testpmd forwarded");
+    assert_eq!(daemon.terminate(), Some(0), "ferrovsd stops cleanly");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The numbers after `key` in testpmd's "Forward statistics for port 0"
+/// block (printed when forwarding stops).
+fn testpmd_forward_stat(out: &str, key: &str) -> Option<u64> {
+    let block = &out[out.find("Forward statistics for port 0")?..];
+    let rest = &block[block.find(key)? + key.len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn testpmd_echoes_what_ferrovsd_sends_over_memif() {
+    let Some(testpmd) = testpmd() else {
+        assert!(
+            std::env::var("FERROVS_REQUIRE_TESTPMD").as_deref() != Ok("1"),
+            "dpdk-testpmd not found (package dpdk-dev)"
+        );
+        eprintln!("skipping: dpdk-testpmd not found (package dpdk-dev)");
+        return;
+    };
+    const SENT: u64 = 20_000;
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("fvs-memif-io-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("s.sock");
+    let memif = dir.join("memif.sock");
+    std::fs::write(
+        dir.join("f.flows"),
+        "in_port=3,actions=output:1\nin_port=1,actions=output:2\n",
+    )
+    .unwrap();
+    let cpu = dpdk_bindings::eal::first_allowed_cpu();
+    let cfg = format!(
+        r#"{{ "control_socket": "{}",
+             "dpdk": {{ "eal_args": ["-l", "{cpu}", "--no-huge", "-m", "256", "--no-pci",
+                                     "--no-telemetry", "--no-shconf",
+                                     "--file-prefix", "fvs-memif-io-d-{pid}",
+                                     "--vdev", "net_memif0,role=server,socket={},socket-abstract=no"] }},
+             "ports": [ {{ "name": "m0", "number": 1, "type": "dpdk",
+                           "options": {{ "device": "net_memif0" }} }},
+                        {{ "name": "sink", "number": 2, "type": "null" }} ],
+             "flows": "f.flows" }}"#,
+        sock.display(),
+        memif.display()
+    );
+    std::fs::write(dir.join("c.json"), &cfg).unwrap();
+    let mut daemon = Proc(
+        Command::new(FERROVSD)
+            .arg("--config")
+            .arg(dir.join("c.json"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(sock.exists() && memif.exists()) {
+        assert!(Instant::now() < deadline, "ferrovsd did not come up");
+        assert!(daemon.0.try_wait().unwrap().is_none(), "ferrovsd exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out_path = dir.join("testpmd.out");
+    let mut tp = Proc(
+        Command::new(testpmd)
+            .args(["--lcores", &format!("0@{cpu},1@{cpu}")])
+            .args(["--no-huge", "-m", "256", "--no-pci", "--no-telemetry"])
+            .args([
+                "--no-shconf",
+                "--file-prefix",
+                &format!("fvs-memif-io-t-{pid}"),
+            ])
+            .arg("--vdev")
+            .arg(format!(
+                "net_memif0,role=client,socket={},socket-abstract=no",
+                memif.display()
+            ))
+            .args([
+                "--",
+                "--forward-mode=io",
+                "--port-topology=loop",
+                "--total-num-mbufs=8192",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The memif link comes up once testpmd has connected.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = Command::new(CTL)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["--json", "show"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        let up = v["ports"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["name"] == "m0" && p["link"].as_str() == Some("up"))
+        });
+        if up {
+            break;
+        }
+        assert!(Instant::now() < deadline, "memif link never came up: {v}");
+        assert!(tp.0.try_wait().unwrap().is_none(), "testpmd exited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let add = Command::new(CTL)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("add-port")
+        .arg(format!(
+            r#"{{"name": "gen", "number": 3, "type": "generator", "options": {{"limit": {SENT}, "flows": 100}}}}"#
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    // Every generated frame leaves through the memif port or is counted as
+    // dropped there (its ring was full).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (sent, dropped) = loop {
+        let sent = show_field(&sock, "1(m0)", "tx pkts=");
+        let dropped = show_field(&sock, "1(m0)", "drop=");
+        if sent + dropped >= SENT {
+            break (sent, dropped);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "generator frames not all out: sent {sent} dropped {dropped}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(sent + dropped, SENT);
+    assert!(sent >= SENT / 10, "most frames reach testpmd: sent {sent}");
+    // Let the echoes drain, then stop testpmd (Enter) for its statistics.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = u64::MAX;
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let rx = show_field(&sock, "1(m0)", "rx pkts=");
+        if rx == last || Instant::now() > deadline {
+            break;
+        }
+        last = rx;
+    }
+    drop(tp.0.stdin.take().unwrap().write_all(b"\n"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(s) = tp.0.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(Instant::now() < deadline, "testpmd did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0), "testpmd stops cleanly");
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    let tp_rx = testpmd_forward_stat(&out, "RX-packets:").expect("testpmd RX-packets");
+    let tp_tx = testpmd_forward_stat(&out, "TX-packets:").expect("testpmd TX-packets");
+    assert_eq!(
+        tp_rx, sent,
+        "testpmd received every frame ferrovsd sent\n{out}"
+    );
+    assert!(tp_tx > 0 && tp_tx <= tp_rx, "testpmd echoed: {tp_tx}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (rx, to_sink) = counters(&sock);
+    assert_eq!(rx, tp_tx, "ferrovsd received every echo testpmd sent");
+    assert_eq!(to_sink, rx, "every echo forwarded to the sink");
     assert_eq!(daemon.terminate(), Some(0), "ferrovsd stops cleanly");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -39,5 +39,5 @@ pub use ethdev::{
     EthDev, LinkStatus, PortConf, PortStats, QueueStats, RssConf, RxQueue, SharedRxQueue,
     SharedTxQueue, TxQueue,
 };
-pub use mbuf::{rx_flags, Mbuf, RxChecksums};
+pub use mbuf::{rx_flags, Mbuf, RxChecksums, Segments};
 pub use mempool::Mempool;

@@ -219,6 +219,16 @@ impl Mbuf {
         }
     }
 
+    /// The data of every segment, in order (one slice for a single-segment
+    /// mbuf); their lengths add up to [`Mbuf::len`] for a well-formed chain.
+    pub fn segments(&self) -> Segments<'_> {
+        Segments {
+            next: self.ptr.as_ptr(),
+            left: self.nb_segs(),
+            _owner: std::marker::PhantomData,
+        }
+    }
+
     /// Prefetches the start of the packet data into cache.
     pub fn prefetch_data(&self) {
         // SAFETY: prefetch never faults; mtod is a pointer into our buffer.
@@ -230,5 +240,35 @@ impl Drop for Mbuf {
     fn drop(&mut self) {
         // SAFETY: we own the mbuf exclusively and never use it again.
         unsafe { ffi::ferrovs_rte_pktmbuf_free(self.ptr.as_ptr()) }
+    }
+}
+
+/// Iterator over an mbuf chain's segment data ([`Mbuf::segments`]).
+pub struct Segments<'a> {
+    next: *mut ffi::rte_mbuf,
+    /// Segments still to visit (`nb_segs` bounds the walk even if a chain's
+    /// `next` pointers were inconsistent).
+    left: u16,
+    _owner: std::marker::PhantomData<&'a Mbuf>,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 || self.next.is_null() {
+            return None;
+        }
+        self.left -= 1;
+        // SAFETY: `next` is the owned head mbuf or a segment chained to it
+        // (the chain belongs to the head, which the borrow keeps alive and
+        // unmodified); buf_addr + data_off points at data_len bytes of that
+        // segment's buffer, as in Mbuf::data.
+        unsafe {
+            let m = &*self.next;
+            self.next = m.next;
+            let p = m.buf_addr.cast::<u8>().add(m.data_off as usize);
+            Some(std::slice::from_raw_parts(p, m.data_len as usize))
+        }
     }
 }

@@ -156,9 +156,9 @@ fn run(args: &Args) -> Result<(), String> {
             "no-huge" => memory.push(false),
             "huge" => {
                 let free = free_hugepages_mib();
-                if free < 512 {
+                if free < 600 {
                     println!(
-                        "hugepages: skipped ({free} MiB free in 2 MiB pages, 512 needed; as root: \
+                        "hugepages: skipped ({free} MiB free in 2 MiB pages, 600 needed; as root: \
                          echo 512 > /proc/sys/vm/nr_hugepages and mount hugetlbfs)"
                     );
                 } else {
@@ -170,8 +170,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let dir = std::env::temp_dir().join(format!("ferrovs-dpdk-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    write_capture(&dir.join("est0.pcap"), args.conns, 1)?;
-    write_capture(&dir.join("est1.pcap"), args.conns, 2)?;
+    write_captures(&dir, args.conns)?;
     println!(
         "dpdk-bench: {} s per cell after {} s warm-up, {} rounds, capture of {} established \
          UDP connections (64-byte frames)",
@@ -272,6 +271,12 @@ fn run(args: &Args) -> Result<(), String> {
         }
         println!("{line}");
     }
+    let failed: Vec<&str> = cells
+        .iter()
+        .enumerate()
+        .filter(|(ci, _)| medians.iter().any(|m| m[*ci].is_none()))
+        .map(|(_, c)| c.as_str())
+        .collect();
     if let Some(path) = &args.json_out {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -281,6 +286,9 @@ fn run(args: &Args) -> Result<(), String> {
         for j in json {
             writeln!(f, "{j}").map_err(|e| format!("{}: {e}", path.display()))?;
         }
+    }
+    if !failed.is_empty() {
+        return Err(format!("no figure for: {}", failed.join(", ")));
     }
     Ok(())
 }
@@ -340,37 +348,59 @@ fn pcap_vdev(spec: &CellSpec, queues: usize) -> String {
     s + ",infinite_rx=1"
 }
 
-/// A capture of established UDP request/response traffic over `conns`
-/// connections: four frames a connection, both directions.
-fn write_capture(path: &Path, conns: u32, seed: u64) -> Result<(), String> {
+/// Two captures (`est0.pcap`, `est1.pcap`) of established UDP
+/// request/response traffic over about `conns` connections each, both
+/// directions, about four frames a connection; the two hold disjoint
+/// connections (split by client endpoint), as RSS would spread them over
+/// two queues.
+fn write_captures(dir: &Path, conns: u32) -> Result<(), String> {
     use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
     let gen = GeneratorPort::new(
         "gen",
         PortNo(1),
         GeneratorConfig {
-            flows: conns,
+            flows: conns * 2,
             proto: GenProto::Udp,
             replies: true,
-            seed,
             ..GeneratorConfig::default()
         },
     );
-    let f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut w = PcapWriter::with_header(std::io::BufWriter::new(f), PcapHeader::default())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut writers = Vec::new();
+    for q in 0..2 {
+        let path = dir.join(format!("est{q}.pcap"));
+        let f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        writers.push(
+            PcapWriter::with_header(std::io::BufWriter::new(f), PcapHeader::default())
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+    }
     let mut pool = PacketPool::new(2048, 128, 64);
     let mut batch = PacketBatch::new();
-    let want = conns as u64 * 4;
+    let want = conns as u64 * 8;
     let mut written = 0u64;
     while written < want {
         if gen.rx_burst(0, &mut batch, &mut pool) == 0 {
             return Err("traffic generator stopped".into());
         }
         for p in batch.drain() {
-            if written < want {
-                let pkt = PcapPacket::new(Duration::from_micros(written), p.len() as u32, p.data());
-                w.write_packet(&pkt)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            let f = p.data();
+            if written < want && f.len() >= 38 {
+                // IPv4 without options: addresses at 26 and 30, ports at 34.
+                let server = datapath::port::generator::SERVER_IP;
+                let (ip, port) = if f[26..30] == server {
+                    (&f[30..34], &f[36..38])
+                } else {
+                    (&f[26..30], &f[34..36])
+                };
+                let q = ip
+                    .iter()
+                    .chain(port)
+                    .fold(0u32, |h, &b| h.wrapping_mul(31) ^ b as u32)
+                    & 1;
+                let pkt = PcapPacket::new(Duration::from_micros(written), f.len() as u32, f);
+                writers[q as usize]
+                    .write_packet(&pkt)
+                    .map_err(|e| format!("capture: {e}"))?;
                 written += 1;
             }
             pool.free(p);
@@ -511,7 +541,8 @@ fn run_testpmd_cell(spec: &CellSpec) -> Result<CellResult, String> {
         .map_err(|e| format!("dpdk-testpmd: {e} (Debian package dpdk-dev)"))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let n_ports = if pcap { 1 } else { 2 };
-    let deadline = Instant::now() + Duration::from_secs(spec.warmup + spec.seconds + 1);
+    // Generous: EAL start-up and mempool creation come first.
+    let deadline = Instant::now() + Duration::from_secs(spec.warmup + spec.seconds + 30);
     // Stats blocks: one "Rx-pps:" line per port per second.
     let mut per_second = Vec::new();
     let mut block = Vec::new();

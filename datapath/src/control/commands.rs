@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use super::protocol::Request;
-use super::{ct_cmds, pmd_cmds, show, trace};
+use super::{ct_cmds, frag_cmds, pmd_cmds, show, trace};
 use crate::config::{build_port, PortConfigJson};
 use crate::daemon::Daemon;
 use crate::port::Port;
@@ -46,6 +46,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("ct-get-limits", "[zone=N[,N]...]"),
     ("ct-del-limits", "zone=N[,N]..."),
     ("timeout-policy", "add NAME SPEC | del NAME | list"),
+    ("ipf-get-status", "[-m]"),
+    ("ipf-set", "KEY=VALUE..."),
     ("pmd-stats-show", ""),
     ("pmd-stats-clear", ""),
     ("pmd-rxq-show", ""),
@@ -74,6 +76,8 @@ pub fn dispatch(d: &Daemon, req: &Request) -> Result<CmdOutput, String> {
         "ct-get-limits" => ct_cmds::get_limits(d, a),
         "ct-del-limits" => ct_cmds::del_limits(d, a),
         "timeout-policy" => ct_cmds::timeout_policy(d, a),
+        "ipf-get-status" => frag_cmds::get_status(d, a),
+        "ipf-set" => frag_cmds::set(d, a),
         "pmd-stats-show" => no_args(a).and_then(|_| pmd_cmds::stats_show(d)),
         "pmd-stats-clear" => no_args(a).and_then(|_| pmd_cmds::stats_clear(d)),
         "pmd-rxq-show" => no_args(a).and_then(|_| pmd_cmds::rxq_show(d)),

@@ -8,6 +8,7 @@
 //! | `commands.rs` | dispatch, flow and port commands, `version`, `help`, `exit` |
 //! | `ct_cmds.rs` | conntrack dump/flush/stats, zone limits, timeout policies |
 //! | `ct_filter.rs` | `zone=5 ct_nw_src=...` filter arguments |
+//! | `frag_cmds.rs` | fragment reassembly status and settings (`ipf-get-status`, `ipf-set`) |
 //! | `limits.rs` | default and per-zone connection limits |
 //! | `pmd_cmds.rs` | PMD statistics, receive queues, megaflow dump |
 //! | `show.rs` | ports and their counters |
@@ -16,6 +17,7 @@
 pub mod commands;
 pub mod ct_cmds;
 pub mod ct_filter;
+pub mod frag_cmds;
 pub mod limits;
 pub mod pmd_cmds;
 pub mod protocol;

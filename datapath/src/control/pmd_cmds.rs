@@ -103,7 +103,7 @@ fn snapshot_json(s: &PmdSnapshot) -> serde_json::Value {
 }
 
 /// Every thread's statistics since the last `pmd-stats-clear`.
-fn snapshots(d: &Daemon) -> Vec<PmdSnapshot> {
+pub(crate) fn snapshots(d: &Daemon) -> Vec<PmdSnapshot> {
     d.pmds
         .lock()
         .stats()

@@ -42,6 +42,10 @@ bitflags! {
         const L4_CSUM_GOOD = 0x02;
         /// A `notrack` action marked this packet: conntrack leaves it alone.
         const NOTRACK = 0x04;
+        /// The fragment reassembler refused this fragment: later `ct` ops
+        /// hand it straight to conntrack (`+inv`) instead of offering it
+        /// again (see `crate::defrag`).
+        const FRAG_REJECTED = 0x08;
     }
 }
 
@@ -80,6 +84,10 @@ pub struct PacketMeta {
     pub l4_ofs: u16,
     /// RSS hash from the NIC, or 0.
     pub rss_hash: u32,
+    /// A datagram reassembled from fragments: 1 + the index of its
+    /// fragment layout in the pipeline's side table (output sends the
+    /// original fragments; see `crate::defrag`). 0 for any other packet.
+    pub frag_layout: u16,
 }
 
 impl Default for PacketMeta {
@@ -104,6 +112,7 @@ impl PacketMeta {
             l3_ofs: NO_OFFSET,
             l4_ofs: NO_OFFSET,
             rss_hash: 0,
+            frag_layout: 0,
         }
     }
 

@@ -224,6 +224,30 @@ impl DpdkPort {
     }
 }
 
+/// A copy of a multi-segment frame in one heap packet from `pool`, with the
+/// device's verdicts dropped (software verifies checksums again); `None` if
+/// it does not fit a pool buffer.
+fn linearize(m: &Mbuf, pool: &mut PacketPool, port: PortNo) -> Option<Packet> {
+    let mut p = pool.alloc(port);
+    if p.tailroom() < m.len() {
+        pool.free(p);
+        return None;
+    }
+    let mut at = 0;
+    let dst = p.append(m.len()).ok()?;
+    for seg in m.segments() {
+        let end = (at + seg.len()).min(dst.len());
+        dst[at..end].copy_from_slice(&seg[..end - at]);
+        at = end;
+    }
+    if at != m.len() {
+        // An inconsistent chain (segment lengths do not add up): drop it.
+        pool.free(p);
+        return None;
+    }
+    Some(p)
+}
+
 impl Port for DpdkPort {
     fn name(&self) -> &str {
         &self.name
@@ -255,6 +279,7 @@ impl Port for DpdkPort {
             return 0;
         }
         let (mut n, mut bytes, mut runts, mut bad) = (0u64, 0u64, 0u64, 0u64);
+        let mut too_large = 0u64;
         for m in mbufs.drain(..) {
             if m.len() < 14 {
                 runts += 1;
@@ -270,8 +295,20 @@ impl Port for DpdkPort {
                     n += 1;
                     bytes += len;
                 }
-                // Multi-segment (scattered) frames are not supported.
-                Err(_) => bad += 1,
+                // A multi-segment (scattered) frame is copied into one heap
+                // buffer: the pipeline sees a frame as one slice.
+                Err(m) => match linearize(&m, pool, self.port_no) {
+                    Some(p) => {
+                        self.copies.add(1);
+                        if batch.push(p).is_err() {
+                            bad += 1;
+                            continue;
+                        }
+                        n += 1;
+                        bytes += len;
+                    }
+                    None => too_large += 1,
+                },
             }
         }
         drop(guard);
@@ -281,6 +318,9 @@ impl Port for DpdkPort {
         }
         if bad > 0 {
             self.counters.drop(PortDropReason::RxError, bad);
+        }
+        if too_large > 0 {
+            self.counters.drop(PortDropReason::TooLarge, too_large);
         }
         n as usize
     }
