@@ -342,7 +342,11 @@ mod tests {
         let k = ExpectKey::of(&data(1, 6001));
         assert_eq!(t.remove(&k).map(|e| e.master), Some(master(4001)));
         assert_eq!(t.remove(&k), None);
-        assert_eq!((t.len(), t.count_for(&master(4001))), (0, 0));
+        assert_eq!(
+            (t.len(), t.count_for(&master(4001))),
+            (1, 0),
+            "5002 of master 4000 is left"
+        );
     }
 
     #[test]
