@@ -27,6 +27,10 @@ pub struct ConnSnapshot {
     /// Seconds left before expiry.
     pub timeout: u32,
     pub status: ConnStatus,
+    /// ALG helper attached on commit (`helper=ftp`).
+    pub helper: Option<&'static str>,
+    /// Original tuple of the master, for a related connection.
+    pub master: Option<ConnKey>,
 }
 
 impl ConnSnapshot {
@@ -43,6 +47,8 @@ impl ConnSnapshot {
             start_ns: c.start_ns,
             timeout: c.expire.saturating_sub(now_s),
             status: c.status,
+            helper: c.ext.as_deref().and_then(|e| e.helper),
+            master: c.ext.as_deref().and_then(|e| e.master),
         }
     }
 
@@ -89,6 +95,12 @@ impl fmt::Display for ConnSnapshot {
         }
         if let Some(s) = self.tcp_state {
             write!(f, ",protoinfo=(state={s})")?;
+        }
+        if let Some(h) = self.helper {
+            write!(f, ",helper={h}")?;
+        }
+        if let Some(m) = &self.master {
+            write!(f, ",master=({m})")?;
         }
         if self.status.contains(ConnStatus::OFFLOADED) {
             write!(f, " [OFFLOAD]")?;
@@ -146,6 +158,10 @@ impl Serialize for ConnSnapshot {
             seen_reply: bool,
             assured: bool,
             offloaded: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            helper: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            master: Option<TupleJson>,
         }
         J {
             id: self.id,
@@ -162,6 +178,8 @@ impl Serialize for ConnSnapshot {
             seen_reply: self.status.contains(ConnStatus::SEEN_REPLY),
             assured: self.status.contains(ConnStatus::ASSURED),
             offloaded: self.status.contains(ConnStatus::OFFLOADED),
+            helper: self.helper,
+            master: self.master.as_ref().map(tuple_json),
         }
         .serialize(s)
     }

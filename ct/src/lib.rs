@@ -15,10 +15,13 @@
 //! - [`timeout`]: timeout policies; [`zone`]: per-zone limits and settings
 //! - [`frag`]: IPv4/IPv6 fragment reassembly before conntrack
 //! - [`flush`], [`dump`]: control-plane passes in bounded slices
-//! - [`events`]: lifecycle hooks; [`expect`]: expectations (related conns)
+//! - [`events`]: lifecycle hooks; [`expect`]: expectations (related conns);
+//!   [`alg`]: FTP/TFTP helpers that create them; [`seqadj`]: TCP sequence
+//!   shifts after an ALG resized a segment under NAT
 //! - [`build`]: packet builders for tests, benches and golden traces
 #![forbid(unsafe_code)]
 
+pub mod alg;
 pub mod build;
 pub mod conn;
 pub mod dump;
@@ -31,6 +34,7 @@ pub mod index;
 pub mod key;
 pub mod packet;
 pub mod proto;
+pub mod seqadj;
 pub mod slab;
 pub mod state;
 pub mod table;

@@ -73,7 +73,8 @@ pub struct CtParams {
     pub label: Option<(u128, u128)>,
     /// Timeout policy for connections this action commits (else the zone's).
     pub policy: Option<PolicyId>,
-    /// ALG helper to attach on commit (e.g. "ftp"); used by the ALG stage.
+    /// ALG helper to attach on commit ("ftp", "tftp"); the connection's
+    /// packets then go through [`crate::alg::inspect`].
     pub helper: Option<&'static str>,
 }
 
@@ -533,6 +534,17 @@ impl Tracker {
                         if before.is_some_and(|b| b != (c.proto, c.status, c.mark, c.label())) {
                             events.push(ConnEvent::of(EventKind::Update, c, id, ctx.now_s));
                         }
+                        if let Some(h) = c.ext.as_deref().and_then(|e| e.helper) {
+                            crate::alg::inspect(
+                                h,
+                                c,
+                                dir,
+                                pkt,
+                                info,
+                                ctx.now_s,
+                                &self.expectations,
+                            );
+                        }
                         if shrank {
                             shard.refile(slot);
                         }
@@ -591,10 +603,9 @@ impl Tracker {
             policy,
         };
         if let Some(e) = &expected {
+            // Related: records its master; gets no helper of its own.
             conn.status |= ConnStatus::RELATED;
-            let ext = conn.ext_mut();
-            ext.master = Some(e.master);
-            ext.helper = Some(e.helper);
+            conn.ext_mut().master = Some(e.master);
         }
         if let Some(h) = params.helper {
             conn.ext_mut().helper = Some(h);
@@ -610,6 +621,9 @@ impl Tracker {
                         shard.conn_id(slot, self.mask),
                         ctx.now_s,
                     ));
+                }
+                if let Some(h) = params.helper {
+                    crate::alg::inspect(h, c, Dir::Orig, pkt, info, ctx.now_s, &self.expectations);
                 }
                 conn_result(c, state, info.l4_csum_checked)
             }

@@ -656,12 +656,15 @@ fn expected_connection_is_related() {
         21,
     );
     t.expectations
-        .add(Expectation {
-            key: ExpectKey::of(&key),
-            master,
-            helper: "ftp",
-            expire: 2000,
-        })
+        .add(
+            Expectation {
+                key: ExpectKey::of(&key),
+                master,
+                helper: "ftp",
+                expire: 2000,
+            },
+            ct::expect::MAX_PER_MASTER,
+        )
         .unwrap();
     assert_eq!(
         run(&t, &data, &nocommit(0)),

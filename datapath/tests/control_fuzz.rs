@@ -56,6 +56,7 @@ const COMMANDS: &[&str] = &[
     "dump-flows",
     "dump-conntrack",
     "flush-conntrack",
+    "dump-expectations",
     "ct-stats-show",
     "ct-set-limits",
     "ct-get-limits",

@@ -243,6 +243,12 @@ fn flows_count_traffic_and_conntrack_fills_and_flushes() {
     let one = d.ok(&["dump-conntrack", "zone=5", "ct_nw_proto=17,ct_tp_src=1024"]);
     assert_eq!(one.lines().count(), 1, "{one}");
     assert_eq!(d.ok(&["dump-conntrack", "zone=6"]), "");
+    assert_eq!(
+        d.ok(&["dump-expectations", "zone=5"]),
+        "",
+        "no ALG in these flows"
+    );
+    assert!(d.fails(&["dump-expectations", "zone=x"]).contains("zone=x"));
     let j: serde_json::Value = serde_json::from_str(&d.ok(&["--json", "dump-conntrack"])).unwrap();
     assert_eq!(j.as_array().unwrap().len(), 10);
     assert_eq!(j[0]["zone"], 5);

@@ -119,7 +119,11 @@
 //! connection and the data connection (active: from 192.0.2.2:20 to
 //! 192.0.2.1, reply towards 10.1.0.1).
 //!
-//! **TFTP**: the firewall topology of the tests here; a server in `b`
+//! (Without NAT, FTP in all four modes is `ftp_active_and_passive_through_the_helper_root`
+//! and its control `ftp_without_the_helper_fails_root` in system_traffic.rs.)
+//!
+//! **TFTP** (done: `tftp_through_the_helper_and_not_without_root`, with a
+//! small Python server): the firewall topology of the tests here; a server in `b`
 //! (tftpd-hpa `in.tftpd -L -s DIR -a 10.1.0.2:69`, or a small agent op),
 //! curl in `a` (`curl tftp://10.1.0.2/file`). The server answers from a
 //! new port: admitted only as related:
@@ -696,6 +700,12 @@ pub struct CtEntry {
     pub timeout: u32,
     pub seen_reply: bool,
     pub assured: bool,
+    /// ALG helper of the connection (`ftp`, `tftp`).
+    #[serde(default)]
+    pub helper: Option<String>,
+    /// Original tuple of the master, for a related connection.
+    #[serde(default)]
+    pub master: Option<CtTuple>,
 }
 
 impl CtEntry {

@@ -908,3 +908,370 @@ fn planned_scenario_flows_parse() {
     }
     assert_eq!(blocks, 4, "SNAT, DNAT, FTP, TFTP");
 }
+
+/// FTP through a firewall that lets `a` (port 1) open FTP control
+/// connections only; data connections, whichever side opens them, pass
+/// only as `+rel`. `{alg}` is `,alg=ftp` or empty (the control case).
+fn ftp_firewall(alg: &str) -> String {
+    format!(
+        "\
+table=0,priority=10,arp,in_port=1,actions=output:2
+table=0,priority=10,arp,in_port=2,actions=output:1
+table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1)
+table=0,priority=10,ip,in_port=2,actions=ct(table=2,zone=1)
+table=1,priority=20,tcp,tp_dst=21,ct_state=+trk+new-inv,actions=ct(commit,zone=1{alg}),output:2
+table=1,priority=15,ip,ct_state=+trk+rel-inv,actions=ct(commit,zone=1),output:2
+table=1,priority=10,ip,ct_state=+trk+est-inv,actions=output:2
+table=2,priority=15,ip,ct_state=+trk+rel-inv,actions=ct(commit,zone=1),output:1
+table=2,priority=10,ip,ct_state=+trk+est-inv,actions=output:1
+"
+    )
+}
+
+/// A pyftpdlib server (anonymous, read-only) on 10.1.0.2:21 serving `dir`;
+/// prints `ready` once listening.
+const FTP_SERVER_PY: &str = "\
+import sys
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.servers import FTPServer
+auth = DummyAuthorizer()
+auth.add_anonymous(sys.argv[2])
+FTPHandler.authorizer = auth
+server = FTPServer((sys.argv[1], 21), FTPHandler)
+print('ready', flush=True)
+server.serve_forever()
+";
+
+/// curl options of each FTP mode (curl prefers EPSV/EPRT; the `--disable-`
+/// options force PASV/PORT).
+const FTP_MODES: &[(&str, &[&str])] = &[
+    ("passive EPSV", &[]),
+    ("passive PASV", &["--disable-epsv"]),
+    ("active EPRT", &["-P", "10.1.0.1"]),
+    ("active PORT", &["-P", "10.1.0.1", "--disable-eprt"]),
+];
+
+fn ftp_get(
+    lab: &Lab,
+    a: &ferrovs_tests::netns::Host,
+    opts: &[&str],
+    max_time: &str,
+) -> (std::process::Output, Vec<u8>) {
+    let got = lab.dir().join("got");
+    let _ = std::fs::remove_file(&got);
+    let mut args = vec!["-sS", "--max-time", max_time, "-o", got.to_str().unwrap()];
+    args.extend_from_slice(opts);
+    args.push("ftp://10.1.0.2/file.bin");
+    let out = a.run("curl", &args, LONG * 3);
+    (out, std::fs::read(&got).unwrap_or_default())
+}
+
+#[test]
+fn ftp_active_and_passive_through_the_helper_root() {
+    let Some(mut lab) = Lab::new("ftp", &["curl", "py:pyftpdlib"]) else {
+        return;
+    };
+    let a = lab.host("a", &["10.1.0.1/24"]);
+    let b = lab.host("b", &["10.1.0.2/24"]);
+    lab.start(&ftp_firewall(",alg=ftp"));
+    let root = lab.dir().join("ftproot");
+    std::fs::create_dir_all(&root).unwrap();
+    let blob: Vec<u8> = (0..200_000u32).map(|i| (i * 13 + i / 97) as u8).collect();
+    std::fs::write(root.join("file.bin"), &blob).unwrap();
+    let script = lab.dir().join("ftpd.py");
+    std::fs::write(&script, FTP_SERVER_PY).unwrap();
+    let server = b.spawn(
+        python(),
+        &[
+            "-u",
+            script.to_str().unwrap(),
+            "10.1.0.2",
+            root.to_str().unwrap(),
+        ],
+    );
+    server.wait_for_line("ready", LONG).expect("ftp server");
+
+    for (mode, opts) in FTP_MODES {
+        let (out, got) = ftp_get(&lab, &a, opts, "10");
+        assert!(
+            out.status.success(),
+            "{mode}: curl failed: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            got == blob,
+            "{mode}: downloaded {} bytes, differ",
+            got.len()
+        );
+    }
+
+    let ct = lab.conntrack(&["zone=1"]);
+    let controls: Vec<&CtEntry> = ct.iter().filter(|e| e.orig.dport == Some(21)).collect();
+    assert_eq!(controls.len(), FTP_MODES.len(), "{}", show(&ct));
+    assert!(
+        controls.iter().all(|e| e.helper.as_deref() == Some("ftp")),
+        "{}",
+        show(&ct)
+    );
+    let data: Vec<&CtEntry> = ct.iter().filter(|e| e.master.is_some()).collect();
+    assert_eq!(data.len(), FTP_MODES.len(), "{}", show(&ct));
+    // Passive: a -> b; active: b -> a; each names a control connection
+    // of this lab as its master.
+    let passive = data.iter().filter(|e| e.orig.src == "10.1.0.1").count();
+    let active = data.iter().filter(|e| e.orig.src == "10.1.0.2").count();
+    assert_eq!((passive, active), (2, 2), "{}", show(&ct));
+    for d in &data {
+        let m = d.master.as_ref().unwrap();
+        assert!(
+            controls
+                .iter()
+                .any(|c| c.orig.sport == m.sport && m.dport == Some(21)),
+            "{d:?}"
+        );
+        assert!(d.helper.is_none(), "{d:?}");
+    }
+    // Every announcement was used: nothing pending.
+    assert_eq!(lab.ctl(&["dump-expectations"]), "");
+    drop(server);
+}
+
+#[test]
+fn ftp_without_the_helper_fails_root() {
+    let Some(mut lab) = Lab::new("ftpnoalg", &["curl", "py:pyftpdlib"]) else {
+        return;
+    };
+    let a = lab.host("a", &["10.1.0.1/24"]);
+    let b = lab.host("b", &["10.1.0.2/24"]);
+    lab.start(&ftp_firewall(""));
+    let root = lab.dir().join("ftproot");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("file.bin"), b"never arrives").unwrap();
+    let script = lab.dir().join("ftpd.py");
+    std::fs::write(&script, FTP_SERVER_PY).unwrap();
+    let server = b.spawn(
+        python(),
+        &[
+            "-u",
+            script.to_str().unwrap(),
+            "10.1.0.2",
+            root.to_str().unwrap(),
+        ],
+    );
+    server.wait_for_line("ready", LONG).expect("ftp server");
+    for (mode, opts) in [FTP_MODES[1], FTP_MODES[3]] {
+        let (out, got) = ftp_get(&lab, &a, opts, "3");
+        assert!(
+            !out.status.success() && got.is_empty(),
+            "{mode}: the transfer passed without the helper"
+        );
+    }
+    // The control connections themselves were admitted.
+    let ct = lab.conntrack(&["zone=1"]);
+    assert!(
+        ct.iter()
+            .any(|e| e.orig.dport == Some(21) && e.helper.is_none()),
+        "{}",
+        show(&ct)
+    );
+    assert!(ct.iter().all(|e| e.master.is_none()), "{}", show(&ct));
+    drop(server);
+}
+
+/// A minimal TFTP server (RFC 1350, read requests, options ignored) on
+/// `argv[1]:69` serving `argv[2]`: each transfer runs from a new socket,
+/// i.e. a new server port, as real servers do. Prints `ready`, then
+/// `sent NAME` or `gave up NAME` per transfer.
+const TFTP_SERVER_PY: &str = "\
+import os, socket, sys
+ip, root = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((ip, 69))
+print('ready', flush=True)
+while True:
+    pkt, peer = s.recvfrom(2048)
+    if pkt[:2] != b'\\x00\\x01':
+        continue
+    name = pkt[2:].split(b'\\x00')[0].decode()
+    data = open(os.path.join(root, os.path.basename(name)), 'rb').read()
+    t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    t.bind((ip, 0))
+    t.settimeout(0.4)
+    block, off, ok = 1, 0, True
+    while ok:
+        chunk = data[off:off + 512]
+        for attempt in range(5):
+            t.sendto(b'\\x00\\x03' + block.to_bytes(2, 'big') + chunk, peer)
+            try:
+                while True:
+                    a, frm = t.recvfrom(2048)
+                    if frm == peer and a[:2] == b'\\x00\\x04' and int.from_bytes(a[2:4], 'big') == block:
+                        break
+                break
+            except socket.timeout:
+                continue
+        else:
+            ok = False
+            print('gave up', name, flush=True)
+        if ok and len(chunk) < 512:
+            print('sent', name, flush=True)
+            break
+        block, off = (block + 1) % 65536, off + 512
+    t.close()
+";
+
+/// The TFTP flows of the harness docs; `{alg}` is `,alg=tftp` or empty.
+fn tftp_firewall(alg: &str) -> String {
+    format!(
+        "\
+table=0,priority=10,arp,in_port=1,actions=output:2
+table=0,priority=10,arp,in_port=2,actions=output:1
+table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1)
+table=0,priority=10,ip,in_port=2,actions=ct(table=2,zone=1)
+table=1,priority=20,udp,tp_dst=69,ct_state=+trk+new,actions=ct(commit,zone=1{alg}),output:2
+table=1,priority=10,ip,ct_state=+trk+new-inv,actions=ct(commit,zone=1),output:2
+table=1,priority=10,ip,ct_state=+trk+est,actions=output:2
+table=2,priority=10,ip,ct_state=+trk+new+rel,actions=ct(commit,zone=1),output:1
+table=2,priority=10,ip,ct_state=+trk+est,actions=output:1
+"
+    )
+}
+
+#[test]
+fn tftp_through_the_helper_and_not_without_root() {
+    let blob: Vec<u8> = (0..5000u32).map(|i| (i * 31 + i / 7) as u8).collect();
+    for with_alg in [true, false] {
+        let Some(mut lab) = Lab::new("tftp", &["curl"]) else {
+            return;
+        };
+        let a = lab.host("a", &["10.1.0.1/24"]);
+        let b = lab.host("b", &["10.1.0.2/24"]);
+        lab.start(&tftp_firewall(if with_alg { ",alg=tftp" } else { "" }));
+        let root = lab.dir().join("tftproot");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("file.bin"), &blob).unwrap();
+        let script = lab.dir().join("tftpd.py");
+        std::fs::write(&script, TFTP_SERVER_PY).unwrap();
+        let server = b.spawn(
+            python(),
+            &[
+                "-u",
+                script.to_str().unwrap(),
+                "10.1.0.2",
+                root.to_str().unwrap(),
+            ],
+        );
+        server.wait_for_line("ready", LONG).expect("tftp server");
+        let got = lab.dir().join("got");
+        let max = if with_alg { "10" } else { "3" };
+        let out = a.run(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                max,
+                "-o",
+                got.to_str().unwrap(),
+                "tftp://10.1.0.2/file.bin",
+            ],
+            LONG * 3,
+        );
+        let received = std::fs::read(&got).unwrap_or_default();
+        let ct = lab.conntrack(&["zone=1"]);
+        if with_alg {
+            assert!(out.status.success(), "curl: {}", text(&out.stderr));
+            assert!(
+                received == blob,
+                "downloaded {} bytes, differ",
+                received.len()
+            );
+            server
+                .wait_for_line("sent file.bin", LONG)
+                .expect("server finished");
+            let req = ct
+                .iter()
+                .find(|e| e.orig.dport == Some(69))
+                .unwrap_or_else(|| panic!("{}", show(&ct)));
+            assert_eq!(req.helper.as_deref(), Some("tftp"));
+            let xfer = ct
+                .iter()
+                .find(|e| e.master.is_some())
+                .unwrap_or_else(|| panic!("{}", show(&ct)));
+            assert_eq!(xfer.orig.src, "10.1.0.2", "{xfer:?}");
+            assert_ne!(xfer.orig.sport, Some(69), "a new server port");
+            assert_eq!(xfer.orig.dport, req.orig.sport, "{xfer:?}");
+        } else {
+            assert!(
+                !out.status.success() && received.is_empty(),
+                "passed without the helper"
+            );
+            assert!(ct.iter().all(|e| e.master.is_none()), "{}", show(&ct));
+        }
+        drop(server);
+    }
+}
+
+#[test]
+fn ftp_over_ipv6_eprt_and_epsv_root() {
+    let Some(mut lab) = Lab::new("ftp6", &["curl", "py:pyftpdlib"]) else {
+        return;
+    };
+    let a = lab.host("a", &["fd00::1/64"]);
+    let b = lab.host("b", &["fd00::2/64"]);
+    lab.start(
+        "\
+table=0,priority=20,icmp6,icmpv6_type=135,in_port=1,actions=output:2
+table=0,priority=20,icmp6,icmpv6_type=135,in_port=2,actions=output:1
+table=0,priority=20,icmp6,icmpv6_type=136,in_port=1,actions=output:2
+table=0,priority=20,icmp6,icmpv6_type=136,in_port=2,actions=output:1
+table=0,priority=10,ipv6,in_port=1,actions=ct(table=1,zone=1)
+table=0,priority=10,ipv6,in_port=2,actions=ct(table=2,zone=1)
+table=1,priority=20,tcp6,tp_dst=21,ct_state=+trk+new-inv,actions=ct(commit,zone=1,alg=ftp),output:2
+table=1,priority=15,ipv6,ct_state=+trk+rel-inv,actions=ct(commit,zone=1),output:2
+table=1,priority=10,ipv6,ct_state=+trk+est-inv,actions=output:2
+table=2,priority=15,ipv6,ct_state=+trk+rel-inv,actions=ct(commit,zone=1),output:1
+table=2,priority=10,ipv6,ct_state=+trk+est-inv,actions=output:1
+",
+    );
+    let root = lab.dir().join("ftproot");
+    std::fs::create_dir_all(&root).unwrap();
+    let blob: Vec<u8> = (0..100_000u32).map(|i| (i * 29 + i / 11) as u8).collect();
+    std::fs::write(root.join("file.bin"), &blob).unwrap();
+    let script = lab.dir().join("ftpd.py");
+    std::fs::write(&script, FTP_SERVER_PY).unwrap();
+    let server = b.spawn(
+        python(),
+        &[
+            "-u",
+            script.to_str().unwrap(),
+            "fd00::2",
+            root.to_str().unwrap(),
+        ],
+    );
+    server.wait_for_line("ready", LONG).expect("ftp server");
+    let got = lab.dir().join("got");
+    for (mode, opts) in [("EPSV", &[][..]), ("EPRT", &["-P", "-"][..])] {
+        let _ = std::fs::remove_file(&got);
+        let mut args = vec!["-sS", "-g", "--max-time", "10", "-o", got.to_str().unwrap()];
+        args.extend_from_slice(opts);
+        args.push("ftp://[fd00::2]/file.bin");
+        let out = a.run("curl", &args, LONG * 3);
+        assert!(
+            out.status.success(),
+            "{mode}: curl failed: {}",
+            text(&out.stderr)
+        );
+        assert!(std::fs::read(&got).unwrap() == blob, "{mode}: file differs");
+    }
+    let ct = lab.conntrack(&["zone=1"]);
+    let data: Vec<&CtEntry> = ct.iter().filter(|e| e.master.is_some()).collect();
+    assert_eq!(data.len(), 2, "{}", show(&ct));
+    assert!(data.iter().all(|e| e.proto == "tcp6"), "{}", show(&ct));
+    assert!(
+        data.iter().any(|e| e.orig.src == "fd00::1")
+            && data.iter().any(|e| e.orig.src == "fd00::2"),
+        "one passive (a->b), one active (b->a):\n{}",
+        show(&ct)
+    );
+    drop(server);
+}

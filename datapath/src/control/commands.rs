@@ -40,6 +40,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("dump-flows", "[MATCH]"),
     ("dump-conntrack", "[zone=N] [filters]"),
     ("flush-conntrack", "[zone=N] [filters]"),
+    ("dump-expectations", "[zone=N[,N]...]"),
     ("ct-stats-show", "[zone=N]"),
     ("ct-set-limits", "[default=N] [zone=N,limit=M]..."),
     ("ct-get-limits", "[zone=N[,N]...]"),
@@ -69,6 +70,7 @@ pub fn dispatch(d: &Daemon, req: &Request) -> Result<CmdOutput, String> {
         }
         "dump-conntrack" => ct_cmds::dump(d, a),
         "flush-conntrack" => ct_cmds::flush(d, a),
+        "dump-expectations" => ct_cmds::dump_expectations(d, a),
         "ct-stats-show" => ct_cmds::stats(d, a),
         "ct-set-limits" => ct_cmds::set_limits(d, a),
         "ct-get-limits" => ct_cmds::get_limits(d, a),

@@ -1,4 +1,5 @@
 //! Conntrack commands: `dump-conntrack`, `flush-conntrack`,
+//! `dump-expectations`,
 //! `ct-stats-show`, `ct-set-limits`, `ct-get-limits`, `ct-del-limits`,
 //! `timeout-policy`, in the `ovs-appctl dpctl/...` formats.
 
@@ -20,6 +21,37 @@ pub fn dump(d: &Daemon, args: &[String]) -> Result<CmdOutput, String> {
     let text: String = conns.iter().map(|c| format!("{c}\n")).collect();
     let json = serde_json::to_value(&conns).map_err(|e| e.to_string())?;
     Ok(CmdOutput::new(text, json))
+}
+
+/// `dump-expectations [zone=N[,N]...]`: pending ALG expectations, one a
+/// line (`conntrack -L expect` style, see `ct::expect::Expectation::line`).
+pub fn dump_expectations(d: &Daemon, args: &[String]) -> Result<CmdOutput, String> {
+    let zones = parse_zone_list(args)?;
+    let now_s = (d.sw.clock.now_ns() / 1_000_000_000) as u32;
+    let list: Vec<_> =
+        d.sw.ct
+            .expectations
+            .list()
+            .into_iter()
+            .filter(|e| zones.is_empty() || zones.contains(&e.key.zone.0))
+            .collect();
+    let text: String = list.iter().map(|e| e.line(now_s) + "\n").collect();
+    let json: Vec<_> = list
+        .iter()
+        .map(|e| {
+            json!({
+                "zone": e.key.zone.0,
+                "proto": e.key.proto,
+                "src": ct::expect::ip_of(e.key.family, &e.key.src).to_string(),
+                "dst": ct::expect::ip_of(e.key.family, &e.key.dst).to_string(),
+                "dport": e.key.dst_port,
+                "timeout": e.expire.saturating_sub(now_s),
+                "master": e.master.to_string(),
+                "helper": e.helper,
+            })
+        })
+        .collect();
+    Ok(CmdOutput::new(text, json!(json)))
 }
 
 /// `flush-conntrack [zone=N] [filters]`: prints nothing, like OVS.

@@ -1,0 +1,316 @@
+//! Application-level gateways (ALGs): helpers that read a connection's
+//! payload to learn which connections it is about to open, and register
+//! those as expectations ([`crate::expect`]).
+//!
+//! A connection gets a helper when the `ct` action that commits it names
+//! one (`ct(commit,alg=ftp)`, [`crate::CtParams::helper`]). From then on,
+//! every accepted packet of that connection, on every `ct` pass, goes
+//! through [`inspect`]: announcing the same thing twice (a second `ct`
+//! pass, a retransmission) refreshes the same expectation. Helpers:
+//!
+//! - `ftp` ([`ftp`]): PORT/EPRT from the client (active mode) expect the
+//!   server's data connection, from the server's address and any source
+//!   port, to the announced client address and port; 227/229 replies from
+//!   the server (passive mode) expect the client's data connection to the
+//!   announced server address and port. The announced address must be the
+//!   sender's own (Linux's default, `loose=0`): an FTP client cannot open a
+//!   hole towards a third host (the "FTP bounce"). An EPRT of the other
+//!   address family than the control connection is ignored.
+//! - `tftp` ([`tftp`]): a read/write request expects the server's answer
+//!   from any port.
+//!
+//! Expectation policy, as Linux's helpers: one pending expectation per
+//! master (a newer announcement evicts the older), valid for 300 s.
+//!
+//! The connection created from an expectation is related: its first packet
+//! is `+trk+new+rel`, and all its later packets in either direction carry
+//! `+rel` too (`+est+rel`, `+est+rel+rpl`), as in OVS (the kernel datapath
+//! reports `+rel` for every packet of a connection that has a master; the
+//! userspace one for every packet of an ALG-related connection). It
+//! records its master's tuple (`ConnExt::master`) and has no helper of its
+//! own, so an FTP data stream is never parsed for commands. Deleting the
+//! master deletes its pending expectations, not its related connections.
+//!
+//! # NAT (pieces ready, wiring to do)
+//!
+//! [`ftp_nat`] rewrites announcements and [`crate::seqadj`] keeps the TCP
+//! sequence shift; [`inspect`] reports what it found
+//! ([`AlgOutcome::Expected`]: the expectation, the FTP command with its
+//! span, the payload offset) so the NAT stage can do the rest. Without NAT
+//! nothing is rewritten. What the NAT stage has to add:
+//!
+//! 1. `inspect` runs on the packet as it reached `ct` (before NAT), so the
+//!    sender-address check and the announced address are in the
+//!    untranslated space. When the control connection is NATed, the
+//!    expectation must instead describe the data connection's first packet
+//!    as it will reach `ct`: take the returned expectation out
+//!    ([`ExpectTable::remove`]) and add it again with the translated
+//!    address/port (e.g. SNAT active mode: `dst` = the public address and
+//!    the port NAT picked), and carry the original address/port with it so
+//!    that committing the related connection applies the inverse mapping
+//!    (Linux: `nf_nat_follow_master`). `Expectation` needs a field for
+//!    that mapping.
+//! 2. Rewrite the payload with [`ftp_nat::rewrite_payload`] (or
+//!    [`ftp_nat::announcement`] + the packet's own resize), fix the IP
+//!    total length and the IP/TCP checksums, and if the delta is non-zero
+//!    record it: [`crate::seqadj::SeqAdj::record`]`(dir, seq_on_the_wire,
+//!    delta)`, state kept per connection (a `seqadj: Option<SeqAdj>` in
+//!    `ConnExt`, which is boxed, so `Conn` does not grow).
+//! 3. On every later packet of that connection, both directions, after NAT:
+//!    [`crate::seqadj::SeqAdj::apply`] on the TCP header (seq, ack, SACK;
+//!    checksum updated incrementally).
+//! 4. The TCP window tracker (`proto::tcp`) sees sequence numbers of one
+//!    side and acknowledgements of the other side's shifted stream: it
+//!    must subtract the peer direction's offset from acks (as Linux's
+//!    `tcp_in_window` does with `nf_ct_seq_offset`), or a long control
+//!    session after a resized PORT would go `+inv`.
+//! 5. `ct(commit,alg=ftp,nat(...))` on the first packet: the helper is
+//!    attached before the first payload packet, so nothing is missed.
+
+pub mod ftp;
+pub mod ftp_nat;
+pub mod tftp;
+
+use std::ops::Range;
+
+use crate::conn::Conn;
+use crate::expect::{ExpectError, ExpectKey, ExpectTable, Expectation};
+use crate::key::{ipproto, Dir, Family};
+use crate::packet::{self, CtPacket, L4Info, PacketInfo};
+
+/// How many expectations a helper may have pending per master, and for how
+/// long each is valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpectPolicy {
+    pub max_per_master: usize,
+    pub timeout_s: u32,
+}
+
+/// A known helper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Helper {
+    Ftp,
+    Tftp,
+}
+
+impl Helper {
+    /// The helper called `name` (`alg=` in a `ct` action).
+    pub fn from_name(name: &str) -> Option<Helper> {
+        match name {
+            "ftp" => Some(Helper::Ftp),
+            "tftp" => Some(Helper::Tftp),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Helper::Ftp => "ftp",
+            Helper::Tftp => "tftp",
+        }
+    }
+
+    /// Linux's `nf_conntrack_ftp` / `nf_conntrack_tftp` policies.
+    pub fn policy(self) -> ExpectPolicy {
+        ExpectPolicy {
+            max_per_master: 1,
+            timeout_s: 300,
+        }
+    }
+}
+
+/// Why a packet's announcement created no expectation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ignored {
+    /// The announced address is not the sender's (or of the other family).
+    ForeignAddress,
+    /// The table refused it.
+    Refused(ExpectError),
+}
+
+/// What [`inspect`] did with one packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AlgOutcome {
+    /// Nothing announced (or not a helper this build knows).
+    Nothing,
+    /// An expectation was registered (or refreshed).
+    Expected {
+        expectation: Expectation,
+        /// The FTP announcement (None for TFTP).
+        ftp: Option<ftp::FtpCmd>,
+        /// Where the L4 payload starts in `CtPacket::l3` (the FTP span is
+        /// relative to it).
+        payload_off: usize,
+    },
+    /// An announcement was found but not honoured.
+    Ignored(Ignored),
+}
+
+/// Run the connection's helper on one accepted packet travelling in `dir`.
+pub fn inspect(
+    helper: &str,
+    conn: &Conn,
+    dir: Dir,
+    pkt: &CtPacket<'_>,
+    info: &PacketInfo,
+    now_s: u32,
+    table: &ExpectTable,
+) -> AlgOutcome {
+    match Helper::from_name(helper) {
+        Some(Helper::Ftp) => inspect_ftp(conn, dir, pkt, info, now_s, table),
+        Some(Helper::Tftp) => inspect_tftp(conn, dir, pkt, info, now_s, table),
+        None => AlgOutcome::Nothing,
+    }
+}
+
+fn inspect_ftp(
+    conn: &Conn,
+    dir: Dir,
+    pkt: &CtPacket<'_>,
+    info: &PacketInfo,
+    now_s: u32,
+    table: &ExpectTable,
+) -> AlgOutcome {
+    let Some((off, payload)) = l4_payload(pkt, info) else {
+        return AlgOutcome::Nothing;
+    };
+    if payload.is_empty() || info.key.proto != ipproto::TCP {
+        return AlgOutcome::Nothing;
+    }
+    let Some(cmd) = ftp::find(payload, dir == Dir::Orig) else {
+        return AlgOutcome::Nothing;
+    };
+    // The packet as it is: sender and receiver of the announcement.
+    let k = &info.key;
+    let dst = match cmd.addr {
+        None => k.src,
+        Some(a) => match (a, k.family) {
+            (std::net::IpAddr::V4(v4), Family::Ipv4) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&v4.octets());
+                b
+            }
+            (std::net::IpAddr::V6(v6), Family::Ipv6) => v6.octets(),
+            _ => return AlgOutcome::Ignored(Ignored::ForeignAddress),
+        },
+    };
+    if dst != k.src {
+        return AlgOutcome::Ignored(Ignored::ForeignAddress);
+    }
+    let key = ExpectKey {
+        zone: conn.key.zone,
+        family: k.family,
+        proto: ipproto::TCP,
+        src: k.dst,
+        dst,
+        dst_port: cmd.port,
+    };
+    register(Helper::Ftp, key, conn, now_s, table, Some(cmd), off)
+}
+
+fn inspect_tftp(
+    conn: &Conn,
+    dir: Dir,
+    pkt: &CtPacket<'_>,
+    info: &PacketInfo,
+    now_s: u32,
+    table: &ExpectTable,
+) -> AlgOutcome {
+    if dir != Dir::Orig || info.key.proto != ipproto::UDP {
+        return AlgOutcome::Nothing;
+    }
+    let Some((off, payload)) = l4_payload(pkt, info) else {
+        return AlgOutcome::Nothing;
+    };
+    if !tftp::is_request(payload) {
+        return AlgOutcome::Nothing;
+    }
+    // The answer travels like the reply direction, from any server port.
+    let reply = conn.reply_key();
+    let key = ExpectKey {
+        zone: conn.key.zone,
+        family: reply.family,
+        proto: ipproto::UDP,
+        src: reply.src,
+        dst: reply.dst,
+        dst_port: reply.dst_port,
+    };
+    register(Helper::Tftp, key, conn, now_s, table, None, off)
+}
+
+fn register(
+    helper: Helper,
+    key: ExpectKey,
+    conn: &Conn,
+    now_s: u32,
+    table: &ExpectTable,
+    ftp: Option<ftp::FtpCmd>,
+    payload_off: usize,
+) -> AlgOutcome {
+    let policy = helper.policy();
+    let e = Expectation {
+        key,
+        master: conn.key,
+        helper: helper.name(),
+        expire: now_s.saturating_add(policy.timeout_s),
+    };
+    match table.add(e.clone(), policy.max_per_master) {
+        Ok(_) => AlgOutcome::Expected {
+            expectation: e,
+            ftp,
+            payload_off,
+        },
+        Err(err) => AlgOutcome::Ignored(Ignored::Refused(err)),
+    }
+}
+
+/// The L4 payload of a parsed, valid TCP or UDP packet: its offset in
+/// `pkt.l3` and its bytes (TCP: after the header and options; UDP: after
+/// the 8-byte header, up to the UDP length). None for other protocols or
+/// inconsistent bytes.
+pub fn l4_payload<'a>(pkt: &CtPacket<'a>, info: &PacketInfo) -> Option<(usize, &'a [u8])> {
+    let l3 = pkt.l3;
+    let ip = ip_span(pkt)?;
+    match info.l4 {
+        L4Info::Tcp(seg) => {
+            let start = ip.end.checked_sub(seg.payload_len as usize)?;
+            Some((start, l3.get(start..ip.end)?))
+        }
+        L4Info::Plain if info.key.proto == ipproto::UDP => {
+            let h = l3.get(ip.start..)?.first_chunk::<8>()?;
+            let ulen = u16::from_be_bytes([h[4], h[5]]) as usize;
+            let start = ip.start + 8;
+            let end = ip.start.checked_add(ulen)?.min(ip.end);
+            Some((start, l3.get(start..end)?))
+        }
+        _ => None,
+    }
+}
+
+/// Offset of the L4 header and end of the IP payload in `pkt.l3`.
+fn ip_span(pkt: &CtPacket<'_>) -> Option<Range<usize>> {
+    let l3 = pkt.l3;
+    match pkt.family {
+        Family::Ipv4 => {
+            let h = l3.first_chunk::<20>()?;
+            let ihl = (h[0] & 0x0f) as usize * 4;
+            let total = u16::from_be_bytes([h[2], h[3]]) as usize;
+            (ihl <= total && total <= l3.len()).then_some(ihl..total)
+        }
+        Family::Ipv6 => {
+            let h = l3.first_chunk::<40>()?;
+            let end = 40 + u16::from_be_bytes([h[4], h[5]]) as usize;
+            if end > l3.len() {
+                return None;
+            }
+            let off = match h[6] {
+                ipproto::TCP | ipproto::UDP => 40,
+                nh => packet::walk_v6(l3, end, nh).ok()?.off,
+            };
+            (off <= end).then_some(off..end)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
