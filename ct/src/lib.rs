@@ -13,6 +13,7 @@
 //! - [`conn`]: the connection record; [`table`]: shards, index and slab;
 //!   [`expiry`]: the timing wheel; [`tracker`]: the `ct` action (`execute`)
 //! - [`timeout`]: timeout policies; [`zone`]: per-zone limits and settings
+//! - [`nat`]: NAT bindings (allocation) and header rewriting
 //! - [`flush`], [`dump`]: control-plane passes in bounded slices
 //! - [`events`]: lifecycle hooks; [`expect`]: expectations (related conns)
 //! - [`build`]: packet builders for tests, benches and golden traces
@@ -27,6 +28,7 @@ pub mod expiry;
 pub mod flush;
 pub mod index;
 pub mod key;
+pub mod nat;
 pub mod packet;
 pub mod proto;
 pub mod slab;

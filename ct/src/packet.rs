@@ -300,20 +300,20 @@ fn parse_v4(b: &[u8], flags: PktFlags, info: &mut PacketInfo) -> Result<(), Inva
 // IPv6.
 
 /// Where an IPv6 extension-header walk ended.
-struct V6Walk {
+pub(crate) struct V6Walk {
     /// Upper-layer protocol.
-    proto: u8,
+    pub(crate) proto: u8,
     /// Offset of the upper-layer header.
-    off: usize,
+    pub(crate) off: usize,
     /// A fragment header with offset != 0 or M set was seen;
     /// `Some(first)` where `first` says whether the fragment offset is 0.
-    frag: Option<bool>,
+    pub(crate) frag: Option<bool>,
 }
 
 /// Walk the extension headers of the IPv6 packet `b` (header included),
 /// bounded by `end`, starting with next header `nh`.
 #[inline]
-fn walk_v6(b: &[u8], end: usize, mut nh: u8) -> Result<V6Walk, Invalid> {
+pub(crate) fn walk_v6(b: &[u8], end: usize, mut nh: u8) -> Result<V6Walk, Invalid> {
     let mut off = 40;
     let mut frag = None;
     for _ in 0..MAX_V6_EXT {
