@@ -600,3 +600,6 @@ mod tests {
         assert_eq!(NatAction::default().to_string(), "nat");
     }
 }
+
+#[cfg(test)]
+mod tracker_tests;
