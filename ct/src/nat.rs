@@ -315,7 +315,10 @@ fn port_range(spec: &NatSpec, orig: &ConnKey) -> Option<((u16, u16), bool)> {
     }
     let p = port_of(orig, spec.kind);
     match spec.ports {
-        Some((lo, hi)) => Some(((lo, hi), spec.pick == PortPick::Keep && (lo..=hi).contains(&p))),
+        Some((lo, hi)) => Some((
+            (lo, hi),
+            spec.pick == PortPick::Keep && (lo..=hi).contains(&p),
+        )),
         None if spec.kind == NatKind::Dst => None,
         None if orig.is_icmp() => Some(((0, u16::MAX), spec.pick == PortPick::Keep)),
         None => {
@@ -467,7 +470,10 @@ mod tests {
             assert!((5000..=5001).contains(&r.dst_port));
             assert!(used.insert(r));
         }
-        assert_eq!(choose(&s, &client(40003), 7, 0, |r| !used.contains(r)), None);
+        assert_eq!(
+            choose(&s, &client(40003), 7, 0, |r| !used.contains(r)),
+            None
+        );
         // Every candidate was looked at: exhaustion is exact.
         let mut seen = 0;
         choose(&s, &client(40003), 7, 0, |_| {
@@ -493,10 +499,18 @@ mod tests {
                 choose(&s, &k, 3, 0, |_| true).unwrap().dst_port
             })
             .collect();
-        assert!(ports.len() > 40, "hash spreads over the range: {}", ports.len());
+        assert!(
+            ports.len() > 40,
+            "hash spreads over the range: {}",
+            ports.len()
+        );
         s.pick = PortPick::Random;
         let ports: HashSet<u16> = (0..50u64)
-            .map(|r| choose(&s, &client(4000), 3, r * 7919, |_| true).unwrap().dst_port)
+            .map(|r| {
+                choose(&s, &client(4000), 3, r * 7919, |_| true)
+                    .unwrap()
+                    .dst_port
+            })
             .collect();
         assert!(ports.len() > 40, "random varies per call: {}", ports.len());
     }
@@ -512,7 +526,14 @@ mod tests {
         s.persistent = true;
         let backends: HashSet<[u8; 16]> = (0..64u8)
             .map(|i| {
-                let k = ConnKey::v4(Zone(0), v4("192.0.2.7"), Ipv4Addr::new(198, 51, 100, i), 6, 1000, 80);
+                let k = ConnKey::v4(
+                    Zone(0),
+                    v4("192.0.2.7"),
+                    Ipv4Addr::new(198, 51, 100, i),
+                    6,
+                    1000,
+                    80,
+                );
                 choose(&s, &k, 5, 0, |_| true).unwrap().src
             })
             .collect();
@@ -520,11 +541,22 @@ mod tests {
         s.persistent = false;
         let spread: HashSet<[u8; 16]> = (0..64u8)
             .map(|i| {
-                let k = ConnKey::v4(Zone(0), Ipv4Addr::new(192, 0, 2, i), v4("198.51.100.10"), 6, 1000, 80);
+                let k = ConnKey::v4(
+                    Zone(0),
+                    Ipv4Addr::new(192, 0, 2, i),
+                    v4("198.51.100.10"),
+                    6,
+                    1000,
+                    80,
+                );
                 choose(&s, &k, 5, 0, |_| true).unwrap().src
             })
             .collect();
-        assert!(spread.len() >= 6, "clients spread over backends: {}", spread.len());
+        assert!(
+            spread.len() >= 6,
+            "clients spread over backends: {}",
+            spread.len()
+        );
     }
 
     #[test]

@@ -163,8 +163,7 @@ impl Shard {
     /// Bytes held by (records, index, wheel).
     pub fn bytes(&self) -> (usize, usize, usize) {
         (
-            self.conns.bytes()
-                + self.remotes.capacity() * std::mem::size_of::<Option<RemoteRef>>(),
+            self.conns.bytes() + self.remotes.capacity() * std::mem::size_of::<Option<RemoteRef>>(),
             self.index.bytes(),
             self.wheel.bytes(),
         )

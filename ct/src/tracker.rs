@@ -420,7 +420,14 @@ impl Tracker {
         // Packets that need two shards (NAT), one at a time, no lock held.
         if deferred.contains(&true) {
             for i in (0..n).filter(|&i| deferred[i]) {
-                self.process_deferred(&pkts[i], &infos[i], hashes[i], &ctx, &mut tally, &mut out[i]);
+                self.process_deferred(
+                    &pkts[i],
+                    &infos[i],
+                    hashes[i],
+                    &ctx,
+                    &mut tally,
+                    &mut out[i],
+                );
             }
         }
 
@@ -920,8 +927,12 @@ impl Tracker {
             return true;
         }
         let rh = self.hash(&reply);
-        let remote = (rh.shard != kh.shard)
-            .then(|| (rh.shard as u32, self.nat_gen.fetch_add(1, Ordering::Relaxed)));
+        let remote = (rh.shard != kh.shard).then(|| {
+            (
+                rh.shard as u32,
+                self.nat_gen.fetch_add(1, Ordering::Relaxed),
+            )
+        });
         let status = match spec.kind {
             nat::NatKind::Src => ConnStatus::SRC_NAT,
             nat::NatKind::Dst => ConnStatus::DST_NAT,

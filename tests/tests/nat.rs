@@ -40,7 +40,10 @@ fn checksums_valid(f: &[u8]) -> bool {
     match eth.ethertype() {
         EthernetProtocol::Ipv4 => {
             let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-            let (s, d) = (IpAddress::Ipv4(ip.src_addr()), IpAddress::Ipv4(ip.dst_addr()));
+            let (s, d) = (
+                IpAddress::Ipv4(ip.src_addr()),
+                IpAddress::Ipv4(ip.dst_addr()),
+            );
             ip.verify_checksum()
                 && match ip.next_header() {
                     IpProtocol::Tcp => TcpPacket::new_checked(ip.payload())
@@ -57,7 +60,10 @@ fn checksums_valid(f: &[u8]) -> bool {
         }
         EthernetProtocol::Ipv6 => {
             let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
-            let (s, d) = (IpAddress::Ipv6(ip.src_addr()), IpAddress::Ipv6(ip.dst_addr()));
+            let (s, d) = (
+                IpAddress::Ipv6(ip.src_addr()),
+                IpAddress::Ipv6(ip.dst_addr()),
+            );
             match ip.next_header() {
                 IpProtocol::Tcp => TcpPacket::new_checked(ip.payload())
                     .unwrap()
@@ -138,9 +144,15 @@ fn snat_matches_on_the_original_tuple_after_translation() {
         "table=2,priority=10,ct_state=+trk+est+rpl+dnat-inv,udp,nw_dst=192.168.1.5,tp_dst=40000,ct_nw_proto=17,ct_nw_src=192.168.1.5,ct_nw_dst=8.8.8.8,ct_tp_src=40000,actions=output:1",
     );
     let mut h = Harness::new(&[1, 2], &flows);
-    let out = h.inject(1, &frame(1, 2, &b("192.168.1.5", "8.8.8.8").udp(40000, 53, b"q")));
+    let out = h.inject(
+        1,
+        &frame(1, 2, &b("192.168.1.5", "8.8.8.8").udp(40000, 53, b"q")),
+    );
     let port = udp_sport_v4(&out[0].1);
-    let out = h.inject(2, &frame(2, 1, &b("8.8.8.8", "10.0.0.100").udp(53, port, b"r")));
+    let out = h.inject(
+        2,
+        &frame(2, 1, &b("8.8.8.8", "10.0.0.100").udp(53, port, b"r")),
+    );
     assert_eq!(Harness::ports_of(&out), vec![1]);
 }
 
@@ -155,13 +167,19 @@ fn exhausted_port_range_drops_and_counts() {
         ports.insert(udp_sport_v4(&out[0].1));
     }
     assert_eq!(ports, HashSet::from([5000, 5001]));
-    let out = h.inject(1, &frame(1, 2, &b("192.168.1.7", "8.8.8.8").udp(40000, 53, b"q")));
+    let out = h.inject(
+        1,
+        &frame(1, 2, &b("192.168.1.7", "8.8.8.8").udp(40000, 53, b"q")),
+    );
     assert!(out.is_empty(), "third client dropped: {out:?}");
     assert_eq!(h.sw.ct.counters().nat_exhausted, 1);
     assert_eq!(h.pipeline.counters.nat_dropped, 1);
     assert_eq!(h.dump_conntrack().len(), 2);
     // The first two still work.
-    let out = h.inject(2, &frame(2, 1, &b("8.8.8.8", "10.0.0.100").udp(53, 5000, b"r")));
+    let out = h.inject(
+        2,
+        &frame(2, 1, &b("8.8.8.8", "10.0.0.100").udp(53, 5000, b"r")),
+    );
     assert_eq!(Harness::ports_of(&out), vec![1]);
 }
 
@@ -178,7 +196,11 @@ fn icmp_error_about_a_snat_flow_reaches_the_client_translated() {
     assert!(checksums_valid(&out[0].1));
     assert_eq!(
         out[0].1,
-        frame(2, 1, &b("192.0.2.254", "192.168.1.5").icmp_error(3, 3, &req)),
+        frame(
+            2,
+            1,
+            &b("192.0.2.254", "192.168.1.5").icmp_error(3, 3, &req)
+        ),
         "embedded header, its checksums and the outer destination translated"
     );
 }
@@ -195,8 +217,15 @@ fn snat_ipv6_tcp() {
         frame(1, 2, &b("2001:db8::100", "2001:db8:9::9").tcp(&syn)),
         "free source port kept"
     );
-    let synack = Tcp::new(443, 40000).flags(SYN | ACK).seq(99).ack(11).win(1000);
-    let out = h.inject(2, &frame(2, 1, &b("2001:db8:9::9", "2001:db8::100").tcp(&synack)));
+    let synack = Tcp::new(443, 40000)
+        .flags(SYN | ACK)
+        .seq(99)
+        .ack(11)
+        .win(1000);
+    let out = h.inject(
+        2,
+        &frame(2, 1, &b("2001:db8:9::9", "2001:db8::100").tcp(&synack)),
+    );
     assert_eq!(Harness::ports_of(&out), vec![1]);
     assert!(checksums_valid(&out[0].1));
     assert_eq!(
@@ -235,7 +264,10 @@ fn dnat_load_balances_a_vip_over_two_backends() {
         used.insert(backend);
         let mut to_backend = syn.clone();
         to_backend.dport = 8080;
-        assert_eq!(*f, frame(1, 2, &Builder::v4(client, backend).tcp(&to_backend)));
+        assert_eq!(
+            *f,
+            frame(1, 2, &Builder::v4(client, backend).tcp(&to_backend))
+        );
 
         // The backend answers from 8080; the client sees the VIP.
         let sa = Tcp::new(8080, 33000 + i as u16)
@@ -250,7 +282,11 @@ fn dnat_load_balances_a_vip_over_two_backends() {
         from_vip.sport = 80;
         assert_eq!(
             out[0].1,
-            frame(2, 1, &Builder::v4("198.51.100.10".parse().unwrap(), client).tcp(&from_vip))
+            frame(
+                2,
+                1,
+                &Builder::v4("198.51.100.10".parse().unwrap(), client).tcp(&from_vip)
+            )
         );
     }
     assert_eq!(used.len(), 2, "both backends get clients");

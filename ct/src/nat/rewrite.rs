@@ -361,7 +361,10 @@ mod tests {
             if !ip.verify_checksum() {
                 return false;
             }
-            let (s, d) = (IpAddress::Ipv4(ip.src_addr()), IpAddress::Ipv4(ip.dst_addr()));
+            let (s, d) = (
+                IpAddress::Ipv4(ip.src_addr()),
+                IpAddress::Ipv4(ip.dst_addr()),
+            );
             match ip.next_header() {
                 IpProtocol::Tcp => TcpPacket::new_checked(ip.payload())
                     .unwrap()
@@ -379,7 +382,10 @@ mod tests {
             }
         } else {
             let ip = Ipv6Packet::new_checked(l3).unwrap();
-            let (s, d) = (IpAddress::Ipv6(ip.src_addr()), IpAddress::Ipv6(ip.dst_addr()));
+            let (s, d) = (
+                IpAddress::Ipv6(ip.src_addr()),
+                IpAddress::Ipv6(ip.dst_addr()),
+            );
             match ip.next_header() {
                 IpProtocol::Tcp => TcpPacket::new_checked(ip.payload())
                     .unwrap()
@@ -435,14 +441,7 @@ mod tests {
         assert!(smoltcp_valid(&p));
 
         let mut p6 = Builder::v6(v6("2001:db8::7"), v6("2001:db8:1::10")).tcp(&seg);
-        let to6 = ConnKey::v6(
-            Zone(0),
-            v6("2001:db8::7"),
-            v6("fd00::2"),
-            6,
-            40000,
-            8080,
-        );
+        let to6 = ConnKey::v6(Zone(0), v6("2001:db8::7"), v6("fd00::2"), 6, 40000, 8080);
         rewrite_packet(&mut p6, &to6).unwrap();
         assert_eq!(p6, Builder::v6(v6("2001:db8::7"), v6("fd00::2")).tcp(&seg2));
         assert!(smoltcp_valid(&p6));
@@ -551,8 +550,8 @@ mod tests {
         assert_eq!(err[28..48], want_inner[..20]);
         assert_eq!(err[48..56], want_inner[20..28]);
         // Outer source: the public address; outer checksums valid.
-        let want = Builder::v4(v4("198.51.100.10"), v4("192.0.2.7"))
-            .icmp_error(3, 1, &want_inner[..28]);
+        let want =
+            Builder::v4(v4("198.51.100.10"), v4("192.0.2.7")).icmp_error(3, 1, &want_inner[..28]);
         assert_eq!(err, want);
         assert!(smoltcp_valid(&err));
     }
@@ -561,14 +560,7 @@ mod tests {
     fn icmpv6_error_about_snat_echo() {
         let sent = Builder::v6(v6("2001:db8::1"), v6("2001:db8:9::9")).echo_request(5000, 3, b"hi");
         let mut err = Builder::v6(v6("2001:db8:9::1"), v6("2001:db8::1")).icmp_error(1, 0, &sent);
-        let orig = ConnKey::v6(
-            Zone(0),
-            v6("fd00::5"),
-            v6("2001:db8:9::9"),
-            58,
-            7,
-            128 << 8,
-        );
+        let orig = ConnKey::v6(Zone(0), v6("fd00::5"), v6("2001:db8:9::9"), 58, 7, 128 << 8);
         rewrite_related(&mut err, &orig).unwrap();
         let want_inner = Builder::v6(v6("fd00::5"), v6("2001:db8:9::9")).echo_request(7, 3, b"hi");
         let want = Builder::v6(v6("2001:db8:9::1"), v6("fd00::5")).icmp_error(1, 0, &want_inner);

@@ -54,7 +54,7 @@ fn run(t: &Tracker, l3: &[u8], p: &CtParams) -> CtResult {
 }
 
 /// Run conntrack and apply its NAT edit to the packet, as the datapath does.
-fn run_nat(t: &Tracker, l3: &mut Vec<u8>, p: &CtParams) -> CtResult {
+fn run_nat(t: &Tracker, l3: &mut [u8], p: &CtParams) -> CtResult {
     let r = run(t, l3, p);
     match r.nat {
         Some(NatEdit::Packet(k)) => rewrite_packet(l3, &k).unwrap(),
@@ -108,7 +108,12 @@ fn st(s: &str) -> CtState {
 #[test]
 fn snat_udp_both_directions() {
     let t = tracker();
-    let snat = commit_nat(spec(NatKind::Src, "10.0.0.100", "10.0.0.100", Some((5000, 5001))));
+    let snat = commit_nat(spec(
+        NatKind::Src,
+        "10.0.0.100",
+        "10.0.0.100",
+        Some((5000, 5001)),
+    ));
     let client = Builder::v4(v4("192.168.1.5"), v4("8.8.8.8"));
     let mut p = client.udp(40000, 53, b"query");
     // ct(nat) first (no commit): +new, nothing to translate yet.
@@ -179,9 +184,17 @@ fn snat_udp_both_directions() {
 #[test]
 fn two_port_range_third_client_is_dropped_and_counted() {
     let t = tracker();
-    let snat = commit_nat(spec(NatKind::Src, "10.0.0.100", "10.0.0.100", Some((5000, 5001))));
+    let snat = commit_nat(spec(
+        NatKind::Src,
+        "10.0.0.100",
+        "10.0.0.100",
+        Some((5000, 5001)),
+    ));
     let mut ports = HashSet::new();
-    for (i, client) in ["192.168.1.5", "192.168.1.6", "192.168.1.7"].iter().enumerate() {
+    for (i, client) in ["192.168.1.5", "192.168.1.6", "192.168.1.7"]
+        .iter()
+        .enumerate()
+    {
         let mut p = Builder::v4(v4(client), v4("8.8.8.8")).udp(40000, 53, b"q");
         let r = run_nat(&t, &mut p, &snat);
         if i < 2 {
@@ -213,7 +226,12 @@ fn a_reply_tuple_in_use_is_never_handed_out() {
     };
     let inbound = Builder::v4(v4("8.8.8.8"), v4("10.0.0.100")).udp(53, 5000, b"");
     assert_eq!(run(&t, &inbound, &plain).state, st("new|trk"));
-    let snat = commit_nat(spec(NatKind::Src, "10.0.0.100", "10.0.0.100", Some((5000, 5001))));
+    let snat = commit_nat(spec(
+        NatKind::Src,
+        "10.0.0.100",
+        "10.0.0.100",
+        Some((5000, 5001)),
+    ));
     let mut p = Builder::v4(v4("192.168.1.5"), v4("8.8.8.8")).udp(40000, 53, b"q");
     run_nat(&t, &mut p, &snat);
     assert_eq!(key_of(&p).src_port, 5001);
@@ -245,7 +263,12 @@ fn snat_keeps_the_port_when_free_else_same_class() {
 #[test]
 fn many_bindings_across_shards_find_their_replies_and_clean_up() {
     let t = tracker();
-    let mut s = spec(NatKind::Src, "10.0.0.100", "10.0.0.101", Some((1024, 65535)));
+    let mut s = spec(
+        NatKind::Src,
+        "10.0.0.100",
+        "10.0.0.101",
+        Some((1024, 65535)),
+    );
     s.pick = PortPick::Random;
     let snat = commit_nat(s);
     let mut seen = HashSet::new();
@@ -265,7 +288,10 @@ fn many_bindings_across_shards_find_their_replies_and_clean_up() {
     for (client, k) in &pairs {
         let mut r = Builder::v4(v4("8.8.8.8"), k.src_ip().to_string().parse().unwrap())
             .udp(53, k.src_port, b"a");
-        assert_eq!(run_nat(&t, &mut r, &bare_nat()).state, st("est|rpl|trk|dnat"));
+        assert_eq!(
+            run_nat(&t, &mut r, &bare_nat()).state,
+            st("est|rpl|trk|dnat")
+        );
         assert_eq!(r, Builder::v4(v4("8.8.8.8"), *client).udp(53, 40000, b"a"));
     }
     // Expiry and flush take the remote references with the connections.
@@ -277,7 +303,12 @@ fn many_bindings_across_shards_find_their_replies_and_clean_up() {
 #[test]
 fn flush_removes_remote_references() {
     let t = tracker();
-    let snat = commit_nat(spec(NatKind::Src, "10.0.0.100", "10.0.0.100", Some((2000, 2999))));
+    let snat = commit_nat(spec(
+        NatKind::Src,
+        "10.0.0.100",
+        "10.0.0.100",
+        Some((2000, 2999)),
+    ));
     for i in 0..50u8 {
         let mut p = Builder::v4(Ipv4Addr::new(192, 168, 0, i), v4("8.8.8.8")).udp(1, 53, b"");
         run_nat(&t, &mut p, &snat);
@@ -319,7 +350,12 @@ fn dnat_load_balancing_with_hash() {
 #[test]
 fn ipv6_snat_of_icmpv6_echo_translates_the_id() {
     let t = tracker();
-    let snat = commit_nat(spec(NatKind::Src, "2001:db8::1", "2001:db8::1", Some((100, 100))));
+    let snat = commit_nat(spec(
+        NatKind::Src,
+        "2001:db8::1",
+        "2001:db8::1",
+        Some((100, 100)),
+    ));
     let c1 = Builder::v6(v6("fd00::5"), v6("2001:db8:9::9"));
     let mut p = c1.echo_request(7, 1, b"ping");
     assert_eq!(run_nat(&t, &mut p, &snat).state, st("new|trk|snat"));
@@ -328,8 +364,14 @@ fn ipv6_snat_of_icmpv6_echo_translates_the_id() {
         Builder::v6(v6("2001:db8::1"), v6("2001:db8:9::9")).echo_request(100, 1, b"ping")
     );
     let mut r = Builder::v6(v6("2001:db8:9::9"), v6("2001:db8::1")).echo_reply(100, 1, b"ping");
-    assert_eq!(run_nat(&t, &mut r, &bare_nat()).state, st("est|rpl|trk|dnat"));
-    assert_eq!(r, Builder::v6(v6("2001:db8:9::9"), v6("fd00::5")).echo_reply(7, 1, b"ping"));
+    assert_eq!(
+        run_nat(&t, &mut r, &bare_nat()).state,
+        st("est|rpl|trk|dnat")
+    );
+    assert_eq!(
+        r,
+        Builder::v6(v6("2001:db8:9::9"), v6("fd00::5")).echo_reply(7, 1, b"ping")
+    );
     // The only id is taken: a second pinger is dropped.
     let mut p2 = Builder::v6(v6("fd00::6"), v6("2001:db8:9::9")).echo_request(7, 1, b"");
     assert_eq!(run_nat(&t, &mut p2, &snat).nat, Some(NatEdit::Drop));
@@ -338,7 +380,12 @@ fn ipv6_snat_of_icmpv6_echo_translates_the_id() {
 #[test]
 fn icmp_errors_about_nat_connections_are_translated() {
     let t = tracker();
-    let snat = commit_nat(spec(NatKind::Src, "10.0.0.100", "10.0.0.100", Some((5000, 5000))));
+    let snat = commit_nat(spec(
+        NatKind::Src,
+        "10.0.0.100",
+        "10.0.0.100",
+        Some((5000, 5000)),
+    ));
     let client = Builder::v4(v4("192.168.1.5"), v4("8.8.8.8"));
     let mut p = client.udp(40000, 53, b"query");
     run_nat(&t, &mut p, &snat);
@@ -346,8 +393,11 @@ fn icmp_errors_about_nat_connections_are_translated() {
     let mut err = Builder::v4(v4("192.0.2.254"), v4("10.0.0.100")).icmp_error(3, 3, &p);
     let r = run_nat(&t, &mut err, &bare_nat());
     assert_eq!(r.state, st("rel|rpl|trk|dnat"));
-    let want = Builder::v4(v4("192.0.2.254"), v4("192.168.1.5"))
-        .icmp_error(3, 3, &client.udp(40000, 53, b"query"));
+    let want = Builder::v4(v4("192.0.2.254"), v4("192.168.1.5")).icmp_error(
+        3,
+        3,
+        &client.udp(40000, 53, b"query"),
+    );
     assert_eq!(err, want);
     // The client reports the server's (un-NATed) reply as unreachable:
     // the embedded reply and the outer source get the public tuple.
@@ -378,7 +428,12 @@ fn batches_mixing_nat_and_plain_packets() {
     // One execute call with several new NAT connections and replies in one
     // batch (some deferred): every packet gets its own correct result.
     let t = tracker();
-    let snat = commit_nat(spec(NatKind::Src, "10.0.0.100", "10.0.0.100", Some((6000, 6015))));
+    let snat = commit_nat(spec(
+        NatKind::Src,
+        "10.0.0.100",
+        "10.0.0.100",
+        Some((6000, 6015)),
+    ));
     let pkts: Vec<Vec<u8>> = (0..16u8)
         .map(|i| Builder::v4(Ipv4Addr::new(192, 168, 2, i), v4("8.8.8.8")).udp(1000, 53, b"q"))
         .collect();

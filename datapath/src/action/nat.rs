@@ -111,7 +111,10 @@ mod tests {
             5000,
             53,
         );
-        assert_eq!(apply(&mut p, &mut k, &NatEdit::Packet(to)), NatOutcome::Done);
+        assert_eq!(
+            apply(&mut p, &mut k, &NatEdit::Packet(to)),
+            NatOutcome::Done
+        );
         let want = Builder::v4("10.0.0.100".parse().unwrap(), "8.8.8.8".parse().unwrap())
             .udp(5000, 53, b"q");
         assert_eq!(p.data(), &ethernet(&want)[..]);
@@ -132,9 +135,15 @@ mod tests {
             100,
             128 << 8,
         );
-        assert_eq!(apply(&mut p, &mut k, &NatEdit::Packet(to)), NatOutcome::Done);
-        let want = Builder::v6("2001:db8::1".parse().unwrap(), "2001:db8::9".parse().unwrap())
-            .echo_request(100, 1, b"x");
+        assert_eq!(
+            apply(&mut p, &mut k, &NatEdit::Packet(to)),
+            NatOutcome::Done
+        );
+        let want = Builder::v6(
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::9".parse().unwrap(),
+        )
+        .echo_request(100, 1, b"x");
         let (_, k2) = pkt(&want);
         assert_eq!(k, k2);
         assert_eq!(p.data(), &ethernet(&want)[..]);
@@ -146,8 +155,18 @@ mod tests {
         let (mut p, mut k) = pkt(&b.udp(1, 2, b""));
         let before = (p.data().to_vec(), k);
         assert_eq!(apply(&mut p, &mut k, &NatEdit::Drop), NatOutcome::Drop);
-        let v6 = ConnKey::v6(Zone(0), "::1".parse().unwrap(), "::2".parse().unwrap(), 17, 1, 2);
-        assert_eq!(apply(&mut p, &mut k, &NatEdit::Packet(v6)), NatOutcome::Failed);
+        let v6 = ConnKey::v6(
+            Zone(0),
+            "::1".parse().unwrap(),
+            "::2".parse().unwrap(),
+            17,
+            1,
+            2,
+        );
+        assert_eq!(
+            apply(&mut p, &mut k, &NatEdit::Packet(v6)),
+            NatOutcome::Failed
+        );
         assert_eq!((p.data().to_vec(), k), before);
     }
 }

@@ -25,6 +25,14 @@
 //! generation itself (about 300 instructions a packet) is inside the
 //! measured loop.
 //!
+//! `--nat` measures each cell twice, without and with NAT, on the same
+//! kind of traffic: in the NAT run the generator's requests go to a
+//! virtual IP (172.16.0.100) that `ct(commit,nat(dst=172.16.0.1))` maps to
+//! the server, and every packet goes through `ct(nat,...)`: requests are
+//! DNATed, replies un-DNATed (both directions rewritten, checksums
+//! updated). The NAT rows are labelled `CACHES+nat` (JSON case
+//! `CACHES-nat`), and a last table gives NAT's cost per cell.
+//!
 //! `--quick` (for CI smoke runs): 1k and 100k connections, 500k packets,
 //! one run.
 
@@ -44,6 +52,16 @@ table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1)
 table=1,priority=10,ct_state=+trk+new-inv,ip,actions=ct(commit,zone=1),output:2
 table=1,priority=10,ct_state=+trk+est-inv,ip,actions=output:2
 ";
+
+/// `--nat`: requests to the VIP are DNATed to the generator's server.
+const NAT_FLOWS: &str = "\
+table=0,priority=10,ip,in_port=1,actions=ct(nat,zone=1,table=1)
+table=1,priority=10,ct_state=+trk+new-inv,ip,actions=ct(commit,zone=1,nat(dst=172.16.0.1)),output:2
+table=1,priority=10,ct_state=+trk+est-inv,ip,actions=output:2
+";
+
+/// The virtual IP the generator's requests go to with `--nat`.
+const NAT_VIP: [u8; 4] = [172, 16, 0, 100];
 
 #[derive(Parser, Debug)]
 #[command(about = "Full-pipeline throughput: generator -> classifier + conntrack -> null")]
@@ -69,6 +87,10 @@ struct Args {
     /// Smoke-run sizes: conns 1000,100000, 500k packets, one run.
     #[arg(long)]
     quick: bool,
+    /// Also measure every cell with NAT (DNAT of a virtual IP, both
+    /// directions translated) and report NAT's cost.
+    #[arg(long)]
+    nat: bool,
 }
 
 fn pipeline_config(caches: &str) -> Result<PipelineConfig, String> {
@@ -97,7 +119,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(gen_cfg: GeneratorConfig, max_conns: u32, cfg: PipelineConfig) -> Bench {
+    fn new(gen_cfg: GeneratorConfig, max_conns: u32, cfg: PipelineConfig, flows: &str) -> Bench {
         let sw = Switch::new(ct::TrackerConfig {
             max_conns,
             ..Default::default()
@@ -115,7 +137,7 @@ impl Bench {
             kind: "null".into(),
         })
         .expect("port");
-        sw.bridge.ofctl("add-flows", FLOWS, 0).expect("flows");
+        sw.bridge.ofctl("add-flows", flows, 0).expect("flows");
         let pipeline = Pipeline::new(sw.clone(), cfg, 0);
         Bench {
             sw,
@@ -172,52 +194,103 @@ fn append(path: &Option<std::path::PathBuf>, line: &str) {
     }
 }
 
+/// One cell of the established-traffic table: warm up, time `runs` runs,
+/// print the row; returns the median Mpps.
+fn established_cell(args: &Args, caches: &str, cfg: &PipelineConfig, conns: u32, nat: bool) -> f64 {
+    let gen_cfg = GeneratorConfig {
+        flows: conns,
+        packet_size: 64,
+        proto: GenProto::Udp,
+        replies: true,
+        request_dst: nat.then_some(NAT_VIP),
+        ..Default::default()
+    };
+    let flows = if nat { NAT_FLOWS } else { FLOWS };
+    let mut b = Bench::new(
+        gen_cfg,
+        conns.saturating_mul(2).max(1000),
+        cfg.clone(),
+        flows,
+    );
+    // Warm-up: every connection sees a request and a reply (+est from
+    // then on) and the caches fill.
+    b.run(4 * conns as u64 + 200_000);
+    let before = b.pipeline.counters;
+    let mut runs = Vec::new();
+    for _ in 0..args.runs {
+        let s = b.run(args.packets);
+        runs.push(args.packets as f64 / s / 1e6);
+    }
+    let c = b.pipeline.counters;
+    let passes = (c.packets - before.packets) + (c.recirculations - before.recirculations);
+    let emc = 100.0 * (c.emc_hits - before.emc_hits) as f64 / passes.max(1) as f64;
+    let med = median(&mut runs.clone());
+    let shown: Vec<String> = runs.iter().map(|r| format!("{r:.2}")).collect();
+    let label = if nat {
+        format!("{caches}+nat")
+    } else {
+        caches.to_string()
+    };
+    println!(
+        "| {label} | {conns} | **{med:.2}** | {} | {} | {emc:.0} |",
+        shown.join(" "),
+        b.pipeline.megaflow_count()
+    );
+    let ct = b.sw.ct.counters();
+    if nat && ct.nat_remote_refs == 0 && conns >= 100 {
+        eprintln!("  note: no NAT binding spans shards: is NAT in effect?");
+    }
+    if ct.invalid > 0 || c.dropped_by_flow > before.dropped_by_flow || c.nat_dropped > 0 {
+        eprintln!(
+            "  note: {} invalid, {} dropped by flow, {} NAT drops during the runs",
+            ct.invalid,
+            c.dropped_by_flow - before.dropped_by_flow,
+            c.nat_dropped
+        );
+    }
+    let case = if nat {
+        format!("{caches}-nat")
+    } else {
+        caches.to_string()
+    };
+    append(
+        &args.json_out,
+        &json_line(&case, conns as u64, "Mpps", &runs, med),
+    );
+    med
+}
+
 fn established(args: &Args) -> Result<(), String> {
     println!(
         "| caches | conns | Mpps (median of {}) | runs | megaflows | EMC hit % |",
         args.runs
     );
     println!("| --- | ---: | ---: | --- | ---: | ---: |");
+    let mut costs = Vec::new();
     for caches in &args.caches {
         let cfg = pipeline_config(caches)?;
         for &conns in &args.conns {
-            let gen_cfg = GeneratorConfig {
-                flows: conns,
-                packet_size: 64,
-                proto: GenProto::Udp,
-                replies: true,
-                ..Default::default()
-            };
-            let mut b = Bench::new(gen_cfg, conns.saturating_mul(2).max(1000), cfg.clone());
-            // Warm-up: every connection sees a request and a reply (+est
-            // from then on) and the caches fill.
-            b.run(4 * conns as u64 + 200_000);
-            let before = b.pipeline.counters;
-            let mut runs = Vec::new();
-            for _ in 0..args.runs {
-                let s = b.run(args.packets);
-                runs.push(args.packets as f64 / s / 1e6);
+            let mut plain_med = None;
+            for nat in [false, true] {
+                if nat && !args.nat {
+                    continue;
+                }
+                let med = established_cell(args, caches, &cfg, conns, nat);
+                match plain_med {
+                    None => plain_med = Some(med),
+                    Some(p) => costs.push((caches.clone(), conns, p, med)),
+                }
             }
-            let c = b.pipeline.counters;
-            let passes = (c.packets - before.packets) + (c.recirculations - before.recirculations);
-            let emc = 100.0 * (c.emc_hits - before.emc_hits) as f64 / passes.max(1) as f64;
-            let med = median(&mut runs.clone());
-            let shown: Vec<String> = runs.iter().map(|r| format!("{r:.2}")).collect();
+        }
+    }
+    if !costs.is_empty() {
+        println!();
+        println!("| caches | conns | Mpps without NAT | Mpps with NAT | NAT cost |");
+        println!("| --- | ---: | ---: | ---: | ---: |");
+        for (caches, conns, p, n) in costs {
             println!(
-                "| {caches} | {conns} | **{med:.2}** | {} | {} | {emc:.0} |",
-                shown.join(" "),
-                b.pipeline.megaflow_count()
-            );
-            if b.sw.ct.counters().invalid > 0 || c.dropped_by_flow > before.dropped_by_flow {
-                eprintln!(
-                    "  note: {} invalid, {} dropped by flow during the runs",
-                    b.sw.ct.counters().invalid,
-                    c.dropped_by_flow - before.dropped_by_flow
-                );
-            }
-            append(
-                &args.json_out,
-                &json_line(caches, conns as u64, "Mpps", &runs, med),
+                "| {caches} | {conns} | {p:.2} | {n:.2} | {:.1}% |",
+                100.0 * (1.0 - n / p)
             );
         }
     }
@@ -243,7 +316,7 @@ fn setup(args: &Args) -> Result<(), String> {
         };
         let mut runs = Vec::new();
         for _ in 0..args.runs {
-            let mut b = Bench::new(gen_cfg.clone(), 8_000_000, cfg.clone());
+            let mut b = Bench::new(gen_cfg.clone(), 8_000_000, cfg.clone(), FLOWS);
             b.run(20_000);
             let before = b.sw.ct.counters().inserts;
             let s = b.run(args.packets);
