@@ -171,6 +171,16 @@ struct Unlink {
 enum Step {
     Done,
     Defer,
+    /// The packet's connection lives in this shard (NAT remote reference).
+    Remote(u32),
+}
+
+/// Which held guard is a packet's connection's home shard (NAT): one of
+/// the batch's own guards, or one taken for remote references.
+#[derive(Clone, Copy, Debug)]
+enum HomeGuard {
+    Main(u8),
+    Extra(u8),
 }
 
 /// A NAT binding for a connection being created.
@@ -341,17 +351,65 @@ impl Tracker {
         }
         std::hint::black_box(touched);
         let mut found: [Option<(u32, Dir)>; BATCH] = [None; BATCH];
+        let mut any_remote = false;
         for i in 0..n {
             if let (true, Some(shard)) = (live[i], guards[guard_of[i] as usize].as_deref()) {
                 found[i] = shard.lookup(lookup_key(&infos[i]), hashes[i].hash);
+                any_remote |= found[i].is_some_and(|(s, _)| s & REMOTE != 0);
             }
+        }
+
+        // Stage 3b (NAT): a packet whose lookup met a remote reference is
+        // processed under its connection's home shard. Take those locks
+        // too, trying only (so still no thread waits holding locks), and
+        // touch the connections there so their misses overlap as well.
+        let mut home_guard: [Option<HomeGuard>; BATCH] = [None; BATCH];
+        let mut extra: [Option<MutexGuard<'_, Shard>>; BATCH] = std::array::from_fn(|_| None);
+        if any_remote {
+            let mut extra_shard = [usize::MAX; BATCH];
+            let mut ne = 0;
+            for i in 0..n {
+                let Some((s, _)) = found[i].filter(|(s, _)| s & REMOTE != 0) else {
+                    continue;
+                };
+                let home = (s & !REMOTE) as usize;
+                let main = (0..n).find(|&j| live[j] && hashes[j].shard == home);
+                home_guard[i] = match main {
+                    Some(j) => guards[guard_of[j] as usize]
+                        .is_some()
+                        .then_some(HomeGuard::Main(guard_of[j])),
+                    None => match extra_shard[..ne].iter().position(|&x| x == home) {
+                        Some(k) => extra[k].is_some().then_some(HomeGuard::Extra(k as u8)),
+                        None => {
+                            extra_shard[ne] = home;
+                            extra[ne] = self.shards[home].try_lock();
+                            ne += 1;
+                            extra[ne - 1]
+                                .is_some()
+                                .then_some(HomeGuard::Extra(ne as u8 - 1))
+                        }
+                    },
+                };
+            }
+            let mut touched = 0u8;
+            for i in 0..n {
+                let shard = match home_guard[i] {
+                    Some(HomeGuard::Main(k)) => guards[k as usize].as_deref(),
+                    Some(HomeGuard::Extra(k)) => extra[k as usize].as_deref(),
+                    None => None,
+                };
+                if let Some(shard) = shard {
+                    touched ^= shard.touch(hashes[i].hash);
+                }
+            }
+            std::hint::black_box(touched);
         }
 
         // Stage 4: update, relate or create, in packet order. A packet that
         // inserted or removed a connection makes later lookups in its shard
         // stale: those packets look up again.
         let mut changed = [false; BATCH];
-        let mut deferred = [false; BATCH];
+        let mut deferred = [Step::Done; BATCH];
         let ctx = Ctx {
             params,
             now_ns,
@@ -360,6 +418,38 @@ impl Tracker {
             want_events,
         };
         for i in 0..n {
+            if let Some(h) = home_guard[i] {
+                // NAT: the connection's home shard (looked up again: the
+                // first lookup was in the packet's own shard).
+                let (shard, g) = match h {
+                    HomeGuard::Main(k) => (guards[k as usize].as_deref_mut(), Some(k as usize)),
+                    HomeGuard::Extra(k) => (extra[k as usize].as_deref_mut(), None),
+                };
+                let Some(shard) = shard else { continue };
+                let kh = hashes[i];
+                let hit = shard
+                    .lookup(lookup_key(&infos[i]), kh.hash)
+                    .filter(|(s, _)| s & REMOTE == 0);
+                let before = (shard.stats.inserts, shard.stats.deleted);
+                deferred[i] = match hit {
+                    None => Step::Defer,
+                    Some(_) => self.process(
+                        shard,
+                        &pkts[i],
+                        &infos[i],
+                        hit,
+                        kh.hash,
+                        false,
+                        &ctx,
+                        &mut tally,
+                        &mut out[i],
+                    ),
+                };
+                if let Some(g) = g {
+                    changed[g] |= before != (shard.stats.inserts, shard.stats.deleted);
+                }
+                continue;
+            }
             let g = guard_of[i] as usize;
             let (true, Some(shard)) = (live[i], guards[g].as_deref_mut()) else {
                 continue;
@@ -382,7 +472,7 @@ impl Tracker {
                 &mut tally,
                 &mut out[i],
             );
-            deferred[i] = step == Step::Defer;
+            deferred[i] = step;
             changed[g] |= before != (shard.stats.inserts, shard.stats.deleted);
         }
         // Packets whose shard was busy: one shard lock at a time, in
@@ -391,6 +481,7 @@ impl Tracker {
         let busy: [bool; BATCH] =
             std::array::from_fn(|i| i < n && live[i] && guards[guard_of[i] as usize].is_none());
         drop(guards);
+        drop(extra);
         if busy.contains(&true) {
             let mut held: Option<(usize, MutexGuard<'_, Shard>)> = None;
             for i in (0..n).filter(|&i| busy[i]) {
@@ -414,16 +505,17 @@ impl Tracker {
                     &mut tally,
                     &mut out[i],
                 );
-                deferred[i] = step == Step::Defer;
+                deferred[i] = step;
             }
         }
         // Packets that need two shards (NAT), one at a time, no lock held.
-        if deferred.contains(&true) {
-            for i in (0..n).filter(|&i| deferred[i]) {
+        if deferred[..n].iter().any(|&s| s != Step::Done) {
+            for i in (0..n).filter(|&i| deferred[i] != Step::Done) {
                 self.process_deferred(
                     &pkts[i],
                     &infos[i],
                     hashes[i],
+                    deferred[i],
                     &ctx,
                     &mut tally,
                     &mut out[i],
@@ -551,7 +643,7 @@ impl Tracker {
             let id = shard.conn_id(slot, self.mask);
             let Some(c) = shard.get_mut(slot) else {
                 if slot & REMOTE != 0 {
-                    return Step::Defer;
+                    return Step::Remote(slot & !REMOTE);
                 }
                 *out = invalid(params.zone, info.l4_csum_checked);
                 return Step::Done;
@@ -640,7 +732,9 @@ impl Tracker {
     ) -> Step {
         let params = ctx.params;
         *out = match shard.lookup_embedded(inner, hash) {
-            Some((slot, _, _)) if slot & REMOTE != 0 && at_home => return Step::Defer,
+            Some((slot, _, _)) if slot & REMOTE != 0 && at_home => {
+                return Step::Remote(slot & !REMOTE)
+            }
             Some((slot, dir, translated)) => match shard.get(slot) {
                 Some(c) if !c.expired(ctx.now_s) => {
                     // The error travels opposite to the packet it quotes.
@@ -771,69 +865,91 @@ impl Tracker {
     /// A packet [`Tracker::process`] deferred, with no lock held on entry:
     /// follows a remote reference to the connection's shard, removes a
     /// stale one, or chooses a NAT binding. Takes at most two shard locks,
-    /// the second only in ascending shard order or by `try_lock`.
-    #[cold]
+    /// the second only in ascending shard order or by `try_lock`. `why`
+    /// is what `process` said: a remote reference's home shard is visited
+    /// straight away, without looking the packet up in its own shard again.
+    #[allow(clippy::too_many_arguments)]
     fn process_deferred(
         &self,
         pkt: &CtPacket<'_>,
         info: &PacketInfo,
         kh: KeyHash,
+        why: Step,
         ctx: &Ctx<'_>,
         tally: &mut Tally,
         out: &mut CtResult,
     ) {
         let key = lookup_key(info);
         let is_error = matches!(info.l4, L4Info::IcmpError { .. });
+        let mut home = match why {
+            Step::Remote(h) => Some(h as usize),
+            _ => None,
+        };
         for _ in 0..4 {
-            let mut g = self.lock_shard(kh.shard);
-            let hit = if is_error {
-                g.lookup_embedded(key, kh.hash).map(|(s, d, _)| (s, d))
-            } else {
-                g.lookup(key, kh.hash)
-            };
-            if let Some((s, _)) = hit.filter(|(s, _)| s & REMOTE != 0) {
-                // The connection lives in its home shard.
-                let home = (s & !REMOTE) as usize;
-                drop(g);
-                let mut a = self.lock_shard(home);
-                let hit_a = if is_error {
-                    None
-                } else {
-                    a.lookup(key, kh.hash)
-                };
-                if is_error || hit_a.is_some_and(|(s, _)| s & REMOTE == 0) {
-                    if self.process(&mut a, pkt, info, hit_a, kh.hash, false, ctx, tally, out)
-                        == Step::Done
-                    {
-                        return;
-                    }
-                    continue;
-                }
-                drop(a);
-                // The reference outlived its connection (its removal is
-                // queued): remove it now, with both shards locked.
-                let (ga, mut gb) = self.lock_two(home, kh.shard);
-                if ga.lookup(key, kh.hash).is_none_or(|(s, _)| s & REMOTE != 0) {
-                    gb.remove_remote(key, kh.hash, home as u32, None);
+            if let Some(a) = home.take() {
+                if self.process_at_home(a, pkt, info, kh, ctx, tally, out) {
+                    return;
                 }
                 continue;
             }
+            let mut g = self.lock_shard(kh.shard);
+            let hit = if is_error {
+                None // relate_error looks the embedded packet up itself
+            } else {
+                g.lookup(key, kh.hash)
+            };
             match self.process(&mut g, pkt, info, hit, kh.hash, true, ctx, tally, out) {
                 Step::Done => return,
-                Step::Defer => {
-                    let spec = ctx.params.nat.and_then(|n| n.spec);
-                    match spec {
-                        Some(spec) if self.nat_commit(g, kh, &spec, pkt, info, ctx, tally, out) => {
-                            return
+                Step::Remote(h) => home = Some(h as usize),
+                Step::Defer => match ctx.params.nat.and_then(|n| n.spec) {
+                    Some(spec) => {
+                        if self.nat_commit(g, kh, &spec, pkt, info, ctx, tally, out) {
+                            return;
                         }
-                        Some(_) => continue,
-                        None => break,
                     }
-                }
+                    None => break,
+                },
             }
         }
         tally.invalid += 1;
         *out = invalid(ctx.params.zone, info.l4_csum_checked);
+    }
+
+    /// Process a packet in shard `a`, the home of the connection a remote
+    /// reference named. False: start again from the packet's own shard
+    /// (the connection ended, or the reference was stale: it is removed
+    /// here, with both shards locked).
+    #[allow(clippy::too_many_arguments)]
+    fn process_at_home(
+        &self,
+        a: usize,
+        pkt: &CtPacket<'_>,
+        info: &PacketInfo,
+        kh: KeyHash,
+        ctx: &Ctx<'_>,
+        tally: &mut Tally,
+        out: &mut CtResult,
+    ) -> bool {
+        let key = lookup_key(info);
+        let is_error = matches!(info.l4, L4Info::IcmpError { .. });
+        let mut g = self.lock_shard(a);
+        let hit = if is_error {
+            None
+        } else {
+            g.lookup(key, kh.hash)
+        };
+        if is_error || hit.is_some_and(|(s, _)| s & REMOTE == 0) {
+            return self.process(&mut g, pkt, info, hit, kh.hash, false, ctx, tally, out)
+                == Step::Done;
+        }
+        drop(g);
+        if a != kh.shard {
+            let (ga, mut gb) = self.lock_two(a, kh.shard);
+            if ga.lookup(key, kh.hash).is_none_or(|(s, _)| s & REMOTE != 0) {
+                gb.remove_remote(key, kh.hash, a as u32, None);
+            }
+        }
+        false
     }
 
     /// Lock shards `a` and `b` (different) in ascending order; returns

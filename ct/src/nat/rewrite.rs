@@ -74,21 +74,28 @@ fn get16(b: &[u8], at: usize) -> u16 {
 
 /// Write `new` at `b[at..]` and update every checksum in `sums` (and, for
 /// each of those, the enclosing checksum `outer`, when it is not one of
-/// `sums`). The caller checked every offset.
-fn put(b: &mut [u8], at: usize, new: &[u8], sums: &[Option<Csum>], outer: Option<Csum>) {
-    let n = new.len();
-    let mut old = [0u8; 16];
-    old[..n].copy_from_slice(&b[at..at + n]);
-    if old[..n] == *new {
+/// `sums`). The caller checked every offset. Fixed sizes: the compare is
+/// a few integer compares, not a `memcmp` call.
+#[inline]
+fn put<const N: usize>(
+    b: &mut [u8],
+    at: usize,
+    new: &[u8; N],
+    sums: &[Option<Csum>],
+    outer: Option<Csum>,
+) {
+    let mut old = [0u8; N];
+    old.copy_from_slice(&b[at..at + N]);
+    if old == *new {
         return;
     }
-    b[at..at + n].copy_from_slice(new);
+    b[at..at + N].copy_from_slice(new);
     for s in sums.iter().flatten() {
         let cur = get16(b, s.at);
         if s.zero_is_none && cur == 0 {
             continue;
         }
-        let mut c = csum_update(cur, &old[..n], new);
+        let mut c = csum_update(cur, &old, new);
         if s.zero_is_none && c == 0 {
             c = 0xffff;
         }
@@ -99,6 +106,24 @@ fn put(b: &mut [u8], at: usize, new: &[u8], sums: &[Option<Csum>], outer: Option
         } else {
             b[s.at..s.at + 2].copy_from_slice(&c.to_be_bytes());
         }
+    }
+}
+
+/// Write an address (`alen` 4 or 16 bytes of `addr`) at `b[at..]`.
+#[inline]
+fn put_addr(
+    b: &mut [u8],
+    at: usize,
+    addr: &[u8; 16],
+    alen: usize,
+    sums: &[Option<Csum>],
+    outer: Option<Csum>,
+) {
+    if alen == 4 {
+        let a4 = [addr[0], addr[1], addr[2], addr[3]];
+        put(b, at, &a4, sums, outer);
+    } else {
+        put(b, at, addr, sums, outer);
     }
 }
 
@@ -216,8 +241,8 @@ fn retarget(b: &mut [u8], base: usize, l: &Layout, to: &ConnKey, outer: Option<C
     });
     let (l4c, pseudo) = l4_csum(l, base);
     let addr_sums = [ip, if pseudo { l4c } else { None }, outer];
-    put(b, base + l.src_at, &to.src[..l.alen], &addr_sums, outer);
-    put(b, base + l.dst_at, &to.dst[..l.alen], &addr_sums, outer);
+    put_addr(b, base + l.src_at, &to.src, l.alen, &addr_sums, outer);
+    put_addr(b, base + l.dst_at, &to.dst, l.alen, &addr_sums, outer);
     let port_sums = [l4c, outer];
     let l4 = base + l.l4;
     match l.proto {
@@ -310,10 +335,10 @@ pub fn rewrite_related(l3: &mut [u8], inner: &ConnKey) -> Result<(), RewriteErro
     // ICMPv6's checksum covers the outer addresses; ICMPv4's does not.
     let pseudo = (l.family == Family::Ipv6).then_some(outer).flatten();
     if dst_changed {
-        put(l3, l.src_at, &inner.dst[..alen], &[ip, pseudo], None);
+        put_addr(l3, l.src_at, &inner.dst, alen, &[ip, pseudo], None);
     }
     if src_changed {
-        put(l3, l.dst_at, &inner.src[..alen], &[ip, pseudo], None);
+        put_addr(l3, l.dst_at, &inner.src, alen, &[ip, pseudo], None);
     }
     Ok(())
 }

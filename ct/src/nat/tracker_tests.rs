@@ -491,9 +491,11 @@ fn concurrent_bindings_replies_and_expiry_stay_consistent() {
             }
         })
     };
+    let replied_own = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let workers: Vec<_> = (0..4u8)
         .map(|w| {
             let t = t.clone();
+            let replied_own = replied_own.clone();
             std::thread::spawn(move || {
                 for round in 0..40u64 {
                     for i in 0..32u8 {
@@ -521,8 +523,16 @@ fn concurrent_bindings_replies_and_expiry_stay_consistent() {
                         }];
                         t.execute(&pkt, &bare_nat(), now, &mut out);
                         if let Some(NatEdit::Packet(back)) = out[0].nat {
+                            // Un-NATed to the connection that owns the
+                            // binding now (the sweeper may have ended ours
+                            // and another client may hold it since).
                             rewrite_packet(&mut r, &back).unwrap();
-                            assert_eq!(key_of(&r).dst_ip(), IpAddr::V4(client));
+                            let owner = out[0].orig.unwrap();
+                            assert_eq!(key_of(&r).dst_ip(), owner.src_ip());
+                            assert_eq!(key_of(&r).dst_port, owner.src_port);
+                            if owner.src_ip() == IpAddr::V4(client) {
+                                replied_own.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
                 }
@@ -534,6 +544,11 @@ fn concurrent_bindings_replies_and_expiry_stay_consistent() {
     }
     stop.store(true, Ordering::Relaxed);
     sweeper.join().unwrap();
+    assert!(
+        replied_own.load(Ordering::Relaxed) > 100,
+        "replies reach their own client: {}",
+        replied_own.load(Ordering::Relaxed)
+    );
     let d = t.dump(&FlushFilter::default(), T0);
     let replies: HashSet<ConnKey> = d.iter().map(|c| c.reply).collect();
     assert_eq!(replies.len(), d.len(), "a reply tuple is used twice");
