@@ -31,7 +31,7 @@
 //! connection is (see `Tracker::drain_unlinks`); each carries a generation
 //! so a late removal never takes a newer reference for the same tuple.
 
-use crate::conn::Conn;
+use crate::conn::{Conn, ConnStatus};
 use crate::expiry::Wheel;
 use crate::index::Index;
 use crate::key::{icmp_is_request, icmp_reply_type, ConnKey, Dir};
@@ -313,10 +313,19 @@ impl Shard {
     #[inline]
     pub fn touch(&self, hash: u64) -> u8 {
         match self.index.first(hash) {
-            Some(e) => self
-                .conns
-                .get(e >> 1)
-                .map_or(0, |c| c.key.proto ^ c.status.bits()),
+            Some(e) => self.conns.get(e >> 1).map_or(0, |c| {
+                let mut t = c.key.proto ^ c.status.bits();
+                // A NATed connection's reply tuple is in its extension.
+                if c.status
+                    .intersects(ConnStatus::SRC_NAT | ConnStatus::DST_NAT)
+                {
+                    t ^= c
+                        .ext
+                        .as_deref()
+                        .map_or(0, |x| x.reply.map_or(0, |r| r.proto));
+                }
+                t
+            }),
             None => 0,
         }
     }
@@ -406,7 +415,7 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::{ConnExt, ConnStatus, DirCounters};
+    use crate::conn::{ConnExt, DirCounters};
     use crate::key::Zone;
     use crate::proto::{ProtoState, Seen, UdpState};
     use crate::timeout::PolicyId;

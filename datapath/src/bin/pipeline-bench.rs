@@ -31,7 +31,9 @@
 //! the server, and every packet goes through `ct(nat,...)`: requests are
 //! DNATed, replies un-DNATed (both directions rewritten, checksums
 //! updated). The NAT rows are labelled `CACHES+nat` (JSON case
-//! `CACHES-nat`), and a last table gives NAT's cost per cell.
+//! `CACHES-nat`), and a last table gives NAT's cost per cell. The timed
+//! runs of the two alternate, so drift on a noisy machine hits both;
+//! `--cpu-time` times by thread CPU time instead of the wall clock.
 //!
 //! `--quick` (for CI smoke runs): 1k and 100k connections, 500k packets,
 //! one run.
@@ -91,6 +93,10 @@ struct Args {
     /// directions translated) and report NAT's cost.
     #[arg(long)]
     nat: bool,
+    /// Time runs by the thread's CPU time instead of the wall clock (on a
+    /// shared machine, time spent descheduled then does not count).
+    #[arg(long)]
+    cpu_time: bool,
 }
 
 fn pipeline_config(caches: &str) -> Result<PipelineConfig, String> {
@@ -194,9 +200,8 @@ fn append(path: &Option<std::path::PathBuf>, line: &str) {
     }
 }
 
-/// One cell of the established-traffic table: warm up, time `runs` runs,
-/// print the row; returns the median Mpps.
-fn established_cell(args: &Args, caches: &str, cfg: &PipelineConfig, conns: u32, nat: bool) -> f64 {
+/// The established-traffic bench of one cell, warmed up.
+fn established_bench(cfg: &PipelineConfig, conns: u32, nat: bool) -> Bench {
     let gen_cfg = GeneratorConfig {
         flows: conns,
         packet_size: 64,
@@ -215,49 +220,97 @@ fn established_cell(args: &Args, caches: &str, cfg: &PipelineConfig, conns: u32,
     // Warm-up: every connection sees a request and a reply (+est from
     // then on) and the caches fill.
     b.run(4 * conns as u64 + 200_000);
-    let before = b.pipeline.counters;
-    let mut runs = Vec::new();
+    b
+}
+
+/// Seconds the calling thread has run (not waited): `CLOCK_THREAD_CPUTIME_ID`.
+fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// Time one run of `n` packets: wall-clock seconds, or with `cpu` the
+/// thread's CPU seconds.
+fn timed_run(b: &mut Bench, n: u64, cpu: bool) -> f64 {
+    if cpu {
+        let t0 = thread_cpu_s();
+        b.run(n);
+        thread_cpu_s() - t0
+    } else {
+        b.run(n)
+    }
+}
+
+/// One cell of the established-traffic table (with `--nat`: the plain and
+/// the NAT bench, their timed runs alternating so that a noisy machine
+/// hits both alike). Prints a row per bench; returns the medians (plain,
+/// then NAT).
+fn established_cell(args: &Args, caches: &str, cfg: &PipelineConfig, conns: u32) -> Vec<f64> {
+    let modes: &[bool] = if args.nat { &[false, true] } else { &[false] };
+    let mut benches: Vec<Bench> = modes
+        .iter()
+        .map(|&nat| established_bench(cfg, conns, nat))
+        .collect();
+    let before: Vec<_> = benches.iter().map(|b| b.pipeline.counters).collect();
+    let mut runs = vec![Vec::new(); benches.len()];
     for _ in 0..args.runs {
-        let s = b.run(args.packets);
-        runs.push(args.packets as f64 / s / 1e6);
+        for (b, r) in benches.iter_mut().zip(runs.iter_mut()) {
+            let s = timed_run(b, args.packets, args.cpu_time);
+            r.push(args.packets as f64 / s / 1e6);
+        }
     }
-    let c = b.pipeline.counters;
-    let passes = (c.packets - before.packets) + (c.recirculations - before.recirculations);
-    let emc = 100.0 * (c.emc_hits - before.emc_hits) as f64 / passes.max(1) as f64;
-    let med = median(&mut runs.clone());
-    let shown: Vec<String> = runs.iter().map(|r| format!("{r:.2}")).collect();
-    let label = if nat {
-        format!("{caches}+nat")
-    } else {
-        caches.to_string()
-    };
-    println!(
-        "| {label} | {conns} | **{med:.2}** | {} | {} | {emc:.0} |",
-        shown.join(" "),
-        b.pipeline.megaflow_count()
-    );
-    let ct = b.sw.ct.counters();
-    if nat && ct.nat_remote_refs == 0 && conns >= 100 {
-        eprintln!("  note: no NAT binding spans shards: is NAT in effect?");
-    }
-    if ct.invalid > 0 || c.dropped_by_flow > before.dropped_by_flow || c.nat_dropped > 0 {
-        eprintln!(
-            "  note: {} invalid, {} dropped by flow, {} NAT drops during the runs",
-            ct.invalid,
-            c.dropped_by_flow - before.dropped_by_flow,
-            c.nat_dropped
+    let mut medians = Vec::new();
+    for (k, &nat) in modes.iter().enumerate() {
+        let b = &benches[k];
+        let (before, runs) = (&before[k], &runs[k]);
+        let c = b.pipeline.counters;
+        let passes = (c.packets - before.packets) + (c.recirculations - before.recirculations);
+        let emc = 100.0 * (c.emc_hits - before.emc_hits) as f64 / passes.max(1) as f64;
+        let med = median(&mut runs.clone());
+        let shown: Vec<String> = runs.iter().map(|r| format!("{r:.2}")).collect();
+        let label = if nat {
+            format!("{caches}+nat")
+        } else {
+            caches.to_string()
+        };
+        println!(
+            "| {label} | {conns} | **{med:.2}** | {} | {} | {emc:.0} |",
+            shown.join(" "),
+            b.pipeline.megaflow_count()
         );
+        let ct = b.sw.ct.counters();
+        if nat && ct.nat_remote_refs == 0 && conns >= 100 {
+            eprintln!("  note: no NAT binding spans shards: is NAT in effect?");
+        }
+        if ct.invalid > 0 || c.dropped_by_flow > before.dropped_by_flow || c.nat_dropped > 0 {
+            eprintln!(
+                "  note: {} invalid, {} dropped by flow, {} NAT drops during the runs",
+                ct.invalid,
+                c.dropped_by_flow - before.dropped_by_flow,
+                c.nat_dropped
+            );
+        }
+        let case = if nat {
+            format!("{caches}-nat")
+        } else {
+            caches.to_string()
+        };
+        append(
+            &args.json_out,
+            &json_line(&case, conns as u64, "Mpps", runs, med),
+        );
+        medians.push(med);
     }
-    let case = if nat {
-        format!("{caches}-nat")
-    } else {
-        caches.to_string()
-    };
-    append(
-        &args.json_out,
-        &json_line(&case, conns as u64, "Mpps", &runs, med),
-    );
-    med
+    medians
 }
 
 fn established(args: &Args) -> Result<(), String> {
@@ -270,16 +323,9 @@ fn established(args: &Args) -> Result<(), String> {
     for caches in &args.caches {
         let cfg = pipeline_config(caches)?;
         for &conns in &args.conns {
-            let mut plain_med = None;
-            for nat in [false, true] {
-                if nat && !args.nat {
-                    continue;
-                }
-                let med = established_cell(args, caches, &cfg, conns, nat);
-                match plain_med {
-                    None => plain_med = Some(med),
-                    Some(p) => costs.push((caches.clone(), conns, p, med)),
-                }
+            let m = established_cell(args, caches, &cfg, conns);
+            if let [p, n] = m[..] {
+                costs.push((caches.clone(), conns, p, n));
             }
         }
     }
