@@ -364,7 +364,14 @@ impl Tracker {
         // too, trying only (so still no thread waits holding locks), and
         // touch the connections there so their misses overlap as well.
         let mut home_guard: [Option<HomeGuard>; BATCH] = [None; BATCH];
-        let mut extra: [Option<MutexGuard<'_, Shard>>; BATCH] = std::array::from_fn(|_| None);
+        // Only initialised (and dropped) in a batch that needs it.
+        let mut extra_store: [Option<MutexGuard<'_, Shard>>; BATCH];
+        let extra: &mut [Option<MutexGuard<'_, Shard>>] = if any_remote {
+            extra_store = std::array::from_fn(|_| None);
+            &mut extra_store
+        } else {
+            &mut []
+        };
         if any_remote {
             let mut extra_shard = [usize::MAX; BATCH];
             let mut ne = 0;
@@ -481,7 +488,7 @@ impl Tracker {
         let busy: [bool; BATCH] =
             std::array::from_fn(|i| i < n && live[i] && guards[guard_of[i] as usize].is_none());
         drop(guards);
-        drop(extra);
+        extra.iter_mut().for_each(|g| *g = None);
         if busy.contains(&true) {
             let mut held: Option<(usize, MutexGuard<'_, Shard>)> = None;
             for i in (0..n).filter(|&i| busy[i]) {

@@ -53,18 +53,17 @@ struct Csum {
     zero_is_none: bool,
 }
 
-/// RFC 1624 eqn. 3 over equal-length, even-length byte strings.
-#[inline]
-fn csum_update(csum: u16, old: &[u8], new: &[u8]) -> u16 {
-    let mut sum = !csum as u32;
-    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
-        sum += !u16::from_be_bytes([o[0], o[1]]) as u32;
-        sum += u16::from_be_bytes([n[0], n[1]]) as u32;
+/// A running RFC 1624 difference: the sum of `!old + new` over the 16-bit
+/// words that changed. One difference serves every checksum covering
+/// those words.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Delta(u64);
+
+impl Delta {
+    #[inline]
+    fn word(&mut self, old: u16, new: u16) {
+        self.0 += (!old) as u64 + new as u64;
     }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 #[inline]
@@ -72,58 +71,42 @@ fn get16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
-/// Write `new` at `b[at..]` and update every checksum in `sums` (and, for
-/// each of those, the enclosing checksum `outer`, when it is not one of
-/// `sums`). The caller checked every offset. Fixed sizes: the compare is
-/// a few integer compares, not a `memcmp` call.
 #[inline]
-fn put<const N: usize>(
-    b: &mut [u8],
-    at: usize,
-    new: &[u8; N],
-    sums: &[Option<Csum>],
-    outer: Option<Csum>,
-) {
-    let mut old = [0u8; N];
-    old.copy_from_slice(&b[at..at + N]);
-    if old == *new {
-        return;
-    }
-    b[at..at + N].copy_from_slice(new);
-    for s in sums.iter().flatten() {
-        let cur = get16(b, s.at);
-        if s.zero_is_none && cur == 0 {
-            continue;
-        }
-        let mut c = csum_update(cur, &old, new);
-        if s.zero_is_none && c == 0 {
-            c = 0xffff;
-        }
-        // The checksum field itself may lie inside the outer message.
-        let inner_field = outer.is_some_and(|o| o.at != s.at);
-        if inner_field {
-            put(b, s.at, &c.to_be_bytes(), &[outer], None);
-        } else {
-            b[s.at..s.at + 2].copy_from_slice(&c.to_be_bytes());
-        }
-    }
+fn set16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
-/// Write an address (`alen` 4 or 16 bytes of `addr`) at `b[at..]`.
+/// Apply difference `d` to the checksum `c` (RFC 1624 eqn. 3); returns
+/// the field's old and new values (equal when nothing was written).
 #[inline]
-fn put_addr(
-    b: &mut [u8],
-    at: usize,
-    addr: &[u8; 16],
-    alen: usize,
-    sums: &[Option<Csum>],
-    outer: Option<Csum>,
-) {
-    if alen == 4 {
-        let a4 = [addr[0], addr[1], addr[2], addr[3]];
-        put(b, at, &a4, sums, outer);
-    } else {
-        put(b, at, addr, sums, outer);
+fn apply(b: &mut [u8], c: Csum, d: Delta) -> (u16, u16) {
+    let old = get16(b, c.at);
+    if d.0 == 0 || (c.zero_is_none && old == 0) {
+        return (old, old);
+    }
+    let mut sum = (!old) as u64 + d.0;
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let mut new = !(sum as u16);
+    if c.zero_is_none && new == 0 {
+        new = 0xffff;
+    }
+    set16(b, c.at, new);
+    (old, new)
+}
+
+/// Write the big-endian words `new` over `b[at..]`, adding the changed
+/// ones to `d`. The caller checked the offsets.
+#[inline]
+fn write_words(b: &mut [u8], at: usize, new: &[u8], d: &mut Delta) {
+    for (i, w) in new.chunks_exact(2).enumerate() {
+        let o = get16(b, at + 2 * i);
+        let n = u16::from_be_bytes([w[0], w[1]]);
+        if o != n {
+            d.word(o, n);
+            set16(b, at + 2 * i, n);
+        }
     }
 }
 
@@ -233,27 +216,45 @@ fn is_icmp(l: &Layout) -> bool {
 
 /// Rewrite the packet at `b[base..]` (layout `l`) to carry `to`'s
 /// addresses and ports (ICMP query: `to.src_port` is the id); `outer` is
-/// the enclosing ICMP checksum for an embedded packet.
+/// the enclosing ICMP checksum for an embedded packet, which covers every
+/// byte changed here, checksum fields included.
 fn retarget(b: &mut [u8], base: usize, l: &Layout, to: &ConnKey, outer: Option<Csum>) {
-    let ip = l.ip_csum.map(|at| Csum {
-        at: base + at,
-        zero_is_none: false,
-    });
-    let (l4c, pseudo) = l4_csum(l, base);
-    let addr_sums = [ip, if pseudo { l4c } else { None }, outer];
-    put_addr(b, base + l.src_at, &to.src, l.alen, &addr_sums, outer);
-    put_addr(b, base + l.dst_at, &to.dst, l.alen, &addr_sums, outer);
-    let port_sums = [l4c, outer];
+    let mut da = Delta::default();
+    write_words(b, base + l.src_at, &to.src[..l.alen], &mut da);
+    write_words(b, base + l.dst_at, &to.dst[..l.alen], &mut da);
+    let mut dp = Delta::default();
     let l4 = base + l.l4;
     match l.proto {
         ipproto::TCP | ipproto::UDP if l.l4_len >= 4 => {
-            put(b, l4, &to.src_port.to_be_bytes(), &port_sums, outer);
-            put(b, l4 + 2, &to.dst_port.to_be_bytes(), &port_sums, outer);
+            write_words(b, l4, &to.src_port.to_be_bytes(), &mut dp);
+            write_words(b, l4 + 2, &to.dst_port.to_be_bytes(), &mut dp);
         }
         _ if is_icmp(l) && l.l4_len >= 6 => {
-            put(b, l4 + 4, &to.src_port.to_be_bytes(), &port_sums, outer);
+            write_words(b, l4 + 4, &to.src_port.to_be_bytes(), &mut dp);
         }
         _ => {}
+    }
+    let mut d_outer = Delta(da.0 + dp.0);
+    if let Some(at) = l.ip_csum {
+        let c = Csum {
+            at: base + at,
+            zero_is_none: false,
+        };
+        let (o, n) = apply(b, c, da);
+        if o != n {
+            d_outer.word(o, n);
+        }
+    }
+    let (l4c, pseudo) = l4_csum(l, base);
+    if let Some(c) = l4c {
+        let d = Delta(dp.0 + if pseudo { da.0 } else { 0 });
+        let (o, n) = apply(b, c, d);
+        if o != n {
+            d_outer.word(o, n);
+        }
+    }
+    if let Some(c) = outer {
+        apply(b, c, d_outer);
     }
 }
 
@@ -332,13 +333,19 @@ pub fn rewrite_related(l3: &mut [u8], inner: &ConnKey) -> Result<(), RewriteErro
         at,
         zero_is_none: false,
     });
-    // ICMPv6's checksum covers the outer addresses; ICMPv4's does not.
-    let pseudo = (l.family == Family::Ipv6).then_some(outer).flatten();
+    let mut d = Delta::default();
     if dst_changed {
-        put_addr(l3, l.src_at, &inner.dst, alen, &[ip, pseudo], None);
+        write_words(l3, l.src_at, &inner.dst[..alen], &mut d);
     }
     if src_changed {
-        put_addr(l3, l.dst_at, &inner.src, alen, &[ip, pseudo], None);
+        write_words(l3, l.dst_at, &inner.src[..alen], &mut d);
+    }
+    if let Some(ip) = ip {
+        apply(l3, ip, d);
+    }
+    // ICMPv6's checksum covers the outer addresses; ICMPv4's does not.
+    if let (Family::Ipv6, Some(c)) = (l.family, outer) {
+        apply(l3, c, d);
     }
     Ok(())
 }
