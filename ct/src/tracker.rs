@@ -9,6 +9,15 @@
 //! 3. after the lock is released, hand lifecycle events to subscribers and
 //!    fold the batch's counters into the tracker's.
 //!
+//! NAT (see [`crate::nat`]) adds two things. A packet whose key is a NAT
+//! reply tuple kept in another shard (a remote reference) is processed
+//! under that home shard's lock, taken with `try_lock` alongside the
+//! batch's. Packets that need two shards in a way the batch cannot offer
+//! (choosing a binding, a busy home shard, a stale reference) are handled
+//! after the batch's locks are released, one or two shard locks at a time
+//! in ascending order ([`Tracker::process_deferred`]). Without `nat` and
+//! without NAT connections none of this runs.
+//!
 //! Semantics follow OVS's `ct` action (`man ovs-actions`): only `commit`
 //! creates entries; `force` ends a connection seen in the reply direction and
 //! starts a new one; mark/label are set on commit; an uncommitted first
