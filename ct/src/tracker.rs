@@ -15,7 +15,7 @@
 //! batch's. Packets that need two shards in a way the batch cannot offer
 //! (choosing a binding, a busy home shard, a stale reference) are handled
 //! after the batch's locks are released, one or two shard locks at a time
-//! in ascending order ([`Tracker::process_deferred`]). Without `nat` and
+//! in ascending order (`Tracker::process_deferred`). Without `nat` and
 //! without NAT connections none of this runs.
 //!
 //! Semantics follow OVS's `ct` action (`man ovs-actions`): only `commit`
