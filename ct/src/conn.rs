@@ -52,6 +52,9 @@ pub struct ConnExt {
     pub master: Option<ConnKey>,
     /// ALG helper name (e.g. "ftp").
     pub helper: Option<&'static str>,
+    /// Where the NAT reply tuple's remote reference lives, when the reply
+    /// tuple hashes to another shard: `(shard, generation)`.
+    pub reply_remote: Option<(u32, u32)>,
 }
 
 /// A connection.

@@ -157,6 +157,7 @@ impl Tracker {
                 events.clear();
             }
         }
+        self.drain_unlinks();
         removed
     }
 }

@@ -14,6 +14,7 @@
 //!   [`expiry`]: the timing wheel; [`tracker`]: the `ct` action (`execute`)
 //! - [`timeout`]: timeout policies; [`zone`]: per-zone limits and settings
 //! - [`frag`]: IPv4/IPv6 fragment reassembly before conntrack
+//! - [`nat`]: NAT bindings (allocation) and header rewriting
 //! - [`flush`], [`dump`]: control-plane passes in bounded slices
 //! - [`events`]: lifecycle hooks; [`expect`]: expectations (related conns);
 //!   [`alg`]: FTP/TFTP helpers that create them; [`seqadj`]: TCP sequence
@@ -32,6 +33,7 @@ pub mod flush;
 pub mod frag;
 pub mod index;
 pub mod key;
+pub mod nat;
 pub mod packet;
 pub mod proto;
 pub mod seqadj;

@@ -308,7 +308,7 @@ pub(crate) struct V6Walk {
     pub(crate) off: usize,
     /// A fragment header with offset != 0 or M set was seen;
     /// `Some(first)` where `first` says whether the fragment offset is 0.
-    frag: Option<bool>,
+    pub(crate) frag: Option<bool>,
 }
 
 /// Walk the extension headers of the IPv6 packet `b` (header included),

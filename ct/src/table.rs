@@ -20,10 +20,18 @@
 //!
 //! A connection whose reply tuple is not the reversed original (NAT) keeps
 //! the reply tuple in `ConnExt` and gets a second entry (`slot << 1 | 1`)
-//! under the reply tuple's hash; the NAT stage keeps that tuple in the same
-//! shard or adds a cross-shard entry (the entry's high bit is reserved).
+//! under the reply tuple's hash. The reply tuple usually hashes to another
+//! shard: that shard then holds a *remote reference* (an index entry with
+//! the high bit [`REMOTE`] set, naming a [`RemoteRef`]: the reply tuple and
+//! the shard holding the connection). A lookup that lands on one reports
+//! the home shard ([`Shard::lookup`] returns `REMOTE | home`); the tracker
+//! then looks the packet up again under the home shard's lock, where the
+//! connection's own reply entry finds it. Remote references are added when
+//! the NAT binding is chosen (both shards locked) and removed after the
+//! connection is (see `Tracker::drain_unlinks`); each carries a generation
+//! so a late removal never takes a newer reference for the same tuple.
 
-use crate::conn::Conn;
+use crate::conn::{Conn, ConnStatus};
 use crate::expiry::Wheel;
 use crate::index::Index;
 use crate::key::{icmp_is_request, icmp_reply_type, ConnKey, Dir};
@@ -67,6 +75,20 @@ pub fn key_hash(k: &ConnKey, seed: u64, shard_mask: usize) -> KeyHash {
     }
 }
 
+/// Index-entry bit of a remote reference; also set in the slot
+/// [`Shard::lookup`] returns for one, with the home shard in the low bits.
+pub const REMOTE: u32 = 1 << 31;
+
+/// A reply tuple whose connection lives in another shard (NAT).
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteRef {
+    pub key: ConnKey,
+    /// Shard holding the connection.
+    pub home: u32,
+    /// Tells this reference from a later one for the same tuple.
+    pub gen: u32,
+}
+
 /// Counters kept per shard under its lock.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ShardStats {
@@ -86,6 +108,10 @@ pub struct Shard {
     /// This shard's number in the table (part of connection ids).
     shard_no: u32,
     pub(crate) stats: ShardStats,
+    /// Remote references (index value `REMOTE | position`); free
+    /// positions are `None`.
+    remotes: Vec<Option<RemoteRef>>,
+    remotes_free: Vec<u32>,
 }
 
 /// Index entry of a connection: found from both directions.
@@ -116,7 +142,14 @@ impl Shard {
             evict_cursor: 0,
             shard_no,
             stats: ShardStats::default(),
+            remotes: Vec::new(),
+            remotes_free: Vec::new(),
         }
+    }
+
+    /// This shard's number in the table.
+    pub fn number(&self) -> u32 {
+        self.shard_no
     }
 
     /// Live connections in this shard.
@@ -129,10 +162,15 @@ impl Shard {
 
     /// Bytes held by (records, index, wheel).
     pub fn bytes(&self) -> (usize, usize, usize) {
-        (self.conns.bytes(), self.index.bytes(), self.wheel.bytes())
+        (
+            self.conns.bytes() + self.remotes.capacity() * std::mem::size_of::<Option<RemoteRef>>(),
+            self.index.bytes(),
+            self.wheel.bytes(),
+        )
     }
 
     /// Find the connection a packet with `key` belongs to, and its direction.
+    /// A remote reference answers `(REMOTE | home shard, Dir::Reply)`.
     #[inline]
     pub fn lookup(&self, key: &ConnKey, hash: u64) -> Option<(u32, Dir)> {
         let conns = &self.conns;
@@ -151,9 +189,112 @@ impl Shard {
                     dir = Dir::Reply;
                     c.key.reverse() == *key
                 }
-                _ => false,
+                Some(_) => false,
+                None => self.remote(e).is_some_and(|r| r.key == *key),
             })
-            .map(|e| (e >> 1, dir))
+            .map(|e| match self.remote(e) {
+                Some(r) => (REMOTE | r.home, Dir::Reply),
+                None => (e >> 1, dir),
+            })
+    }
+
+    /// The remote reference an index value names, if it names one.
+    #[inline]
+    fn remote(&self, e: u32) -> Option<&RemoteRef> {
+        if e & REMOTE == 0 {
+            return None;
+        }
+        self.remotes
+            .get((e & !REMOTE) as usize)
+            .and_then(|r| r.as_ref())
+    }
+
+    /// Find the connection an ICMP error's embedded packet (`key`, as it
+    /// was sent) belongs to: `(slot, direction the embedded packet
+    /// travelled, translated)` where `translated` says the embedded packet
+    /// was seen on the far side of the connection's NAT (its tuple is the
+    /// reverse of the other direction's key), so the error must be
+    /// translated back. Remote references answer `(REMOTE | home, ..)`.
+    pub fn lookup_embedded(&self, key: &ConnKey, hash: u64) -> Option<(u32, Dir, bool)> {
+        let conns = &self.conns;
+        let mut found = (Dir::Orig, false);
+        self.index
+            .find(hash, |e| match conns.get(e >> 1) {
+                Some(c) if e & 1 == 1 => {
+                    let r = c.reply_key();
+                    if r == *key {
+                        found = (Dir::Reply, false);
+                        true
+                    } else if r.reverse() == *key {
+                        found = (Dir::Orig, true);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                Some(c) if c.key == *key => {
+                    found = (Dir::Orig, false);
+                    true
+                }
+                Some(c) if c.key.reverse() == *key => {
+                    found = (Dir::Reply, has_nat_reply(c));
+                    true
+                }
+                Some(_) => false,
+                None => self
+                    .remote(e)
+                    .is_some_and(|r| r.key == *key || r.key.reverse() == *key),
+            })
+            .map(|e| match self.remote(e) {
+                Some(r) => (REMOTE | r.home, Dir::Reply, false),
+                None => (e >> 1, found.0, found.1),
+            })
+    }
+
+    /// Add a remote reference for `r.key` (hashing to `hash`, in this
+    /// shard); the caller checked the tuple is free here.
+    pub fn add_remote(&mut self, r: RemoteRef, hash: u64) {
+        let pos = match self.remotes_free.pop() {
+            Some(p) => {
+                self.remotes[p as usize] = Some(r);
+                p
+            }
+            None => {
+                self.remotes.push(Some(r));
+                (self.remotes.len() - 1) as u32
+            }
+        };
+        self.index.insert(hash, REMOTE | pos);
+    }
+
+    /// Remove the remote reference for `key` if it names `home` (and, with
+    /// `gen`, that generation). Returns whether one was removed.
+    pub fn remove_remote(&mut self, key: &ConnKey, hash: u64, home: u32, gen: Option<u32>) -> bool {
+        let remotes = &self.remotes;
+        let hit = self.index.find(hash, |e| {
+            e & REMOTE != 0
+                && remotes
+                    .get((e & !REMOTE) as usize)
+                    .and_then(|r| r.as_ref())
+                    .is_some_and(|r| {
+                        r.key == *key && r.home == home && gen.is_none_or(|g| g == r.gen)
+                    })
+        });
+        let Some(e) = hit else { return false };
+        self.index.remove(hash, e);
+        let pos = e & !REMOTE;
+        self.remotes[pos as usize] = None;
+        self.remotes_free.push(pos);
+        if self.remotes_free.len() == self.remotes.len() {
+            self.remotes.clear();
+            self.remotes_free.clear();
+        }
+        true
+    }
+
+    /// Number of remote references held.
+    pub fn remote_count(&self) -> usize {
+        self.remotes.len() - self.remotes_free.len()
     }
 
     /// Identifier of the connection in `slot`, unique among live
@@ -172,10 +313,19 @@ impl Shard {
     #[inline]
     pub fn touch(&self, hash: u64) -> u8 {
         match self.index.first(hash) {
-            Some(e) => self
-                .conns
-                .get(e >> 1)
-                .map_or(0, |c| c.key.proto ^ c.status.bits()),
+            Some(e) => self.conns.get(e >> 1).map_or(0, |c| {
+                let mut t = c.key.proto ^ c.status.bits();
+                // A NATed connection's reply tuple is in its extension.
+                if c.status
+                    .intersects(ConnStatus::SRC_NAT | ConnStatus::DST_NAT)
+                {
+                    t ^= c
+                        .ext
+                        .as_deref()
+                        .map_or(0, |x| x.reply.map_or(0, |r| r.proto));
+                }
+                t
+            }),
             None => 0,
         }
     }
@@ -265,7 +415,7 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::{ConnExt, ConnStatus, DirCounters};
+    use crate::conn::{ConnExt, DirCounters};
     use crate::key::Zone;
     use crate::proto::{ProtoState, Seen, UdpState};
     use crate::timeout::PolicyId;

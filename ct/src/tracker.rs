@@ -9,6 +9,15 @@
 //! 3. after the lock is released, hand lifecycle events to subscribers and
 //!    fold the batch's counters into the tracker's.
 //!
+//! NAT (see [`crate::nat`]) adds two things. A packet whose key is a NAT
+//! reply tuple kept in another shard (a remote reference) is processed
+//! under that home shard's lock, taken with `try_lock` alongside the
+//! batch's. Packets that need two shards in a way the batch cannot offer
+//! (choosing a binding, a busy home shard, a stale reference) are handled
+//! after the batch's locks are released, one or two shard locks at a time
+//! in ascending order (`Tracker::process_deferred`). Without `nat` and
+//! without NAT connections none of this runs.
+//!
 //! Semantics follow OVS's `ct` action (`man ovs-actions`): only `commit`
 //! creates entries; `force` ends a connection seen in the reply direction and
 //! starts a new one; mark/label are set on commit; an uncommitted first
@@ -25,10 +34,11 @@ use crate::conn::{Conn, ConnStatus, DirCounters};
 use crate::events::{ConnEvent, DestroyCause, EventKind, EventSink};
 use crate::expect::ExpectTable;
 use crate::key::{ConnKey, Dir, Zone};
+use crate::nat::{self, NatAction, NatEdit, NatSpec};
 use crate::packet::{self, CtPacket, L4Info, PacketInfo, PktFlags};
 use crate::proto::{ProtoState, Update};
 use crate::state::CtState;
-use crate::table::{key_hash, KeyHash, Shard};
+use crate::table::{key_hash, KeyHash, RemoteRef, Shard, REMOTE};
 use crate::timeout::{PolicyId, PolicyTable};
 use crate::zone::Zones;
 
@@ -76,6 +86,8 @@ pub struct CtParams {
     /// ALG helper to attach on commit ("ftp", "tftp"); the connection's
     /// packets then go through [`crate::alg::inspect`].
     pub helper: Option<&'static str>,
+    /// `nat` / `nat(src=..)` / `nat(dst=..)`: see [`crate::nat`].
+    pub nat: Option<NatAction>,
 }
 
 /// What the `ct` action reports for one packet.
@@ -89,6 +101,8 @@ pub struct CtResult {
     pub orig: Option<ConnKey>,
     /// The L4 checksum was verified in software on this pass.
     pub l4_csum_checked: bool,
+    /// What NAT requires of this packet (only with a `nat` argument).
+    pub nat: Option<NatEdit>,
 }
 
 /// Bytes held by the connection table, by part.
@@ -105,6 +119,7 @@ struct Counters {
     invalid: AtomicU64,
     untracked: AtomicU64,
     events_refused: AtomicU64,
+    nat_exhausted: AtomicU64,
 }
 
 /// Snapshot of counters (`ct-stats-show`).
@@ -120,6 +135,11 @@ pub struct CtCounters {
     pub invalid: u64,
     pub untracked: u64,
     pub events_refused: u64,
+    /// Packets dropped because no NAT binding was free.
+    pub nat_exhausted: u64,
+    /// Connections whose NAT reply tuple lives in another shard (remote
+    /// references held).
+    pub nat_remote_refs: u64,
 }
 
 /// The connection tracker.
@@ -136,6 +156,51 @@ pub struct Tracker {
     counters: Counters,
     sinks: RwLock<Vec<Arc<dyn EventSink>>>,
     has_sinks: AtomicBool,
+    /// Remote references of destroyed NAT connections, removed once no
+    /// shard lock is held ([`Tracker::drain_unlinks`]).
+    unlinks: Mutex<Vec<Unlink>>,
+    unlinks_pending: AtomicBool,
+    /// Generation of the next remote reference.
+    nat_gen: AtomicU32,
+    /// State of the pseudo-random numbers for `nat(..,random)`.
+    nat_rng: AtomicU64,
+}
+
+/// A remote reference to remove (its connection was destroyed).
+#[derive(Clone, Copy, Debug)]
+struct Unlink {
+    shard: u32,
+    key: ConnKey,
+    home: u32,
+    gen: u32,
+}
+
+/// Whether a packet was handled or must be processed again outside the
+/// batch (see [`Tracker::process_deferred`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Step {
+    Done,
+    Defer,
+    /// The packet's connection lives in this shard (NAT remote reference).
+    Remote(u32),
+}
+
+/// Which held guard is a packet's connection's home shard (NAT): one of
+/// the batch's own guards, or one taken for remote references.
+#[derive(Clone, Copy, Debug)]
+enum HomeGuard {
+    Main(u8),
+    Extra(u8),
+}
+
+/// A NAT binding for a connection being created.
+#[derive(Clone, Copy, Debug)]
+struct Binding {
+    reply: ConnKey,
+    status: ConnStatus,
+    /// Remote reference `(shard, generation)` when the reply tuple hashes
+    /// to another shard.
+    remote: Option<(u32, u32)>,
 }
 
 /// Per-batch tallies folded into the tracker once per batch.
@@ -143,6 +208,7 @@ pub struct Tracker {
 struct Tally {
     invalid: u64,
     untracked: u64,
+    nat_exhausted: u64,
     /// Lifecycle events, delivered once the shard locks are released.
     events: Vec<ConnEvent>,
 }
@@ -178,6 +244,10 @@ impl Tracker {
             counters: Counters::default(),
             sinks: RwLock::new(Vec::new()),
             has_sinks: AtomicBool::new(false),
+            unlinks: Mutex::new(Vec::new()),
+            unlinks_pending: AtomicBool::new(false),
+            nat_gen: AtomicU32::new(0),
+            nat_rng: AtomicU64::new(0x2545_f491_4f6c_dd1d),
         }
     }
 
@@ -291,16 +361,72 @@ impl Tracker {
         }
         std::hint::black_box(touched);
         let mut found: [Option<(u32, Dir)>; BATCH] = [None; BATCH];
+        let mut any_remote = false;
         for i in 0..n {
             if let (true, Some(shard)) = (live[i], guards[guard_of[i] as usize].as_deref()) {
                 found[i] = shard.lookup(lookup_key(&infos[i]), hashes[i].hash);
+                any_remote |= found[i].is_some_and(|(s, _)| s & REMOTE != 0);
             }
+        }
+
+        // Stage 3b (NAT): a packet whose lookup met a remote reference is
+        // processed under its connection's home shard. Take those locks
+        // too, trying only (so still no thread waits holding locks), and
+        // touch the connections there so their misses overlap as well.
+        let mut home_guard: [Option<HomeGuard>; BATCH] = [None; BATCH];
+        // Only initialised (and dropped) in a batch that needs it.
+        let mut extra_store: [Option<MutexGuard<'_, Shard>>; BATCH];
+        let extra: &mut [Option<MutexGuard<'_, Shard>>] = if any_remote {
+            extra_store = std::array::from_fn(|_| None);
+            &mut extra_store
+        } else {
+            &mut []
+        };
+        if any_remote {
+            let mut extra_shard = [usize::MAX; BATCH];
+            let mut ne = 0;
+            for i in 0..n {
+                let Some((s, _)) = found[i].filter(|(s, _)| s & REMOTE != 0) else {
+                    continue;
+                };
+                let home = (s & !REMOTE) as usize;
+                let main = (0..n).find(|&j| live[j] && hashes[j].shard == home);
+                home_guard[i] = match main {
+                    Some(j) => guards[guard_of[j] as usize]
+                        .is_some()
+                        .then_some(HomeGuard::Main(guard_of[j])),
+                    None => match extra_shard[..ne].iter().position(|&x| x == home) {
+                        Some(k) => extra[k].is_some().then_some(HomeGuard::Extra(k as u8)),
+                        None => {
+                            extra_shard[ne] = home;
+                            extra[ne] = self.shards[home].try_lock();
+                            ne += 1;
+                            extra[ne - 1]
+                                .is_some()
+                                .then_some(HomeGuard::Extra(ne as u8 - 1))
+                        }
+                    },
+                };
+            }
+            let mut touched = 0u8;
+            for i in 0..n {
+                let shard = match home_guard[i] {
+                    Some(HomeGuard::Main(k)) => guards[k as usize].as_deref(),
+                    Some(HomeGuard::Extra(k)) => extra[k as usize].as_deref(),
+                    None => None,
+                };
+                if let Some(shard) = shard {
+                    touched ^= shard.touch(hashes[i].hash);
+                }
+            }
+            std::hint::black_box(touched);
         }
 
         // Stage 4: update, relate or create, in packet order. A packet that
         // inserted or removed a connection makes later lookups in its shard
         // stale: those packets look up again.
         let mut changed = [false; BATCH];
+        let mut deferred = [Step::Done; BATCH];
         let ctx = Ctx {
             params,
             now_ns,
@@ -309,6 +435,38 @@ impl Tracker {
             want_events,
         };
         for i in 0..n {
+            if let Some(h) = home_guard[i] {
+                // NAT: the connection's home shard (looked up again: the
+                // first lookup was in the packet's own shard).
+                let (shard, g) = match h {
+                    HomeGuard::Main(k) => (guards[k as usize].as_deref_mut(), Some(k as usize)),
+                    HomeGuard::Extra(k) => (extra[k as usize].as_deref_mut(), None),
+                };
+                let Some(shard) = shard else { continue };
+                let kh = hashes[i];
+                let hit = shard
+                    .lookup(lookup_key(&infos[i]), kh.hash)
+                    .filter(|(s, _)| s & REMOTE == 0);
+                let before = (shard.stats.inserts, shard.stats.deleted);
+                deferred[i] = match hit {
+                    None => Step::Defer,
+                    Some(_) => self.process(
+                        shard,
+                        &pkts[i],
+                        &infos[i],
+                        hit,
+                        kh.hash,
+                        false,
+                        &ctx,
+                        &mut tally,
+                        &mut out[i],
+                    ),
+                };
+                if let Some(g) = g {
+                    changed[g] |= before != (shard.stats.inserts, shard.stats.deleted);
+                }
+                continue;
+            }
             let g = guard_of[i] as usize;
             let (true, Some(shard)) = (live[i], guards[g].as_deref_mut()) else {
                 continue;
@@ -320,15 +478,18 @@ impl Tracker {
                 found[i]
             };
             let before = (shard.stats.inserts, shard.stats.deleted);
-            self.process(
+            let step = self.process(
                 shard,
                 &pkts[i],
                 &infos[i],
                 hit,
+                kh.hash,
+                true,
                 &ctx,
                 &mut tally,
                 &mut out[i],
             );
+            deferred[i] = step;
             changed[g] |= before != (shard.stats.inserts, shard.stats.deleted);
         }
         // Packets whose shard was busy: one shard lock at a time, in
@@ -337,6 +498,7 @@ impl Tracker {
         let busy: [bool; BATCH] =
             std::array::from_fn(|i| i < n && live[i] && guards[guard_of[i] as usize].is_none());
         drop(guards);
+        extra.iter_mut().for_each(|g| *g = None);
         if busy.contains(&true) {
             let mut held: Option<(usize, MutexGuard<'_, Shard>)> = None;
             for i in (0..n).filter(|&i| busy[i]) {
@@ -349,11 +511,28 @@ impl Tracker {
                     }
                 };
                 let hit = shard.lookup(lookup_key(&infos[i]), kh.hash);
-                self.process(
+                let step = self.process(
                     shard,
                     &pkts[i],
                     &infos[i],
                     hit,
+                    kh.hash,
+                    true,
+                    &ctx,
+                    &mut tally,
+                    &mut out[i],
+                );
+                deferred[i] = step;
+            }
+        }
+        // Packets that need two shards (NAT), one at a time, no lock held.
+        if deferred[..n].iter().any(|&s| s != Step::Done) {
+            for i in (0..n).filter(|&i| deferred[i] != Step::Done) {
+                self.process_deferred(
+                    &pkts[i],
+                    &infos[i],
+                    hashes[i],
+                    deferred[i],
                     &ctx,
                     &mut tally,
                     &mut out[i],
@@ -375,6 +554,12 @@ impl Tracker {
                 .untracked
                 .fetch_add(tally.untracked, Ordering::Relaxed);
         }
+        if tally.nat_exhausted != 0 {
+            self.counters
+                .nat_exhausted
+                .fetch_add(tally.nat_exhausted, Ordering::Relaxed);
+        }
+        self.drain_unlinks();
     }
 
     /// Lock the shards of a batch's live packets in ascending shard order;
@@ -443,8 +628,13 @@ impl Tracker {
         }
     }
 
-    /// One packet under its shard's lock (`hit`: its lookup result); writes
-    /// the packet's result.
+    /// One packet under its shard's lock (`hit`: its lookup result, `hash`
+    /// its lookup key's hash); writes the packet's result, or asks for the
+    /// packet to be processed again by [`Tracker::process_deferred`]: when
+    /// its connection lives in another shard (NAT remote reference), when a
+    /// NAT binding must be chosen, or (`at_home` false: the shard is the
+    /// connection's, not the packet key's) when a new connection would be
+    /// created here.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn process(
@@ -453,38 +643,27 @@ impl Tracker {
         pkt: &CtPacket<'_>,
         info: &PacketInfo,
         hit: Option<(u32, Dir)>,
+        hash: u64,
+        at_home: bool,
         ctx: &Ctx<'_>,
         tally: &mut Tally,
         out: &mut CtResult,
-    ) {
+    ) -> Step {
         let params = ctx.params;
         let bytes = pkt.l3.len() as u64;
-        let events = &mut tally.events;
-        if matches!(info.l4, L4Info::IcmpError { .. }) {
-            *out = match hit.and_then(|(s, d)| shard.get(s).map(|c| (c, d))) {
-                Some((c, dir)) if !c.expired(ctx.now_s) => {
-                    // The error travels opposite to the packet it quotes.
-                    let mut state = CtState::TRK | CtState::REL;
-                    if dir == Dir::Orig {
-                        state |= CtState::RPL;
-                    }
-                    conn_result(c, state, info.l4_csum_checked)
-                }
-                _ => {
-                    tally.invalid += 1;
-                    invalid(params.zone, info.l4_csum_checked)
-                }
-            };
-            return;
+        if let L4Info::IcmpError { inner } = &info.l4 {
+            return self.relate_error(shard, inner, hash, at_home, ctx, tally, out, info);
         }
+        let events = &mut tally.events;
 
         if let Some((slot, dir)) = hit {
             let id = shard.conn_id(slot, self.mask);
             let Some(c) = shard.get_mut(slot) else {
-                {
-                    *out = invalid(params.zone, info.l4_csum_checked);
-                    return;
+                if slot & REMOTE != 0 {
+                    return Step::Remote(slot & !REMOTE);
                 }
+                *out = invalid(params.zone, info.l4_csum_checked);
+                return Step::Done;
             };
             if c.expired(ctx.now_s) {
                 self.destroy(shard, slot, DestroyCause::Expired, ctx, events);
@@ -497,10 +676,8 @@ impl Tracker {
                 match c.proto.update(dir, info, ctx.liberal) {
                     Update::Invalid(_) => {
                         tally.invalid += 1;
-                        {
-                            *out = invalid(params.zone, info.l4_csum_checked);
-                            return;
-                        }
+                        *out = invalid(params.zone, info.l4_csum_checked);
+                        return Step::Done;
                     }
                     Update::Reopen => {
                         self.destroy(shard, slot, DestroyCause::Replaced, ctx, events);
@@ -531,6 +708,10 @@ impl Tracker {
                         out.label = c.label();
                         out.orig = Some(c.key);
                         out.l4_csum_checked = info.l4_csum_checked;
+                        out.nat = None;
+                        if params.nat.is_some() {
+                            apply_nat(c, dir, out);
+                        }
                         if before.is_some_and(|b| b != (c.proto, c.status, c.mark, c.label())) {
                             events.push(ConnEvent::of(EventKind::Update, c, id, ctx.now_s));
                         }
@@ -548,19 +729,91 @@ impl Tracker {
                         if shrank {
                             shard.refile(slot);
                         }
-                        return;
+                        return Step::Done;
                     }
                 }
             }
         }
 
         // No connection (or it just ended).
+        if !at_home || (params.commit && params.nat.is_some_and(|n| n.spec.is_some())) {
+            return Step::Defer;
+        }
+        self.create(shard, pkt, info, None, ctx, tally, out);
+        Step::Done
+    }
+
+    /// An ICMP error: relate it to the connection of the packet it quotes
+    /// (and, with `nat`, say how to translate it).
+    #[allow(clippy::too_many_arguments)]
+    #[cold]
+    fn relate_error(
+        &self,
+        shard: &Shard,
+        inner: &ConnKey,
+        hash: u64,
+        at_home: bool,
+        ctx: &Ctx<'_>,
+        tally: &mut Tally,
+        out: &mut CtResult,
+        info: &PacketInfo,
+    ) -> Step {
+        let params = ctx.params;
+        *out = match shard.lookup_embedded(inner, hash) {
+            Some((slot, _, _)) if slot & REMOTE != 0 && at_home => {
+                return Step::Remote(slot & !REMOTE)
+            }
+            Some((slot, dir, translated)) => match shard.get(slot) {
+                Some(c) if !c.expired(ctx.now_s) => {
+                    // The error travels opposite to the packet it quotes.
+                    let mut state = CtState::TRK | CtState::REL;
+                    if dir == Dir::Orig {
+                        state |= CtState::RPL;
+                    }
+                    let mut r = conn_result(c, state, info.l4_csum_checked);
+                    if translated && params.nat.is_some() {
+                        r.state |= nat::state_bits(
+                            c.status.contains(ConnStatus::SRC_NAT),
+                            c.status.contains(ConnStatus::DST_NAT),
+                            dir.other(),
+                        );
+                        r.nat = Some(NatEdit::Related(c.dir_key(dir)));
+                    }
+                    r
+                }
+                _ => {
+                    tally.invalid += 1;
+                    invalid(params.zone, info.l4_csum_checked)
+                }
+            },
+            None => {
+                tally.invalid += 1;
+                invalid(params.zone, info.l4_csum_checked)
+            }
+        };
+        Step::Done
+    }
+
+    /// Create a connection for a packet that has none (commit), or report
+    /// it `+new` (no commit); `binding`: its NAT binding.
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &self,
+        shard: &mut Shard,
+        pkt: &CtPacket<'_>,
+        info: &PacketInfo,
+        binding: Option<&Binding>,
+        ctx: &Ctx<'_>,
+        tally: &mut Tally,
+        out: &mut CtResult,
+    ) -> bool {
+        let bytes = pkt.l3.len() as u64;
+        let params = ctx.params;
+        let events = &mut tally.events;
         if !ProtoState::valid_new(info) {
             tally.invalid += 1;
-            {
-                *out = invalid(params.zone, info.l4_csum_checked);
-                return;
-            }
+            *out = invalid(params.zone, info.l4_csum_checked);
+            return false;
         }
         let expected = self.expectations.take(&info.key, ctx.now_s, params.commit);
         let mut state = CtState::TRK | CtState::NEW;
@@ -575,15 +828,13 @@ impl Tracker {
                 l4_csum_checked: info.l4_csum_checked,
                 ..Default::default()
             };
-            return;
+            return false;
         }
         if !self.reserve(shard, params.zone, ctx, events) {
             shard.stats.refused += 1;
             tally.invalid += 1;
-            {
-                *out = invalid(params.zone, info.l4_csum_checked);
-                return;
-            }
+            *out = invalid(params.zone, info.l4_csum_checked);
+            return false;
         }
         let proto = ProtoState::new(info);
         let policy = params
@@ -610,6 +861,12 @@ impl Tracker {
         if let Some(h) = params.helper {
             conn.ext_mut().helper = Some(h);
         }
+        if let Some(b) = binding {
+            conn.status |= b.status;
+            let ext = conn.ext_mut();
+            ext.reply = Some(b.reply);
+            ext.reply_remote = b.remote;
+        }
         apply_mark_label(&mut conn, params);
         let slot = shard.insert(conn, ctx.now_s, self.seed, self.mask);
         *out = match shard.get(slot) {
@@ -625,10 +882,225 @@ impl Tracker {
                 if let Some(h) = params.helper {
                     crate::alg::inspect(h, c, Dir::Orig, pkt, info, ctx.now_s, &self.expectations);
                 }
-                conn_result(c, state, info.l4_csum_checked)
+                let mut r = conn_result(c, state, info.l4_csum_checked);
+                if params.nat.is_some() {
+                    apply_nat(c, Dir::Orig, &mut r);
+                }
+                r
             }
             None => invalid(params.zone, info.l4_csum_checked),
         };
+        true
+    }
+
+    /// A packet [`Tracker::process`] deferred, with no lock held on entry:
+    /// follows a remote reference to the connection's shard, removes a
+    /// stale one, or chooses a NAT binding. Takes at most two shard locks,
+    /// the second only in ascending shard order or by `try_lock`. `why`
+    /// is what `process` said: a remote reference's home shard is visited
+    /// straight away, without looking the packet up in its own shard again.
+    #[allow(clippy::too_many_arguments)]
+    fn process_deferred(
+        &self,
+        pkt: &CtPacket<'_>,
+        info: &PacketInfo,
+        kh: KeyHash,
+        why: Step,
+        ctx: &Ctx<'_>,
+        tally: &mut Tally,
+        out: &mut CtResult,
+    ) {
+        let key = lookup_key(info);
+        let is_error = matches!(info.l4, L4Info::IcmpError { .. });
+        let mut home = match why {
+            Step::Remote(h) => Some(h as usize),
+            _ => None,
+        };
+        for _ in 0..4 {
+            if let Some(a) = home.take() {
+                if self.process_at_home(a, pkt, info, kh, ctx, tally, out) {
+                    return;
+                }
+                continue;
+            }
+            let mut g = self.lock_shard(kh.shard);
+            let hit = if is_error {
+                None // relate_error looks the embedded packet up itself
+            } else {
+                g.lookup(key, kh.hash)
+            };
+            match self.process(&mut g, pkt, info, hit, kh.hash, true, ctx, tally, out) {
+                Step::Done => return,
+                Step::Remote(h) => home = Some(h as usize),
+                Step::Defer => match ctx.params.nat.and_then(|n| n.spec) {
+                    Some(spec) => {
+                        if self.nat_commit(g, kh, &spec, pkt, info, ctx, tally, out) {
+                            return;
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+        tally.invalid += 1;
+        *out = invalid(ctx.params.zone, info.l4_csum_checked);
+    }
+
+    /// Process a packet in shard `a`, the home of the connection a remote
+    /// reference named. False: start again from the packet's own shard
+    /// (the connection ended, or the reference was stale: it is removed
+    /// here, with both shards locked).
+    #[allow(clippy::too_many_arguments)]
+    fn process_at_home(
+        &self,
+        a: usize,
+        pkt: &CtPacket<'_>,
+        info: &PacketInfo,
+        kh: KeyHash,
+        ctx: &Ctx<'_>,
+        tally: &mut Tally,
+        out: &mut CtResult,
+    ) -> bool {
+        let key = lookup_key(info);
+        let is_error = matches!(info.l4, L4Info::IcmpError { .. });
+        let mut g = self.lock_shard(a);
+        let hit = if is_error {
+            None
+        } else {
+            g.lookup(key, kh.hash)
+        };
+        if is_error || hit.is_some_and(|(s, _)| s & REMOTE == 0) {
+            return self.process(&mut g, pkt, info, hit, kh.hash, false, ctx, tally, out)
+                == Step::Done;
+        }
+        drop(g);
+        if a != kh.shard {
+            let (ga, mut gb) = self.lock_two(a, kh.shard);
+            if ga.lookup(key, kh.hash).is_none_or(|(s, _)| s & REMOTE != 0) {
+                gb.remove_remote(key, kh.hash, a as u32, None);
+            }
+        }
+        false
+    }
+
+    /// Lock shards `a` and `b` (different) in ascending order; returns
+    /// their guards as `(a, b)`.
+    fn lock_two(&self, a: usize, b: usize) -> (MutexGuard<'_, Shard>, MutexGuard<'_, Shard>) {
+        if a < b {
+            let ga = self.lock_shard(a);
+            (ga, self.lock_shard(b))
+        } else {
+            let gb = self.lock_shard(b);
+            (self.lock_shard(a), gb)
+        }
+    }
+
+    /// Choose a NAT binding for a new connection and create it, with the
+    /// packet's home shard `home` (guard `g`) locked. Each candidate reply
+    /// tuple is checked under its own shard's lock, which stays held for
+    /// the chosen one until its remote reference is in. Returns false when
+    /// the home shard had to be unlocked and someone created the
+    /// connection meanwhile (the caller looks it up again).
+    #[allow(clippy::too_many_arguments)]
+    #[cold]
+    fn nat_commit<'a>(
+        &'a self,
+        g: MutexGuard<'a, Shard>,
+        kh: KeyHash,
+        spec: &NatSpec,
+        pkt: &CtPacket<'_>,
+        info: &PacketInfo,
+        ctx: &Ctx<'_>,
+        tally: &mut Tally,
+        out: &mut CtResult,
+    ) -> bool {
+        let orig = info.key;
+        if !ProtoState::valid_new(info) {
+            tally.invalid += 1;
+            *out = invalid(ctx.params.zone, info.l4_csum_checked);
+            return true;
+        }
+        let random = self
+            .nat_rng
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+            .wrapping_mul(0xd6e8_feb8_6659_fd93);
+        let mut home: Option<MutexGuard<'a, Shard>> = Some(g);
+        let mut other: Option<(usize, MutexGuard<'a, Shard>)> = None;
+        let mut relocked = false;
+        let chosen = nat::choose(spec, &orig, self.seed, random, |r| {
+            let rh = self.hash(r);
+            if rh.shard == kh.shard {
+                other = None;
+                return home
+                    .as_deref()
+                    .is_some_and(|h| h.lookup(r, rh.hash).is_none());
+            }
+            if other.as_ref().is_none_or(|(s, _)| *s != rh.shard) {
+                other = None;
+                let guard = if rh.shard > kh.shard {
+                    self.lock_shard(rh.shard)
+                } else if let Some(gt) = self.shards[rh.shard].try_lock() {
+                    gt
+                } else {
+                    // Keep the lock order: let go of the home shard.
+                    home = None;
+                    let gt = self.lock_shard(rh.shard);
+                    home = Some(self.lock_shard(kh.shard));
+                    relocked = true;
+                    gt
+                };
+                other = Some((rh.shard, guard));
+            }
+            other
+                .as_ref()
+                .is_some_and(|(_, gt)| gt.lookup(r, rh.hash).is_none())
+        });
+        let Some(mut g) = home else {
+            return false;
+        };
+        if relocked && g.lookup(&orig, kh.hash).is_some() {
+            return false;
+        }
+        let Some(reply) = chosen else {
+            tally.nat_exhausted += 1;
+            *out = invalid(ctx.params.zone, info.l4_csum_checked);
+            out.nat = Some(NatEdit::Drop);
+            return true;
+        };
+        if reply == orig.reverse() {
+            // The binding changes nothing: an ordinary connection.
+            self.create(&mut g, pkt, info, None, ctx, tally, out);
+            return true;
+        }
+        let rh = self.hash(&reply);
+        let remote = (rh.shard != kh.shard).then(|| {
+            (
+                rh.shard as u32,
+                self.nat_gen.fetch_add(1, Ordering::Relaxed),
+            )
+        });
+        let status = match spec.kind {
+            nat::NatKind::Src => ConnStatus::SRC_NAT,
+            nat::NatKind::Dst => ConnStatus::DST_NAT,
+        };
+        let binding = Binding {
+            reply,
+            status,
+            remote,
+        };
+        if self.create(&mut g, pkt, info, Some(&binding), ctx, tally, out) {
+            if let (Some((_, gen)), Some((_, gt))) = (remote, other.as_mut()) {
+                gt.add_remote(
+                    RemoteRef {
+                        key: reply,
+                        home: kh.shard as u32,
+                        gen,
+                    },
+                    rh.hash,
+                );
+            }
+        }
+        true
     }
 
     /// Count a new connection against the global and zone limits, early
@@ -703,6 +1175,15 @@ impl Tracker {
     ) {
         let id = shard.conn_id(slot, self.mask);
         if let Some(c) = shard.remove(slot, self.seed, self.mask) {
+            if let Some((t, gen)) = c.ext.as_deref().and_then(|e| e.reply_remote) {
+                self.unlinks.lock().push(Unlink {
+                    shard: t,
+                    key: c.reply_key(),
+                    home: shard.number(),
+                    gen,
+                });
+                self.unlinks_pending.store(true, Ordering::Release);
+            }
             self.release(&c);
             if ctx.want_events {
                 let mut ev = ConnEvent::of(EventKind::Destroy, &c, id, ctx.now_s);
@@ -722,6 +1203,25 @@ impl Tracker {
             .fetch_sub(1, Ordering::Relaxed);
         if !self.expectations.is_empty() {
             self.expectations.remove_master(&c.key);
+        }
+    }
+
+    /// Remove the remote references of destroyed NAT connections. Called
+    /// with no shard lock held (end of a batch, a sweep, a flush).
+    pub(crate) fn drain_unlinks(&self) {
+        if !self.unlinks_pending.load(Ordering::Acquire) {
+            return;
+        }
+        let todo = {
+            let mut u = self.unlinks.lock();
+            self.unlinks_pending.store(false, Ordering::Release);
+            std::mem::take(&mut *u)
+        };
+        for u in todo {
+            let h = self.hash(&u.key);
+            debug_assert_eq!(h.shard, u.shard as usize);
+            self.lock_shard(u.shard as usize)
+                .remove_remote(&u.key, h.hash, u.home, Some(u.gen));
         }
     }
 
@@ -788,6 +1288,7 @@ impl Tracker {
             }
         }
         self.expectations.expire(now_s);
+        self.drain_unlinks();
         expired
     }
 
@@ -811,10 +1312,13 @@ impl Tracker {
             invalid: self.counters.invalid.load(Ordering::Relaxed),
             untracked: self.counters.untracked.load(Ordering::Relaxed),
             events_refused: self.counters.events_refused.load(Ordering::Relaxed),
+            nat_exhausted: self.counters.nat_exhausted.load(Ordering::Relaxed),
             ..Default::default()
         };
         for s in self.shards.iter() {
-            let st = s.lock().stats;
+            let g = s.lock();
+            c.nat_remote_refs += g.remote_count() as u64;
+            let st = g.stats;
             c.inserts += st.inserts;
             c.early_drops += st.early_drops;
             c.refused += st.refused;
@@ -888,13 +1392,22 @@ fn conn_state(c: &Conn, dir: Dir) -> CtState {
     if c.status.contains(ConnStatus::RELATED) {
         s |= CtState::REL;
     }
-    if c.status.contains(ConnStatus::SRC_NAT) {
-        s |= CtState::SNAT;
-    }
-    if c.status.contains(ConnStatus::DST_NAT) {
-        s |= CtState::DNAT;
-    }
     s
+}
+
+/// A `ct` action with `nat` on a packet of `c` travelling in `dir`: the
+/// translation (if the connection has one) and the `+snat`/`+dnat` bits.
+#[inline]
+fn apply_nat(c: &Conn, dir: Dir, out: &mut CtResult) {
+    let (src, dst) = (
+        c.status.contains(ConnStatus::SRC_NAT),
+        c.status.contains(ConnStatus::DST_NAT),
+    );
+    if !(src || dst) {
+        return;
+    }
+    out.state |= nat::state_bits(src, dst, dir);
+    out.nat = Some(NatEdit::Packet(nat::target(&c.key, &c.reply_key(), dir)));
 }
 
 #[inline]
@@ -906,6 +1419,7 @@ fn conn_result(c: &Conn, state: CtState, l4_csum_checked: bool) -> CtResult {
         label: c.label(),
         orig: Some(c.key),
         l4_csum_checked,
+        nat: None,
     }
 }
 

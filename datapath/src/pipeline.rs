@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use crate::action::{rewrite, vlan};
+use crate::action::{nat, rewrite, vlan};
 use crate::cache::emc::ExactMatchCache;
 use crate::cache::megaflow::{Megaflow, MegaflowCache, DEFAULT_MAX_MEGAFLOWS};
 use crate::cache::FlowRef;
@@ -119,6 +119,8 @@ pub struct PipelineCounters {
     pub rewrite_errors: u64,
     /// Packets handed to conntrack.
     pub ct_packets: u64,
+    /// Packets dropped because conntrack found no free NAT binding.
+    pub nat_dropped: u64,
     /// Packets sent to the controller.
     pub controller: u64,
     /// Megaflows installed / evicted or invalidated.
@@ -755,6 +757,11 @@ impl Pipeline {
                     p.meta.offload.insert(OffloadFlags::L4_CSUM_GOOD);
                 }
             }
+            if let Some(edit) = &r.nat {
+                if !self.apply_nat(i, edit) {
+                    continue;
+                }
+            }
             if let (Some(recirc_id), true) = (c.recirc, last) {
                 // The packet itself goes round again: update it in place.
                 if let Some(p) = self.pass.pkts[i].as_mut() {
@@ -791,6 +798,30 @@ impl Pipeline {
                 self.pass.keys[i].clear_ct();
             }
         }
+    }
+
+    /// Write conntrack's NAT verdict into packet `i` and its key (before
+    /// any copy goes round again); false if the packet was dropped (no
+    /// binding free, or headers that could not be rewritten: an
+    /// untranslated packet must not leak).
+    #[inline]
+    fn apply_nat(&mut self, i: usize, edit: &ct::nat::NatEdit) -> bool {
+        let Some(p) = self.pass.pkts[i].as_mut() else {
+            return false;
+        };
+        let outcome = nat::apply(p, &mut self.pass.keys[i], edit);
+        if outcome == nat::NatOutcome::Done {
+            return true;
+        }
+        if outcome == nat::NatOutcome::Drop {
+            self.counters.nat_dropped += 1;
+        } else {
+            self.counters.rewrite_errors += 1;
+        }
+        if let Some(p) = self.pass.pkts[i].take() {
+            self.pool.free(p);
+        }
+        false
     }
 
     /// [`Pipeline::revalidate`] if it is due. The PMD calls this while idle

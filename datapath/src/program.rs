@@ -101,6 +101,9 @@ impl fmt::Display for Op {
                 if let Some(n) = &c.policy_name {
                     item(f, format_args!("timeout={n}"))?;
                 }
+                if let Some(n) = &p.nat {
+                    item(f, format_args!("{n}"))?;
+                }
                 f.write_str(")")?;
                 if let Some(r) = c.recirc {
                     write!(f, ",recirc({r:#x})")?;

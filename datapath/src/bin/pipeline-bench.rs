@@ -25,6 +25,16 @@
 //! generation itself (about 300 instructions a packet) is inside the
 //! measured loop.
 //!
+//! `--nat` measures each cell twice, without and with NAT, on the same
+//! kind of traffic: in the NAT run the generator's requests go to a
+//! virtual IP (172.16.0.100) that `ct(commit,nat(dst=172.16.0.1))` maps to
+//! the server, and every packet goes through `ct(nat,...)`: requests are
+//! DNATed, replies un-DNATed (both directions rewritten, checksums
+//! updated). The NAT rows are labelled `CACHES+nat` (JSON case
+//! `CACHES-nat`), and a last table gives NAT's cost per cell. The timed
+//! runs of the two alternate, so drift on a noisy machine hits both;
+//! `--cpu-time` times by thread CPU time instead of the wall clock.
+//!
 //! `--quick` (for CI smoke runs): 1k and 100k connections, 500k packets,
 //! one run.
 
@@ -44,6 +54,16 @@ table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1)
 table=1,priority=10,ct_state=+trk+new-inv,ip,actions=ct(commit,zone=1),output:2
 table=1,priority=10,ct_state=+trk+est-inv,ip,actions=output:2
 ";
+
+/// `--nat`: requests to the VIP are DNATed to the generator's server.
+const NAT_FLOWS: &str = "\
+table=0,priority=10,ip,in_port=1,actions=ct(nat,zone=1,table=1)
+table=1,priority=10,ct_state=+trk+new-inv,ip,actions=ct(commit,zone=1,nat(dst=172.16.0.1)),output:2
+table=1,priority=10,ct_state=+trk+est-inv,ip,actions=output:2
+";
+
+/// The virtual IP the generator's requests go to with `--nat`.
+const NAT_VIP: [u8; 4] = [172, 16, 0, 100];
 
 #[derive(Parser, Debug)]
 #[command(about = "Full-pipeline throughput: generator -> classifier + conntrack -> null")]
@@ -69,6 +89,14 @@ struct Args {
     /// Smoke-run sizes: conns 1000,100000, 500k packets, one run.
     #[arg(long)]
     quick: bool,
+    /// Also measure every cell with NAT (DNAT of a virtual IP, both
+    /// directions translated) and report NAT's cost.
+    #[arg(long)]
+    nat: bool,
+    /// Time runs by the thread's CPU time instead of the wall clock (on a
+    /// shared machine, time spent descheduled then does not count).
+    #[arg(long)]
+    cpu_time: bool,
 }
 
 fn pipeline_config(caches: &str) -> Result<PipelineConfig, String> {
@@ -97,7 +125,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(gen_cfg: GeneratorConfig, max_conns: u32, cfg: PipelineConfig) -> Bench {
+    fn new(gen_cfg: GeneratorConfig, max_conns: u32, cfg: PipelineConfig, flows: &str) -> Bench {
         let sw = Switch::new(ct::TrackerConfig {
             max_conns,
             ..Default::default()
@@ -115,7 +143,7 @@ impl Bench {
             kind: "null".into(),
         })
         .expect("port");
-        sw.bridge.ofctl("add-flows", FLOWS, 0).expect("flows");
+        sw.bridge.ofctl("add-flows", flows, 0).expect("flows");
         let pipeline = Pipeline::new(sw.clone(), cfg, 0);
         Bench {
             sw,
@@ -172,52 +200,143 @@ fn append(path: &Option<std::path::PathBuf>, line: &str) {
     }
 }
 
+/// The established-traffic bench of one cell, warmed up.
+fn established_bench(cfg: &PipelineConfig, conns: u32, nat: bool) -> Bench {
+    let gen_cfg = GeneratorConfig {
+        flows: conns,
+        packet_size: 64,
+        proto: GenProto::Udp,
+        replies: true,
+        request_dst: nat.then_some(NAT_VIP),
+        ..Default::default()
+    };
+    let flows = if nat { NAT_FLOWS } else { FLOWS };
+    let mut b = Bench::new(
+        gen_cfg,
+        conns.saturating_mul(2).max(1000),
+        cfg.clone(),
+        flows,
+    );
+    // Warm-up: every connection sees a request and a reply (+est from
+    // then on) and the caches fill.
+    b.run(4 * conns as u64 + 200_000);
+    b
+}
+
+/// Seconds the calling thread has run (not waited): `CLOCK_THREAD_CPUTIME_ID`.
+fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// Time one run of `n` packets: wall-clock seconds, or with `cpu` the
+/// thread's CPU seconds.
+fn timed_run(b: &mut Bench, n: u64, cpu: bool) -> f64 {
+    if cpu {
+        let t0 = thread_cpu_s();
+        b.run(n);
+        thread_cpu_s() - t0
+    } else {
+        b.run(n)
+    }
+}
+
+/// One cell of the established-traffic table (with `--nat`: the plain and
+/// the NAT bench, their timed runs alternating so that a noisy machine
+/// hits both alike). Prints a row per bench; returns the medians (plain,
+/// then NAT).
+fn established_cell(args: &Args, caches: &str, cfg: &PipelineConfig, conns: u32) -> Vec<f64> {
+    let modes: &[bool] = if args.nat { &[false, true] } else { &[false] };
+    let mut benches: Vec<Bench> = modes
+        .iter()
+        .map(|&nat| established_bench(cfg, conns, nat))
+        .collect();
+    let before: Vec<_> = benches.iter().map(|b| b.pipeline.counters).collect();
+    let mut runs = vec![Vec::new(); benches.len()];
+    for _ in 0..args.runs {
+        for (b, r) in benches.iter_mut().zip(runs.iter_mut()) {
+            let s = timed_run(b, args.packets, args.cpu_time);
+            r.push(args.packets as f64 / s / 1e6);
+        }
+    }
+    let mut medians = Vec::new();
+    for (k, &nat) in modes.iter().enumerate() {
+        let b = &benches[k];
+        let (before, runs) = (&before[k], &runs[k]);
+        let c = b.pipeline.counters;
+        let passes = (c.packets - before.packets) + (c.recirculations - before.recirculations);
+        let emc = 100.0 * (c.emc_hits - before.emc_hits) as f64 / passes.max(1) as f64;
+        let med = median(&mut runs.clone());
+        let shown: Vec<String> = runs.iter().map(|r| format!("{r:.2}")).collect();
+        let label = if nat {
+            format!("{caches}+nat")
+        } else {
+            caches.to_string()
+        };
+        println!(
+            "| {label} | {conns} | **{med:.2}** | {} | {} | {emc:.0} |",
+            shown.join(" "),
+            b.pipeline.megaflow_count()
+        );
+        let ct = b.sw.ct.counters();
+        if nat && ct.nat_remote_refs == 0 && conns >= 100 {
+            eprintln!("  note: no NAT binding spans shards: is NAT in effect?");
+        }
+        if ct.invalid > 0 || c.dropped_by_flow > before.dropped_by_flow || c.nat_dropped > 0 {
+            eprintln!(
+                "  note: {} invalid, {} dropped by flow, {} NAT drops during the runs",
+                ct.invalid,
+                c.dropped_by_flow - before.dropped_by_flow,
+                c.nat_dropped
+            );
+        }
+        let case = if nat {
+            format!("{caches}-nat")
+        } else {
+            caches.to_string()
+        };
+        append(
+            &args.json_out,
+            &json_line(&case, conns as u64, "Mpps", runs, med),
+        );
+        medians.push(med);
+    }
+    medians
+}
+
 fn established(args: &Args) -> Result<(), String> {
     println!(
         "| caches | conns | Mpps (median of {}) | runs | megaflows | EMC hit % |",
         args.runs
     );
     println!("| --- | ---: | ---: | --- | ---: | ---: |");
+    let mut costs = Vec::new();
     for caches in &args.caches {
         let cfg = pipeline_config(caches)?;
         for &conns in &args.conns {
-            let gen_cfg = GeneratorConfig {
-                flows: conns,
-                packet_size: 64,
-                proto: GenProto::Udp,
-                replies: true,
-                ..Default::default()
-            };
-            let mut b = Bench::new(gen_cfg, conns.saturating_mul(2).max(1000), cfg.clone());
-            // Warm-up: every connection sees a request and a reply (+est
-            // from then on) and the caches fill.
-            b.run(4 * conns as u64 + 200_000);
-            let before = b.pipeline.counters;
-            let mut runs = Vec::new();
-            for _ in 0..args.runs {
-                let s = b.run(args.packets);
-                runs.push(args.packets as f64 / s / 1e6);
+            let m = established_cell(args, caches, &cfg, conns);
+            if let [p, n] = m[..] {
+                costs.push((caches.clone(), conns, p, n));
             }
-            let c = b.pipeline.counters;
-            let passes = (c.packets - before.packets) + (c.recirculations - before.recirculations);
-            let emc = 100.0 * (c.emc_hits - before.emc_hits) as f64 / passes.max(1) as f64;
-            let med = median(&mut runs.clone());
-            let shown: Vec<String> = runs.iter().map(|r| format!("{r:.2}")).collect();
+        }
+    }
+    if !costs.is_empty() {
+        println!();
+        println!("| caches | conns | Mpps without NAT | Mpps with NAT | NAT cost |");
+        println!("| --- | ---: | ---: | ---: | ---: |");
+        for (caches, conns, p, n) in costs {
             println!(
-                "| {caches} | {conns} | **{med:.2}** | {} | {} | {emc:.0} |",
-                shown.join(" "),
-                b.pipeline.megaflow_count()
-            );
-            if b.sw.ct.counters().invalid > 0 || c.dropped_by_flow > before.dropped_by_flow {
-                eprintln!(
-                    "  note: {} invalid, {} dropped by flow during the runs",
-                    b.sw.ct.counters().invalid,
-                    c.dropped_by_flow - before.dropped_by_flow
-                );
-            }
-            append(
-                &args.json_out,
-                &json_line(caches, conns as u64, "Mpps", &runs, med),
+                "| {caches} | {conns} | {p:.2} | {n:.2} | {:.1}% |",
+                100.0 * (1.0 - n / p)
             );
         }
     }
@@ -243,7 +362,7 @@ fn setup(args: &Args) -> Result<(), String> {
         };
         let mut runs = Vec::new();
         for _ in 0..args.runs {
-            let mut b = Bench::new(gen_cfg.clone(), 8_000_000, cfg.clone());
+            let mut b = Bench::new(gen_cfg.clone(), 8_000_000, cfg.clone(), FLOWS);
             b.run(20_000);
             let before = b.sw.ct.counters().inserts;
             let s = b.run(args.packets);

@@ -302,6 +302,7 @@ pub fn build_port(cfg: &PortConfigJson, base: &Path) -> Result<BuiltPort, String
                     limit: o.limit,
                     n_rxq: o.rxqs,
                     csum_offload: o.csum_offload,
+                    request_dst: None,
                 },
             );
             let c = g.config();

@@ -100,6 +100,8 @@ pub fn stats(d: &Daemon, args: &[String]) -> Result<CmdOutput, String> {
         ("invalid", c.invalid),
         ("untracked", c.untracked),
         ("events refused", c.events_refused),
+        ("nat exhausted (dropped)", c.nat_exhausted),
+        ("nat remote references", c.nat_remote_refs),
     ] {
         text.push_str(&format!("    {name}: {v}\n"));
     }

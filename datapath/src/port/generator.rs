@@ -66,6 +66,10 @@ pub struct GeneratorConfig {
     /// checksums, so the claim is true); off makes conntrack verify them
     /// in software.
     pub csum_offload: bool,
+    /// UDP only: requests go to this address (a virtual IP that a
+    /// destination NAT in front of the server maps to it) while replies
+    /// still come from the server, as the switch sees traffic it DNATs.
+    pub request_dst: Option<[u8; 4]>,
 }
 
 impl Default for GeneratorConfig {
@@ -80,6 +84,7 @@ impl Default for GeneratorConfig {
             limit: None,
             n_rxq: 1,
             csum_offload: true,
+            request_dst: None,
         }
     }
 }
@@ -318,13 +323,17 @@ struct UdpTemplate {
 }
 
 impl UdpTemplate {
-    fn new(size: usize, reply: bool) -> UdpTemplate {
+    /// `request_dst`: address requests are sent to instead of the server's.
+    fn new(size: usize, reply: bool, request_dst: Option<[u8; 4]>) -> UdpTemplate {
         let zero = Endpoint {
             mac: CLIENT_MAC,
             ip: [0; 4],
             port: 0,
         };
-        let srv = server(GenProto::Udp);
+        let mut srv = server(GenProto::Udp);
+        if let (false, Some(ip)) = (reply, request_dst) {
+            srv.ip = ip;
+        }
         let mut frame = vec![0u8; size];
         let (ip_at, port_at) = if reply {
             write_udp4(&mut frame, &srv, &zero);
@@ -416,6 +425,7 @@ impl GeneratorPort {
             })
             .collect();
         let size = cfg.packet_size;
+        let request_dst = cfg.request_dst;
         GeneratorPort {
             name: name.into(),
             port_no,
@@ -423,7 +433,10 @@ impl GeneratorPort {
             queues,
             produced: AtomicU64::new(0),
             counters: PortCounters::default(),
-            udp_templates: [UdpTemplate::new(size, false), UdpTemplate::new(size, true)],
+            udp_templates: [
+                UdpTemplate::new(size, false, request_dst),
+                UdpTemplate::new(size, true, None),
+            ],
         }
     }
 
@@ -614,12 +627,21 @@ impl Port for GeneratorPort {
 mod tests {
     #[test]
     fn udp_templates_write_what_write_udp4_writes() {
-        for size in [60, 64, 200, 1500] {
+        for (size, vip) in [
+            (60, None),
+            (64, None),
+            (200, None),
+            (1500, None),
+            (64, Some([198, 51, 100, 10])),
+        ] {
             for reply in [false, true] {
-                let t = UdpTemplate::new(size, reply);
+                let t = UdpTemplate::new(size, reply, vip);
                 for c in [0u64, 1, 77, 1 << 20, 5_000_000, u64::from(u32::MAX)] {
                     let client = client_of(c);
-                    let srv = server(GenProto::Udp);
+                    let mut srv = server(GenProto::Udp);
+                    if let (false, Some(ip)) = (reply, vip) {
+                        srv.ip = ip;
+                    }
                     let mut want = vec![0u8; size];
                     if reply {
                         write_udp4(&mut want, &srv, &client);

@@ -113,11 +113,13 @@ pub fn translate(
                     }
                     None => None,
                 };
-                if c.nat.is_some() {
-                    warnings.push(
-                        "ct nat is not implemented yet: packets are tracked without NAT".into(),
-                    );
-                }
+                let nat = c.nat.as_ref().and_then(|n| {
+                    let r = nat_action(n);
+                    if r.is_none() {
+                        warnings.push(format!("ct {n}: unusable nat range, nat ignored"));
+                    }
+                    r
+                });
                 let recirc = match c.recirc {
                     Some(table_recirc) => {
                         // The i-th forked ct corresponds to the i-th recirc key.
@@ -150,6 +152,7 @@ pub fn translate(
                             CtAlg::Ftp => "ftp",
                             CtAlg::Tftp => "tftp",
                         }),
+                        nat,
                     },
                     policy_name: c.timeout.clone(),
                     recirc,
@@ -164,6 +167,32 @@ pub fn translate(
         drop_reason: x.drop_reason,
         warnings,
     })
+}
+
+/// Conntrack's form of ofproto's `nat` argument; None for a range
+/// conntrack cannot use (mixed families or backwards: ofproto's parser
+/// already refuses those).
+fn nat_action(n: &ofproto::action::Nat) -> Option<ct::nat::NatAction> {
+    use ct::nat::{NatAction, NatKind, NatSpec, PortPick};
+    let Some(kind) = n.kind else {
+        return Some(NatAction::default());
+    };
+    let kind = match kind {
+        ofproto::action::NatKind::Src => NatKind::Src,
+        ofproto::action::NatKind::Dst => NatKind::Dst,
+    };
+    let (lo, hi) = n.addrs?;
+    let mut spec = NatSpec::new(kind, lo, hi)?;
+    spec.ports = n.ports;
+    spec.persistent = n.persistent;
+    spec.pick = if n.hash {
+        PortPick::Hash
+    } else if n.random {
+        PortPick::Random
+    } else {
+        PortPick::Keep
+    };
+    Some(NatAction { spec: Some(spec) })
 }
 
 /// The datapath op for ofproto's write of `field`, or None for a write
