@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::key::{ConnKey, Dir};
 use crate::proto::ProtoState;
+use crate::seqadj::SeqAdj;
 use crate::timeout::PolicyId;
 
 bitflags! {
@@ -55,6 +56,9 @@ pub struct ConnExt {
     /// Where the NAT reply tuple's remote reference lives, when the reply
     /// tuple hashes to another shard: `(shard, generation)`.
     pub reply_remote: Option<(u32, u32)>,
+    /// TCP sequence shifts left by an ALG that resized segments of this
+    /// (NATed) connection; inactive otherwise.
+    pub seqadj: SeqAdj,
 }
 
 /// A connection.

@@ -83,21 +83,67 @@ pub struct Expectation {
     pub helper: &'static str,
     /// Seconds (tracker clock) after which it is void.
     pub expire: u32,
+    /// The translation the related connection gets when it is committed
+    /// with `nat` (its master is NATed): None without NAT.
+    pub nat: Option<ExpectNat>,
+}
+
+/// How a related connection follows its NATed master (Linux
+/// `nf_nat_follow_master`, OVS userspace conntrack's ALG NAT): the
+/// expectation describes the data connection's first packet as it reaches
+/// `ct` (the translated address and port the announcement now names, or
+/// the receiver's real address), and this says how to map it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpectNat {
+    /// `Dst`: the related connection's destination becomes `addr`/`port`
+    /// (the announcer's real address, hidden by the master's NAT). `Src`:
+    /// its source becomes `addr` (the address the announcer knows the
+    /// receiver by), keeping the port when it is free.
+    pub kind: crate::nat::NatKind,
+    pub addr: [u8; 16],
+    pub port: Option<u16>,
+}
+
+impl ExpectNat {
+    /// The NAT rule that applies this mapping to a connection of `family`.
+    pub fn spec(&self, family: Family) -> crate::nat::NatSpec {
+        crate::nat::NatSpec {
+            kind: self.kind,
+            family,
+            addr_min: self.addr,
+            addr_max: self.addr,
+            ports: self.port.map(|p| (p, p)),
+            persistent: false,
+            pick: crate::nat::PortPick::Keep,
+        }
+    }
 }
 
 impl Expectation {
     /// One `dump-expectations` line, `conntrack -L expect` style:
     /// `300 zone=1 proto=6 src=A dst=B sport=0 dport=P
     /// master=(src=..,dst=..,sport=..,dport=..) helper=ftp`, the first
-    /// number being the seconds left at `now_s`.
+    /// number being the seconds left at `now_s`; an expectation of a NATed
+    /// master ends with ` nat=dst=A:P` or ` nat=src=A`.
     pub fn line(&self, now_s: u32) -> String {
-        format!(
+        let mut s = format!(
             "{} {} master=({}) helper={}",
             self.expire.saturating_sub(now_s),
             self.key,
             self.master,
             self.helper
-        )
+        );
+        if let Some(n) = &self.nat {
+            let dir = match n.kind {
+                crate::nat::NatKind::Src => "src",
+                crate::nat::NatKind::Dst => "dst",
+            };
+            s.push_str(&format!(" nat={dir}={}", ip_of(self.key.family, &n.addr)));
+            if let Some(p) = n.port {
+                s.push_str(&format!(":{p}"));
+            }
+        }
+        s
     }
 }
 
@@ -230,6 +276,20 @@ impl ExpectTable {
         e.filter(|e| now_s <= e.expire)
     }
 
+    /// The NAT mapping of the live expectation matching `key`, if it has
+    /// one (the expectation stays).
+    pub fn nat_of(&self, key: &ConnKey, now_s: u32) -> Option<ExpectNat> {
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let inner = self.inner.lock();
+        inner
+            .map
+            .get(&ExpectKey::of(key))
+            .filter(|e| now_s <= e.expire)
+            .and_then(|e| e.nat)
+    }
+
     /// Remove one expectation (e.g. to re-register it under NAT-translated
     /// addresses).
     pub fn remove(&self, key: &ExpectKey) -> Option<Expectation> {
@@ -322,6 +382,7 @@ mod tests {
             master: master(m),
             helper: "ftp",
             expire,
+            nat: None,
         }
     }
 

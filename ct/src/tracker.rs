@@ -30,6 +30,8 @@ use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use serde::Serialize;
 
+use crate::alg::edit::{AlgEdit, PayloadEdit};
+use crate::alg::AlgOutcome;
 use crate::conn::{Conn, ConnStatus, DirCounters};
 use crate::events::{ConnEvent, DestroyCause, EventKind, EventSink};
 use crate::expect::ExpectTable;
@@ -103,6 +105,11 @@ pub struct CtResult {
     pub l4_csum_checked: bool,
     /// What NAT requires of this packet (only with a `nat` argument).
     pub nat: Option<NatEdit>,
+    /// What an ALG requires of this packet on top of `nat` (payload
+    /// rewrite, sequence adjustment; see [`crate::alg::edit`]), to apply
+    /// after it. Only with a `nat` argument, on NATed connections whose
+    /// helper rewrote an announcement.
+    pub alg: Option<AlgEdit>,
 }
 
 /// Bytes held by the connection table, by part.
@@ -673,7 +680,11 @@ impl Tracker {
                 let before = ctx
                     .want_events
                     .then(|| (c.proto, c.status, c.mark, c.label()));
-                match c.proto.update(dir, info, ctx.liberal) {
+                let verdict = match c.ext.as_deref() {
+                    Some(e) if e.seqadj.is_active() => update_adjusted(c, dir, info, ctx.liberal),
+                    _ => c.proto.update(dir, info, ctx.liberal),
+                };
+                match verdict {
                     Update::Invalid(_) => {
                         tally.invalid += 1;
                         *out = invalid(params.zone, info.l4_csum_checked);
@@ -709,6 +720,7 @@ impl Tracker {
                         out.orig = Some(c.key);
                         out.l4_csum_checked = info.l4_csum_checked;
                         out.nat = None;
+                        out.alg = None;
                         if params.nat.is_some() {
                             apply_nat(c, dir, out);
                         }
@@ -716,7 +728,7 @@ impl Tracker {
                             events.push(ConnEvent::of(EventKind::Update, c, id, ctx.now_s));
                         }
                         if let Some(h) = c.ext.as_deref().and_then(|e| e.helper) {
-                            crate::alg::inspect(
+                            let found = crate::alg::inspect(
                                 h,
                                 c,
                                 dir,
@@ -725,6 +737,9 @@ impl Tracker {
                                 ctx.now_s,
                                 &self.expectations,
                             );
+                            if params.nat.is_some() {
+                                alg_rewrite(c, dir, info, &found, out);
+                            }
                         }
                         if shrank {
                             shard.refile(slot);
@@ -736,7 +751,10 @@ impl Tracker {
         }
 
         // No connection (or it just ended).
-        if !at_home || (params.commit && params.nat.is_some_and(|n| n.spec.is_some())) {
+        if !at_home
+            || (params.commit && params.nat.is_some_and(|n| n.spec.is_some()))
+            || (params.commit && params.nat.is_some() && self.expected_nat(info, ctx).is_some())
+        {
             return Step::Defer;
         }
         self.create(shard, pkt, info, None, ctx, tally, out);
@@ -879,18 +897,50 @@ impl Tracker {
                         ctx.now_s,
                     ));
                 }
-                if let Some(h) = params.helper {
-                    crate::alg::inspect(h, c, Dir::Orig, pkt, info, ctx.now_s, &self.expectations);
-                }
                 let mut r = conn_result(c, state, info.l4_csum_checked);
                 if params.nat.is_some() {
                     apply_nat(c, Dir::Orig, &mut r);
+                }
+                if let Some(h) = params.helper {
+                    let found = crate::alg::inspect(
+                        h,
+                        c,
+                        Dir::Orig,
+                        pkt,
+                        info,
+                        ctx.now_s,
+                        &self.expectations,
+                    );
+                    if params.nat.is_some()
+                        && matches!(
+                            found,
+                            AlgOutcome::Expected {
+                                rewrite: Some(_),
+                                ..
+                            }
+                        )
+                    {
+                        if let Some(c) = shard.get_mut(slot) {
+                            alg_rewrite(c, Dir::Orig, info, &found, &mut r);
+                        }
+                    }
                 }
                 r
             }
             None => invalid(params.zone, info.l4_csum_checked),
         };
         true
+    }
+
+    /// The NAT mapping of a pending expectation a committing `ct(nat)`
+    /// packet with no connection matches (the related connection follows
+    /// its NATed master).
+    #[inline]
+    fn expected_nat(&self, info: &PacketInfo, ctx: &Ctx<'_>) -> Option<crate::expect::ExpectNat> {
+        if self.expectations.is_empty() || !ctx.params.commit || ctx.params.nat.is_none() {
+            return None;
+        }
+        self.expectations.nat_of(&info.key, ctx.now_s)
     }
 
     /// A packet [`Tracker::process`] deferred, with no lock held on entry:
@@ -932,7 +982,10 @@ impl Tracker {
             match self.process(&mut g, pkt, info, hit, kh.hash, true, ctx, tally, out) {
                 Step::Done => return,
                 Step::Remote(h) => home = Some(h as usize),
-                Step::Defer => match ctx.params.nat.and_then(|n| n.spec) {
+                Step::Defer => match ctx.params.nat.and_then(|n| n.spec).or_else(|| {
+                    self.expected_nat(info, ctx)
+                        .map(|n| n.spec(info.key.family))
+                }) {
                     Some(spec) => {
                         if self.nat_commit(g, kh, &spec, pkt, info, ctx, tally, out) {
                             return;
@@ -1408,6 +1461,56 @@ fn apply_nat(c: &Conn, dir: Dir, out: &mut CtResult) {
     }
     out.state |= nat::state_bits(src, dst, dir);
     out.nat = Some(NatEdit::Packet(nat::target(&c.key, &c.reply_key(), dir)));
+    if let Some(e) = c.ext.as_deref().filter(|e| e.seqadj.is_active()) {
+        out.alg = Some(AlgEdit {
+            dir,
+            seqadj: e.seqadj,
+            payload: None,
+        });
+    }
+}
+
+/// The TCP tracker on a packet of a connection with sequence adjustment:
+/// its acknowledgement refers to the other direction's stream as shifted
+/// on the wire, so it is mapped back to the sender's numbering first (as
+/// Linux's `tcp_in_window` subtracts the receiver's seqadj offset).
+#[cold]
+fn update_adjusted(c: &mut Conn, dir: Dir, info: &PacketInfo, liberal: bool) -> Update {
+    let adj = c.ext.as_deref().map(|e| e.seqadj).unwrap_or_default();
+    let mut info = *info;
+    if let L4Info::Tcp(seg) = &mut info.l4 {
+        if seg.flags & packet::tcp_flags::ACK != 0 {
+            seg.ack = adj.ack(dir, seg.ack);
+        }
+    }
+    c.proto.update(dir, &info, liberal)
+}
+
+/// The helper found an announcement that NAT must rewrite (`found`): record
+/// the resize in the connection's sequence adjustment and ask the datapath
+/// for the rewrite (the packet itself keeps its sequence number; its
+/// acknowledgement is adjusted like any other).
+#[cold]
+fn alg_rewrite(c: &mut Conn, dir: Dir, info: &PacketInfo, found: &AlgOutcome, out: &mut CtResult) {
+    let AlgOutcome::Expected {
+        rewrite: Some(pe), ..
+    } = found
+    else {
+        return;
+    };
+    let (L4Info::Tcp(seg), Ok(delta)) = (info.l4, pe.delta()) else {
+        return;
+    };
+    if out.nat.is_none() {
+        return; // the connection is not NATed after all
+    }
+    let ext = c.ext_mut();
+    ext.seqadj.record(dir, seg.seq, delta);
+    out.alg = Some(AlgEdit {
+        dir,
+        seqadj: ext.seqadj,
+        payload: Some(*pe as PayloadEdit),
+    });
 }
 
 #[inline]
@@ -1420,6 +1523,7 @@ fn conn_result(c: &Conn, state: CtState, l4_csum_checked: bool) -> CtResult {
         orig: Some(c.key),
         l4_csum_checked,
         nat: None,
+        alg: None,
     }
 }
 

@@ -662,6 +662,7 @@ fn expected_connection_is_related() {
                 master,
                 helper: "ftp",
                 expire: 2000,
+                nat: None,
             },
             ct::expect::MAX_PER_MASTER,
         )

@@ -67,16 +67,19 @@
 //! 5. `ct(commit,alg=ftp,nat(...))` on the first packet: the helper is
 //!    attached before the first payload packet, so nothing is missed.
 
+pub mod edit;
 pub mod ftp;
 pub mod ftp_nat;
 pub mod tftp;
 
 use std::ops::Range;
 
-use crate::conn::Conn;
-use crate::expect::{ExpectError, ExpectKey, ExpectTable, Expectation};
-use crate::key::{ipproto, Dir, Family};
+use crate::conn::{Conn, ConnStatus};
+use crate::expect::{ExpectError, ExpectKey, ExpectNat, ExpectTable, Expectation};
+use crate::key::{ipproto, ConnKey, Dir, Family};
+use crate::nat::{self, NatKind};
 use crate::packet::{self, CtPacket, L4Info, PacketInfo};
+use edit::PayloadEdit;
 
 /// How many expectations a helper may have pending per master, and for how
 /// long each is valid.
@@ -141,6 +144,9 @@ pub enum AlgOutcome {
         /// Where the L4 payload starts in `CtPacket::l3` (the FTP span is
         /// relative to it).
         payload_off: usize,
+        /// NATed control connection: the announcement to write instead
+        /// (the translated address and the port the expectation holds).
+        rewrite: Option<PayloadEdit>,
     },
     /// An announcement was found but not honoured.
     Ignored(Ignored),
@@ -197,16 +203,92 @@ fn inspect_ftp(
     if dst != k.src {
         return AlgOutcome::Ignored(Ignored::ForeignAddress);
     }
+    // The packet as NAT delivers it (`t`, the same as `k` without NAT):
+    // the data connection comes from the receiver's real address `t.dst`.
+    let t = if conn
+        .status
+        .intersects(ConnStatus::SRC_NAT | ConnStatus::DST_NAT)
+    {
+        nat::target(&conn.key, &conn.reply_key(), dir)
+    } else {
+        *k
+    };
     let key = ExpectKey {
         zone: conn.key.zone,
         family: k.family,
         proto: ipproto::TCP,
-        src: k.dst,
+        src: t.dst,
         dst,
         dst_port: cmd.port,
     };
-    register(Helper::Ftp, key, conn, now_s, table, Some(cmd), off)
+    if t.src != k.src {
+        // The sender is hidden by NAT: the announcement must name its
+        // translated address, and the data connection to that address is
+        // mapped back to the real one. The port stays when no other
+        // master expects it already, else the next free one is taken (as
+        // Linux's FTP NAT helper does).
+        let nat = ExpectNat {
+            kind: NatKind::Dst,
+            addr: k.src,
+            port: Some(cmd.port),
+        };
+        let mut last = AlgOutcome::Nothing;
+        for step in 0..PORT_TRIES {
+            let port = cmd.port.wrapping_add(step);
+            if port == 0 {
+                continue;
+            }
+            let key = ExpectKey {
+                dst: t.src,
+                dst_port: port,
+                ..key
+            };
+            let Some(rewrite) = PayloadEdit::new(&cmd, off, t.src_ip(), port) else {
+                return AlgOutcome::Nothing;
+            };
+            last = register(
+                Helper::Ftp,
+                key,
+                Some(nat),
+                conn,
+                now_s,
+                table,
+                Some(cmd.clone()),
+                off,
+                Some(rewrite),
+            );
+            if !matches!(
+                last,
+                AlgOutcome::Ignored(Ignored::Refused(ExpectError::Clash { .. }))
+            ) {
+                break;
+            }
+        }
+        return last;
+    }
+    // The receiver is hidden by NAT: its data connection must look as if
+    // it came from the address the sender knows it by.
+    let nat = (t.dst != k.dst).then_some(ExpectNat {
+        kind: NatKind::Src,
+        addr: k.dst,
+        port: None,
+    });
+    register(
+        Helper::Ftp,
+        key,
+        nat,
+        conn,
+        now_s,
+        table,
+        Some(cmd),
+        off,
+        None,
+    )
 }
+
+/// Ports tried for a translated FTP announcement (its own, then the next
+/// ones) before giving up.
+const PORT_TRIES: u16 = 16;
 
 fn inspect_tftp(
     conn: &Conn,
@@ -235,17 +317,53 @@ fn inspect_tftp(
         dst: reply.dst,
         dst_port: reply.dst_port,
     };
-    register(Helper::Tftp, key, conn, now_s, table, None, off)
+    register(
+        Helper::Tftp,
+        key,
+        follow_reply(conn),
+        conn,
+        now_s,
+        table,
+        None,
+        off,
+        None,
+    )
 }
 
+/// The mapping a connection expected "like the reply direction" (TFTP's
+/// answer) needs under the master's NAT: SNAT hid the client, so the
+/// answer's destination goes back to it; DNAT hid the server, so the
+/// answer's source becomes the address the client asked.
+fn follow_reply(conn: &Conn) -> Option<ExpectNat> {
+    let k: &ConnKey = &conn.key;
+    if conn.status.contains(ConnStatus::SRC_NAT) {
+        Some(ExpectNat {
+            kind: NatKind::Dst,
+            addr: k.src,
+            port: Some(k.src_port),
+        })
+    } else if conn.status.contains(ConnStatus::DST_NAT) {
+        Some(ExpectNat {
+            kind: NatKind::Src,
+            addr: k.dst,
+            port: None,
+        })
+    } else {
+        None
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn register(
     helper: Helper,
     key: ExpectKey,
+    nat: Option<ExpectNat>,
     conn: &Conn,
     now_s: u32,
     table: &ExpectTable,
     ftp: Option<ftp::FtpCmd>,
     payload_off: usize,
+    rewrite: Option<PayloadEdit>,
 ) -> AlgOutcome {
     let policy = helper.policy();
     let e = Expectation {
@@ -253,12 +371,14 @@ fn register(
         master: conn.key,
         helper: helper.name(),
         expire: now_s.saturating_add(policy.timeout_s),
+        nat,
     };
     match table.add(e.clone(), policy.max_per_master) {
         Ok(_) => AlgOutcome::Expected {
             expectation: e,
             ftp,
             payload_off,
+            rewrite,
         },
         Err(err) => AlgOutcome::Ignored(Ignored::Refused(err)),
     }
@@ -288,7 +408,7 @@ pub fn l4_payload<'a>(pkt: &CtPacket<'a>, info: &PacketInfo) -> Option<(usize, &
 }
 
 /// Offset of the L4 header and end of the IP payload in `pkt.l3`.
-fn ip_span(pkt: &CtPacket<'_>) -> Option<Range<usize>> {
+pub(crate) fn ip_span(pkt: &CtPacket<'_>) -> Option<Range<usize>> {
     let l3 = pkt.l3;
     match pkt.family {
         Family::Ipv4 => {
