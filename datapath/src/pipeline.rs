@@ -761,6 +761,11 @@ impl Pipeline {
                 if !self.apply_nat(i, edit) {
                     continue;
                 }
+                if let Some(alg) = &r.alg {
+                    if !self.apply_alg(i, alg) {
+                        continue;
+                    }
+                }
             }
             if let (Some(recirc_id), true) = (c.recirc, last) {
                 // The packet itself goes round again: update it in place.
@@ -818,6 +823,26 @@ impl Pipeline {
         } else {
             self.counters.rewrite_errors += 1;
         }
+        if let Some(p) = self.pass.pkts[i].take() {
+            self.pool.free(p);
+        }
+        false
+    }
+
+    /// Apply an ALG edit (FTP announcement rewrite, TCP sequence shift) to
+    /// packet `i` after its NAT rewrite; a packet that cannot take it
+    /// (no tailroom for a longer announcement, malformed) is dropped and
+    /// counted in `rewrite_errors`, since delivering it unedited would
+    /// desynchronise the connection's sequence numbers.
+    #[cold]
+    fn apply_alg(&mut self, i: usize, edit: &ct::alg::edit::AlgEdit) -> bool {
+        let Some(p) = self.pass.pkts[i].as_mut() else {
+            return false;
+        };
+        if nat::apply_alg(p, edit) == nat::NatOutcome::Done {
+            return true;
+        }
+        self.counters.rewrite_errors += 1;
         if let Some(p) = self.pass.pkts[i].take() {
             self.pool.free(p);
         }

@@ -12,8 +12,16 @@
 //! checksum good (and a bad one bad), so `IP_CSUM_GOOD`/`L4_CSUM_GOOD`
 //! remain true statements about the rewritten packet.
 //!
+//! An ALG's share of the translation ([`ct::alg::edit::AlgEdit`]: an FTP
+//! announcement rewritten, TCP sequence numbers shifted) is applied after
+//! the header rewrite by [`apply_alg`]: the frame grows into the buffer's
+//! tailroom or shrinks in place; IP length, IPv4 header checksum and TCP
+//! checksum are fixed (the TCP checksum is recomputed in full for a
+//! rewritten payload, so `L4_CSUM_GOOD` stays true).
+//!
 //! Nothing here allocates. An error leaves the packet and key unchanged.
 
+use ct::alg::edit::AlgEdit;
 use ct::nat::rewrite::{rewrite_packet, rewrite_related};
 use ct::nat::NatEdit;
 
@@ -53,6 +61,35 @@ pub fn apply(p: &mut Packet, key: &mut FlowKey, edit: &NatEdit) -> NatOutcome {
     }
     refresh_key(hdr, l4, key);
     NatOutcome::Done
+}
+
+/// Apply an ALG edit to packet `p` (after [`apply`]). The flow key does
+/// not change: addresses and ports stay as NAT set them.
+pub fn apply_alg(p: &mut Packet, edit: &AlgEdit) -> NatOutcome {
+    let Some(l3) = p.meta.l3_offset() else {
+        return NatOutcome::Failed;
+    };
+    let len = p.len();
+    if l3 > len {
+        return NatOutcome::Failed;
+    }
+    let grow = edit.growth();
+    // Grow into the tailroom, else (a buffer filled to its end) move the
+    // frame into the headroom to open the room at its end.
+    if grow > 0 && p.append(grow).is_err() && p.insert_gap(len, grow).is_err() {
+        return NatOutcome::Failed;
+    }
+    let res = ct::alg::edit::apply(&mut p.data_mut()[l3..], len - l3, edit);
+    match res {
+        Ok(n) => {
+            p.truncate(l3 + n);
+            NatOutcome::Done
+        }
+        Err(_) => {
+            p.truncate(len);
+            NatOutcome::Failed
+        }
+    }
 }
 
 /// Copy the (possibly translated) addresses and ports from the headers at
@@ -168,5 +205,75 @@ mod tests {
             NatOutcome::Failed
         );
         assert_eq!((p.data().to_vec(), k), before);
+    }
+
+    fn port_edit(l3: &[u8], to: &str, adj: ct::seqadj::SeqAdj) -> AlgEdit {
+        let payload_off = 40;
+        let cmd = ct::alg::ftp::find(&l3[payload_off..], true).unwrap();
+        AlgEdit {
+            dir: ct::Dir::Orig,
+            seqadj: adj,
+            payload: ct::alg::edit::PayloadEdit::new(&cmd, payload_off, to.parse().unwrap(), 5001),
+        }
+    }
+
+    fn port_segment(text: &[u8], seq: u32) -> Vec<u8> {
+        use ct::build::Tcp;
+        use ct::packet::tcp_flags::{ACK, PSH};
+        Builder::v4(
+            "192.0.2.100".parse().unwrap(),
+            "203.0.113.7".parse().unwrap(),
+        )
+        .tcp(
+            &Tcp::new(40000, 21)
+                .seq(seq)
+                .ack(77)
+                .flags(ACK | PSH)
+                .payload(text),
+        )
+    }
+
+    #[test]
+    fn alg_edit_grows_a_full_buffer_and_shrinks_in_place() {
+        // Grows by 3: the frame from `from_bytes` has no tailroom, so it
+        // moves into the headroom.
+        let before = port_segment(b"PORT 10,0,0,5,19,137\r\n", 1000);
+        let (mut p, k) = pkt(&before);
+        assert_eq!(p.tailroom(), 0);
+        let mut adj = ct::seqadj::SeqAdj::default();
+        adj.record(ct::Dir::Orig, 1000, 3);
+        let edit = port_edit(&before, "192.0.2.100", adj);
+        assert_eq!(apply_alg(&mut p, &edit), NatOutcome::Done);
+        let want = port_segment(b"PORT 192,0,2,100,19,137\r\n", 1000);
+        assert_eq!(p.data(), &ethernet(&want)[..]);
+        let (_, k2) = pkt(&want);
+        assert_eq!(k, k2, "the key does not change");
+
+        // Shrinks by 3, and a later segment's seq moves by the offset.
+        let before = port_segment(b"PORT 192,0,2,100,19,137\r\n", 2000);
+        let (mut p, _) = pkt(&before);
+        let mut adj = ct::seqadj::SeqAdj::default();
+        adj.record(ct::Dir::Orig, 1000, 7);
+        let edit = port_edit(&before, "10.0.0.5", adj);
+        assert_eq!(apply_alg(&mut p, &edit), NatOutcome::Done);
+        let want = port_segment(b"PORT 10,0,0,5,19,137\r\n", 2007);
+        assert_eq!(p.data(), &ethernet(&want)[..]);
+    }
+
+    #[test]
+    fn alg_edit_that_does_not_fit_leaves_the_packet_alone() {
+        let before = port_segment(b"PORT 10,0,0,5,19,137\r\n", 1000);
+        let mut p = Packet::from_bytes(&ethernet(&before));
+        let mut k = FlowKey::default();
+        let (data, meta) = p.data_and_meta_mut();
+        extract(data, meta, &mut k).unwrap();
+        // No headroom and no tailroom left.
+        let frame = p.data().to_vec();
+        let mut tight = Packet::with_capacity(frame.len(), 0);
+        tight.set_frame(&frame).unwrap();
+        tight.meta = p.meta;
+        let edit = port_edit(&before, "192.0.2.100", Default::default());
+        assert_eq!(apply_alg(&mut tight, &edit), NatOutcome::Failed);
+        assert_eq!(tight.data(), &frame[..]);
     }
 }
