@@ -958,11 +958,21 @@ fn ftp_get(
     opts: &[&str],
     max_time: &str,
 ) -> (std::process::Output, Vec<u8>) {
+    ftp_get_from(lab, a, opts, max_time, "ftp://10.1.0.2/file.bin")
+}
+
+fn ftp_get_from(
+    lab: &Lab,
+    a: &ferrovs_tests::netns::Host,
+    opts: &[&str],
+    max_time: &str,
+    url: &str,
+) -> (std::process::Output, Vec<u8>) {
     let got = lab.dir().join("got");
     let _ = std::fs::remove_file(&got);
     let mut args = vec!["-sS", "--max-time", max_time, "-o", got.to_str().unwrap()];
     args.extend_from_slice(opts);
-    args.push("ftp://10.1.0.2/file.bin");
+    args.push(url);
     let out = a.run("curl", &args, LONG * 3);
     (out, std::fs::read(&got).unwrap_or_default())
 }
@@ -1075,6 +1085,140 @@ fn ftp_without_the_helper_fails_root() {
         show(&ct)
     );
     assert!(ct.iter().all(|e| e.master.is_none()), "{}", show(&ct));
+    drop(server);
+}
+
+/// FTP through source NAT (the harness docs' "FTP active and passive
+/// through NAT"): `a` (10.1.0.1) is SNATed to 192.0.2.1 towards the
+/// pyftpdlib server `b` (192.0.2.2). The server insists that PORT/EPRT
+/// name the control connection's peer and that passive data connections
+/// come from it (pyftpdlib's default, `permit_foreign_addresses` off), so
+/// the transfer works only if the announcements are rewritten (PORT grows
+/// by 2 bytes, EPRT by 1 — 10.1.0.1 is 8 characters, 192.0.2.1 is 9; the
+/// sequence numbers shift for the rest of the session) and the data
+/// connections follow the master's NAT.
+fn ftp_snat_flows(alg: &str) -> String {
+    format!(
+        "\
+table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1,nat)
+table=0,priority=10,ip,in_port=2,actions=ct(table=2,zone=1,nat)
+table=1,priority=20,tcp,tp_dst=21,ct_state=+trk+new,actions=ct(commit,zone=1{alg},nat(src=192.0.2.1)),output:2
+table=1,priority=10,ip,ct_state=+trk+new+rel,actions=ct(commit,zone=1,nat),output:2
+table=1,priority=10,ip,ct_state=+trk+est,actions=output:2
+table=2,priority=10,ip,ct_state=+trk+new+rel,actions=ct(commit,zone=1,nat),output:1
+table=2,priority=10,ip,ct_state=+trk+est,actions=output:1
+table=2,priority=10,ip,ct_state=+trk+rel,actions=output:1
+"
+    )
+}
+
+#[test]
+fn ftp_active_and_passive_through_snat_root() {
+    let Some(mut lab) = Lab::new("ftpsnat", &["curl", "py:pyftpdlib"]) else {
+        return;
+    };
+    let a = lab.host("a", &["10.1.0.1/24"]);
+    let b = lab.host("b", &["192.0.2.2/24"]);
+    a.neigh("10.1.0.254", &b.mac);
+    a.route("192.0.2.0/24", "10.1.0.254");
+    b.neigh("192.0.2.1", &a.mac);
+    lab.start(&ftp_snat_flows(",alg=ftp"));
+    let root = lab.dir().join("ftproot");
+    std::fs::create_dir_all(&root).unwrap();
+    let blob: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    std::fs::write(root.join("file.bin"), &blob).unwrap();
+    let script = lab.dir().join("ftpd.py");
+    std::fs::write(&script, FTP_SERVER_PY).unwrap();
+    let server = b.spawn(
+        python(),
+        &[
+            "-u",
+            script.to_str().unwrap(),
+            "192.0.2.2",
+            root.to_str().unwrap(),
+        ],
+    );
+    server.wait_for_line("ready", LONG).expect("ftp server");
+
+    for (mode, opts) in FTP_MODES {
+        let (out, got) = ftp_get_from(&lab, &a, opts, "10", "ftp://192.0.2.2/file.bin");
+        assert!(
+            out.status.success(),
+            "{mode}: curl failed: {}\n{}",
+            text(&out.stderr),
+            lab.daemon_log()
+        );
+        assert!(
+            got == blob,
+            "{mode}: downloaded {} bytes, differ",
+            got.len()
+        );
+    }
+
+    let ct = lab.conntrack(&["zone=1"]);
+    let controls: Vec<&CtEntry> = ct.iter().filter(|e| e.orig.dport == Some(21)).collect();
+    assert_eq!(controls.len(), FTP_MODES.len(), "{}", show(&ct));
+    assert!(
+        controls
+            .iter()
+            .all(|e| e.orig.src == "10.1.0.1" && e.reply.dst == "192.0.2.1"),
+        "{}",
+        show(&ct)
+    );
+    let data: Vec<&CtEntry> = ct.iter().filter(|e| e.master.is_some()).collect();
+    assert_eq!(data.len(), FTP_MODES.len(), "{}", show(&ct));
+    // Passive: a's data connection leaves as 192.0.2.1. Active: the
+    // server's, to 192.0.2.1, is delivered to 10.1.0.1.
+    let passive = data
+        .iter()
+        .filter(|e| e.orig.src == "10.1.0.1" && e.reply.dst == "192.0.2.1")
+        .count();
+    let active = data
+        .iter()
+        .filter(|e| {
+            e.orig.src == "192.0.2.2" && e.orig.dst == "192.0.2.1" && e.reply.src == "10.1.0.1"
+        })
+        .count();
+    assert_eq!((passive, active), (2, 2), "{}", show(&ct));
+    assert_eq!(lab.ctl(&["dump-expectations"]), "");
+    drop(server);
+}
+
+/// The control of [`ftp_active_and_passive_through_snat_root`]: the same
+/// NAT without the helper carries no transfer in either mode.
+#[test]
+fn ftp_through_snat_without_the_helper_fails_root() {
+    let Some(mut lab) = Lab::new("ftpsnatnoalg", &["curl", "py:pyftpdlib"]) else {
+        return;
+    };
+    let a = lab.host("a", &["10.1.0.1/24"]);
+    let b = lab.host("b", &["192.0.2.2/24"]);
+    a.neigh("10.1.0.254", &b.mac);
+    a.route("192.0.2.0/24", "10.1.0.254");
+    b.neigh("192.0.2.1", &a.mac);
+    lab.start(&ftp_snat_flows(""));
+    let root = lab.dir().join("ftproot");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("file.bin"), b"never arrives").unwrap();
+    let script = lab.dir().join("ftpd.py");
+    std::fs::write(&script, FTP_SERVER_PY).unwrap();
+    let server = b.spawn(
+        python(),
+        &[
+            "-u",
+            script.to_str().unwrap(),
+            "192.0.2.2",
+            root.to_str().unwrap(),
+        ],
+    );
+    server.wait_for_line("ready", LONG).expect("ftp server");
+    for (mode, opts) in [FTP_MODES[1], FTP_MODES[3]] {
+        let (out, got) = ftp_get_from(&lab, &a, opts, "3", "ftp://192.0.2.2/file.bin");
+        assert!(
+            !out.status.success() && got.is_empty(),
+            "{mode}: the transfer passed without the helper"
+        );
+    }
     drop(server);
 }
 
