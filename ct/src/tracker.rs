@@ -18,6 +18,14 @@
 //! in ascending order (`Tracker::process_deferred`). Without `nat` and
 //! without NAT connections none of this runs.
 //!
+//! ALGs under NAT (see [`crate::alg`]): a helper's announcement on a NATed
+//! connection is reported as [`CtResult::alg`] for the datapath to rewrite,
+//! the resize is kept as the connection's sequence adjustment (reported
+//! with every later packet's NAT edit, and used by the TCP window check),
+//! and a committing `ct(nat)` packet matching an expectation of a NATed
+//! master is given the expectation's translation like a `nat(src|dst=..)`
+//! commit (deferred, `Tracker::process_deferred`).
+//!
 //! Semantics follow OVS's `ct` action (`man ovs-actions`): only `commit`
 //! creates entries; `force` ends a connection seen in the reply direction and
 //! starts a new one; mark/label are set on commit; an uncommitted first

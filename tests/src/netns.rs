@@ -96,7 +96,10 @@
 //! `reply=(src=10.1.0.11,...)` and `reply=(src=10.1.0.12,...)` for
 //! originals to 10.1.0.100, matching which backend answered each port.
 //!
-//! **FTP active and passive through NAT**: the SNAT topology above;
+//! **FTP active and passive through NAT** (done:
+//! `ftp_active_and_passive_through_snat_root` and its control
+//! `ftp_through_snat_without_the_helper_fails_root`, all four modes): the
+//! SNAT topology above;
 //! python3-pyftpdlib in `b` (`python3 -m pyftpdlib -i 192.0.2.2 -p 21 -d
 //! DIR`, anonymous read), curl in `a` (`curl ftp://192.0.2.2/file`
 //! passive, `curl -P 10.1.0.1 ftp://...` active). The helper watches the

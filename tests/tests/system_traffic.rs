@@ -1,7 +1,7 @@
 //! Real-traffic conformance suite (needs root): network namespaces joined
 //! through a real `ferrovsd` with AF_PACKET ports (harness:
-//! `ferrovs_tests::netns`, whose docs also hold the flows of the scenarios
-//! still to come: NAT, FTP/TFTP).
+//! `ferrovs_tests::netns`, whose docs also hold the flows of the NAT and
+//! ALG scenarios; FTP through SNAT is `ftp_active_and_passive_through_snat_root`).
 //!
 //! Every test asserts on what the clients actually received (bytes, exit
 //! status, ECONNREFUSED, ping loss) and on `ferrovs-ctl dump-conntrack

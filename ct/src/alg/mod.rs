@@ -31,41 +31,53 @@
 //! own, so an FTP data stream is never parsed for commands. Deleting the
 //! master deletes its pending expectations, not its related connections.
 //!
-//! # NAT (pieces ready, wiring to do)
+//! # NAT
 //!
-//! [`ftp_nat`] rewrites announcements and [`crate::seqadj`] keeps the TCP
-//! sequence shift; [`inspect`] reports what it found
-//! ([`AlgOutcome::Expected`]: the expectation, the FTP command with its
-//! span, the payload offset) so the NAT stage can do the rest. Without NAT
-//! nothing is rewritten. What the NAT stage has to add:
+//! A helper connection that is NATed (committed with `alg=ftp,nat(...)`)
+//! is handled as Linux's `nf_nat_ftp` + `nf_nat_follow_master` (and OVS
+//! userspace conntrack's ALG NAT) do it:
 //!
-//! 1. `inspect` runs on the packet as it reached `ct` (before NAT), so the
-//!    sender-address check and the announced address are in the
-//!    untranslated space. When the control connection is NATed, the
-//!    expectation must instead describe the data connection's first packet
-//!    as it will reach `ct`: take the returned expectation out
-//!    ([`ExpectTable::remove`]) and add it again with the translated
-//!    address/port (e.g. SNAT active mode: `dst` = the public address and
-//!    the port NAT picked), and carry the original address/port with it so
-//!    that committing the related connection applies the inverse mapping
-//!    (Linux: `nf_nat_follow_master`). `Expectation` needs a field for
-//!    that mapping.
-//! 2. Rewrite the payload with [`ftp_nat::rewrite_payload`] (or
-//!    [`ftp_nat::announcement`] + the packet's own resize), fix the IP
-//!    total length and the IP/TCP checksums, and if the delta is non-zero
-//!    record it: [`crate::seqadj::SeqAdj::record`]`(dir, seq_on_the_wire,
-//!    delta)`, state kept per connection (a `seqadj: Option<SeqAdj>` in
-//!    `ConnExt`, which is boxed, so `Conn` does not grow).
-//! 3. On every later packet of that connection, both directions, after NAT:
-//!    [`crate::seqadj::SeqAdj::apply`] on the TCP header (seq, ack, SACK;
-//!    checksum updated incrementally).
-//! 4. The TCP window tracker (`proto::tcp`) sees sequence numbers of one
-//!    side and acknowledgements of the other side's shifted stream: it
-//!    must subtract the peer direction's offset from acks (as Linux's
-//!    `tcp_in_window` does with `nf_ct_seq_offset`), or a long control
-//!    session after a resized PORT would go `+inv`.
-//! 5. `ct(commit,alg=ftp,nat(...))` on the first packet: the helper is
-//!    attached before the first payload packet, so nothing is missed.
+//! 1. [`inspect`] still reads the packet as it reached `ct` (before NAT):
+//!    the sender-address check is in the untranslated space. The
+//!    expectation, though, describes the data connection's first packet as
+//!    it will reach `ct`, and carries the mapping back
+//!    ([`crate::expect::ExpectNat`]):
+//!    - the sender is hidden by NAT (PORT/EPRT from an SNATed client,
+//!      227/229 from a DNATed server): the announcement must name the
+//!      translated address; the expectation is for that address and the
+//!      announced port (or the next of [`PORT_TRIES`] ports, when another
+//!      master expects it already), and maps the data connection's
+//!      destination back to the real address and port (DNAT);
+//!    - the receiver is hidden (PASV to an SNATed client, PORT to a
+//!      DNATed server): nothing to rewrite; the expectation is for the
+//!      receiver's real address and maps the data connection's source to
+//!      the address the sender knows it by (SNAT, port kept when free).
+//!
+//!    TFTP follows the same rule for its answer.
+//! 2. The related connection gets that translation when it is committed
+//!    with `nat` — bare `nat` is enough, as in OVS (`ct(commit,nat)` on
+//!    `+rel+new`); a `ct` without `nat` commits it untranslated.
+//! 3. On a `ct` pass with `nat`, the packet carrying a rewritten
+//!    announcement gets [`edit::AlgEdit`] in [`crate::CtResult::alg`]: the
+//!    datapath rewrites the text ([`edit::apply`]: the packet grows or
+//!    shrinks, IP length and checksums are fixed), and the length change
+//!    is recorded in the connection's [`crate::seqadj::SeqAdj`] (in the
+//!    boxed `ConnExt`, so `Conn` does not grow).
+//! 4. Every later packet of the connection, both directions, on `ct`
+//!    passes with `nat`, carries the shifts too: seq in the resized
+//!    direction, ack/SACK in the other, applied after the NAT header
+//!    rewrite.
+//! 5. The TCP window tracker sees each sender's own numbering but
+//!    acknowledgements of the other side's shifted stream: it maps acks
+//!    back through the shift first (as Linux's `tcp_in_window` subtracts
+//!    the seqadj offset), so a long session after a resized PORT stays
+//!    valid.
+//!
+//! Differences from Linux, on purpose or for now: the data connection's
+//! port is not checked against existing connections (only against other
+//! pending expectations); an announcement split across segments is not
+//! seen at all (as before NAT); a retransmitted announcement is rewritten
+//! again but shifts nothing twice ([`crate::seqadj`]).
 
 pub mod edit;
 pub mod ftp;
@@ -288,7 +300,7 @@ fn inspect_ftp(
 
 /// Ports tried for a translated FTP announcement (its own, then the next
 /// ones) before giving up.
-const PORT_TRIES: u16 = 16;
+pub const PORT_TRIES: u16 = 16;
 
 fn inspect_tftp(
     conn: &Conn,
