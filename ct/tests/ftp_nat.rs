@@ -531,3 +531,34 @@ fn without_nat_nothing_is_rewritten_or_shifted() {
     assert_eq!(r.state, st("trk|new|rel"));
     assert_eq!(addrs_ports(&d), (server.into(), 20, client.into(), 5001));
 }
+
+/// The UDP ports of an IPv4 packet and its addresses.
+fn udp_tuple(l3: &[u8]) -> (IpAddr, u16, IpAddr, u16) {
+    let a = |o: usize| IpAddr::from(Ipv4Addr::new(l3[o], l3[o + 1], l3[o + 2], l3[o + 3]));
+    let p = |o: usize| u16::from_be_bytes([l3[20 + o], l3[21 + o]]);
+    (a(12), p(0), a(16), p(2))
+}
+
+#[test]
+fn tftp_through_snat_answer_is_related_and_translated_back() {
+    let t = tracker();
+    let (client, server, public) = (v4("10.0.0.5"), v4("203.0.113.7"), v4("192.0.2.100"));
+    let mut rrq = Builder::v4(client, server).udp(3000, 69, b"\x00\x01file\x00octet\x00");
+    let p = CtParams {
+        helper: Some("tftp"),
+        ..start(false, nat_to(NatKind::Src, public.into()))
+    };
+    let r = ct_and_edit(&t, &mut rrq, &p);
+    assert_eq!(r.state, st("trk|new|snat"));
+    assert_eq!(udp_tuple(&rrq), (public.into(), 3000, server.into(), 69));
+    // The answer comes from a new server port to the public address.
+    let mut data = Builder::v4(server, public).udp(4000, 3000, b"\x00\x03\x00\x01x");
+    assert_eq!(
+        ct_and_edit(&t, &mut data.clone(), &bare()).state,
+        st("trk|new|rel")
+    );
+    let r = ct_and_edit(&t, &mut data, &commit_bare());
+    assert_eq!(r.state, st("trk|new|rel|dnat"));
+    assert_eq!(udp_tuple(&data), (server.into(), 4000, client.into(), 3000));
+    assert!(r.alg.is_none());
+}

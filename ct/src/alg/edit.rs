@@ -209,3 +209,41 @@ fn tcp_checksum(l3: &mut [u8], family: Family, l4: usize, end: usize) {
     let c = !csum_fold(acc);
     l3[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn apply_never_panics_on_any_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+            room in 0usize..64,
+            start in 0u16..220, span in 0u16..40,
+            seq in any::<u32>(), delta in -20i32..20,
+            port in any::<u16>(), kind in 0u8..4,
+        ) {
+            let mut seqadj = SeqAdj::default();
+            seqadj.record(Dir::Orig, seq, delta);
+            let edit = AlgEdit {
+                dir: Dir::Orig,
+                seqadj,
+                payload: Some(PayloadEdit {
+                    start,
+                    end: start.saturating_add(span),
+                    kind: [FtpKind::Port, FtpKind::Eprt, FtpKind::Pasv, FtpKind::Epsv][kind as usize],
+                    delim: b'|',
+                    addr: IpAddr::from([192, 0, 2, 1]),
+                    port,
+                }),
+            };
+            let mut buf = bytes.clone();
+            buf.resize(bytes.len() + room, 0);
+            match apply(&mut buf, bytes.len(), &edit) {
+                Ok(n) => prop_assert!(n <= buf.len()),
+                Err(_) => prop_assert_eq!(&buf[..bytes.len()], &bytes[..], "unchanged on error"),
+            }
+        }
+    }
+}
