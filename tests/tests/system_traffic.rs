@@ -1404,7 +1404,11 @@ fn snat_tcp_udp_and_http_root() {
         ],
         LONG * 3,
     );
-    assert!(out.status.success(), "curl through SNAT: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl through SNAT: {}",
+        text(&out.stderr)
+    );
     assert!(std::fs::read(&got).unwrap() == blob, "the download differs");
     let log = server
         .wait_for_line("GET /blob", LONG)
@@ -1414,7 +1418,12 @@ fn snat_tcp_udp_and_http_root() {
     let ct = lab.conntrack(&[]);
     assert!(ct.iter().all(|e| e.zone == 1), "{}", show(&ct));
     let tcp: Vec<&CtEntry> = ct.iter().filter(|e| e.proto == "tcp").collect();
-    assert_eq!(tcp.len(), 2, "the echo and the HTTP connection:\n{}", show(&ct));
+    assert_eq!(
+        tcp.len(),
+        2,
+        "the echo and the HTTP connection:\n{}",
+        show(&ct)
+    );
     for e in &tcp {
         assert_eq!(
             (e.orig.src.as_str(), e.orig.dst.as_str()),
@@ -1448,7 +1457,11 @@ fn snat_tcp_udp_and_http_root() {
     );
     assert_eq!(aa.tcp_accept("c", "l", SHORT), Err("timeout".to_string()));
     assert_eq!(a.ip_in_receives(), a_in, "b's SYNs reached a");
-    assert_eq!(lab.conntrack(&[]).len(), ct.len(), "b's attempt was committed");
+    assert_eq!(
+        lab.conntrack(&[]).len(),
+        ct.len(),
+        "b's attempt was committed"
+    );
     drop(server);
 }
 
@@ -1482,7 +1495,17 @@ fn ping_with_id(host: &ferrovs_tests::netns::Host, src: &str, id: &str) -> (bool
     let out = host.run(
         "ping",
         &[
-            "-c", "3", "-i", "0.2", "-W", "2", "-e", id, "-I", src, "192.0.2.2",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-e",
+            id,
+            "-I",
+            src,
+            "192.0.2.2",
         ],
         LONG * 2,
     );
@@ -1553,7 +1576,12 @@ fn snat_icmp_error_is_related_and_translated_root() {
         "the ICMP error went through the +rel rule"
     );
     let ct = lab.conntrack(&["zone=1"]);
-    assert_eq!(ct.len(), 1, "the error created no connection:\n{}", show(&ct));
+    assert_eq!(
+        ct.len(),
+        1,
+        "the error created no connection:\n{}",
+        show(&ct)
+    );
     let e = entry(&ct, "udp", "10.1.0.1");
     assert_eq!((e.orig.sport, e.orig.dport), (Some(sport), Some(9999)));
     assert_eq!(e.reply.dst, "192.0.2.1", "{e:?}");
@@ -1625,7 +1653,11 @@ fn dnat_load_balancing_over_two_backends_root() {
         );
         let sport = e.orig.sport.expect("sport");
         assert!(sports.contains(&sport), "{e:?}");
-        let backend = if sport % 2 == 0 { "10.1.0.11" } else { "10.1.0.12" };
+        let backend = if sport % 2 == 0 {
+            "10.1.0.11"
+        } else {
+            "10.1.0.12"
+        };
         assert_eq!(
             (e.reply.src.as_str(), e.reply.sport),
             (backend, Some(8080)),
