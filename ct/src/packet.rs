@@ -568,27 +568,37 @@ fn tcp_flags_impossible(fl: u8) -> bool {
 /// Window scale (kind 3) and SACK-permitted (kind 4) from SYN options. Stops
 /// at end-of-list or at the first option whose length is impossible.
 fn tcp_syn_options(opts: &[u8], seg: &mut TcpSeg) {
-    let mut i = 0;
-    while let Some(&kind) = opts.get(i) {
-        match kind {
-            0 => break,
-            1 => i += 1,
-            _ => {
-                let Some(&len) = opts.get(i + 1) else { break };
-                let len = len as usize;
-                if len < 2 || i + len > opts.len() {
-                    break;
-                }
-                match (kind, len) {
-                    // RFC 7323: a shift above 14 is used as 14.
-                    (3, 3) => seg.wscale = Some(opts[i + 2].min(14)),
-                    (4, 2) => seg.sack_perm = true,
-                    _ => {}
-                }
-                i += len;
-            }
+    for opt in options(opts) {
+        match (opt[0], opt.len()) {
+            // RFC 7323: a shift above 14 is used as 14.
+            (3, 3) => seg.wscale = Some(opt[2].min(14)),
+            (4, 2) => seg.sack_perm = true,
+            _ => {}
         }
     }
+}
+
+/// The options of an IPv4 header or TCP header (both kind-length-value,
+/// with end-of-list 0 and one-byte no-op 1), each as its whole bytes from
+/// the kind on; no-ops are skipped. Stops at end-of-list or at the first
+/// option whose length is impossible (under 2 or past the end).
+pub(crate) fn options(opts: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut i = 0;
+    std::iter::from_fn(move || loop {
+        match *opts.get(i)? {
+            0 => return None,
+            1 => i += 1,
+            _ => {
+                let len = *opts.get(i + 1)? as usize;
+                if len < 2 || i + len > opts.len() {
+                    return None;
+                }
+                let opt = &opts[i..i + len];
+                i += len;
+                return Some(opt);
+            }
+        }
+    })
 }
 
 /// Key of an L4 header embedded in an ICMP error (`l4` holds at least the

@@ -11,8 +11,9 @@
 //! number of generated frames (a generator port added once the memif link
 //! is up, `in_port=3,actions=output:1`) and forwards the echoes to the null
 //! port (`in_port=1,actions=output:2`); testpmd's own forward statistics
-//! must show exactly what ferrovsd sent as received, and ferrovsd must have
-//! received exactly what testpmd sent back.
+//! must show what ferrovsd sent as received (less at most one memif ring
+//! still in flight when testpmd stops), and ferrovsd must have received
+//! exactly what testpmd sent back.
 //!
 //! Needs `dpdk-testpmd` (Debian package `dpdk-dev`). Without it the test
 //! skips, unless `FERROVS_REQUIRE_TESTPMD=1` (set by `scripts/test.sh`,
@@ -97,29 +98,24 @@ fn show_field(sock: &Path, port: &str, key: &str) -> u64 {
     field(port, key)
 }
 
-#[test]
-fn testpmd_sends_to_ferrovsd_over_memif() {
-    let Some(testpmd) = testpmd() else {
-        assert!(
-            std::env::var("FERROVS_REQUIRE_TESTPMD").as_deref() != Ok("1"),
-            "dpdk-testpmd not found (package dpdk-dev)"
-        );
-        eprintln!("skipping: dpdk-testpmd not found (package dpdk-dev)");
-        return;
-    };
+/// Starts ferrovsd with a `net_memif` server port `m0` (1) and a null port
+/// `sink` (2) under `flows`, in a fresh directory named after `tag`; waits
+/// for its control and memif sockets. Returns (daemon, dir, control socket,
+/// memif socket).
+fn start_ferrovsd(tag: &str, flows: &str) -> (Proc, PathBuf, PathBuf, PathBuf) {
     let pid = std::process::id();
-    let dir = std::env::temp_dir().join(format!("fvs-memif-{pid}"));
+    let dir = std::env::temp_dir().join(format!("fvs-{tag}-{pid}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("s.sock");
     let memif = dir.join("memif.sock");
-    std::fs::write(dir.join("f.flows"), "in_port=1,actions=output:2\n").unwrap();
+    std::fs::write(dir.join("f.flows"), flows).unwrap();
     let cpu = dpdk_bindings::eal::first_allowed_cpu();
     let cfg = format!(
         r#"{{ "control_socket": "{}",
              "dpdk": {{ "eal_args": ["-l", "{cpu}", "--no-huge", "-m", "256", "--no-pci",
                                      "--no-telemetry", "--no-shconf",
-                                     "--file-prefix", "fvs-memif-d-{pid}",
+                                     "--file-prefix", "fvs-{tag}-d-{pid}",
                                      "--vdev", "net_memif0,role=server,socket={},socket-abstract=no"] }},
              "ports": [ {{ "name": "m0", "number": 1, "type": "dpdk",
                            "options": {{ "device": "net_memif0" }} }},
@@ -145,30 +141,77 @@ fn testpmd_sends_to_ferrovsd_over_memif() {
         assert!(daemon.0.try_wait().unwrap().is_none(), "ferrovsd exited");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(counters(&sock), (0, 0));
+    (daemon, dir, sock, memif)
+}
 
+/// Starts dpdk-testpmd as memif client of `memif` with `fwd_args` (after
+/// `--`); stdin piped (a line stops it), stdout to `stdout`.
+fn spawn_testpmd(
+    testpmd: &Path,
+    tag: &str,
+    memif: &Path,
+    fwd_args: &[&str],
+    stdout: Stdio,
+) -> Proc {
+    let cpu = dpdk_bindings::eal::first_allowed_cpu();
     // testpmd needs a main and a forwarding lcore: both on one CPU here.
-    let mut tp = Proc(
+    Proc(
         Command::new(testpmd)
             .args(["--lcores", &format!("0@{cpu},1@{cpu}")])
             .args(["--no-huge", "-m", "256", "--no-pci", "--no-telemetry"])
             .args([
                 "--no-shconf",
                 "--file-prefix",
-                &format!("fvs-memif-t-{pid}"),
+                &format!("fvs-{tag}-t-{}", std::process::id()),
             ])
             .arg("--vdev")
             .arg(format!(
                 "net_memif0,role=client,socket={},socket-abstract=no",
                 memif.display()
             ))
-            .args(["--", "--forward-mode=txonly", "--total-num-mbufs=4096"])
-            // testpmd forwards until a line (or EOF) arrives on stdin.
+            .arg("--")
+            .args(fwd_args)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
+    )
+}
+
+/// Sends testpmd a line (it stops forwarding and exits) and returns its
+/// exit code.
+fn stop_testpmd(tp: &mut Proc) -> Option<i32> {
+    drop(tp.0.stdin.take().unwrap().write_all(b"\n"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = tp.0.try_wait().unwrap() {
+            return s.code();
+        }
+        assert!(Instant::now() < deadline, "testpmd did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn testpmd_sends_to_ferrovsd_over_memif() {
+    let Some(testpmd) = testpmd() else {
+        assert!(
+            std::env::var("FERROVS_REQUIRE_TESTPMD").as_deref() != Ok("1"),
+            "dpdk-testpmd not found (package dpdk-dev)"
+        );
+        eprintln!("skipping: dpdk-testpmd not found (package dpdk-dev)");
+        return;
+    };
+    let (mut daemon, dir, sock, memif) = start_ferrovsd("memif", "in_port=1,actions=output:2\n");
+    assert_eq!(counters(&sock), (0, 0));
+
+    let mut tp = spawn_testpmd(
+        &testpmd,
+        "memif",
+        &memif,
+        &["--forward-mode=txonly", "--total-num-mbufs=4096"],
+        Stdio::null(),
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -184,15 +227,7 @@ fn testpmd_sends_to_ferrovsd_over_memif() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Enter: testpmd stops forwarding and exits.
-    drop(tp.0.stdin.take().unwrap().write_all(b"\n"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(s) = tp.0.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(Instant::now() < deadline, "testpmd did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = stop_testpmd(&mut tp);
     assert_eq!(code, Some(0), "testpmd stops cleanly");
     // Once testpmd is gone, everything received was forwarded to the sink.
     std::thread::sleep(Duration::from_millis(500));
@@ -221,73 +256,21 @@ fn testpmd_echoes_what_ferrovsd_sends_over_memif() {
         return;
     };
     const SENT: u64 = 20_000;
-    let pid = std::process::id();
-    let dir = std::env::temp_dir().join(format!("fvs-memif-io-{pid}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("s.sock");
-    let memif = dir.join("memif.sock");
-    std::fs::write(
-        dir.join("f.flows"),
+    let (mut daemon, dir, sock, memif) = start_ferrovsd(
+        "memif-io",
         "in_port=3,actions=output:1\nin_port=1,actions=output:2\n",
-    )
-    .unwrap();
-    let cpu = dpdk_bindings::eal::first_allowed_cpu();
-    let cfg = format!(
-        r#"{{ "control_socket": "{}",
-             "dpdk": {{ "eal_args": ["-l", "{cpu}", "--no-huge", "-m", "256", "--no-pci",
-                                     "--no-telemetry", "--no-shconf",
-                                     "--file-prefix", "fvs-memif-io-d-{pid}",
-                                     "--vdev", "net_memif0,role=server,socket={},socket-abstract=no"] }},
-             "ports": [ {{ "name": "m0", "number": 1, "type": "dpdk",
-                           "options": {{ "device": "net_memif0" }} }},
-                        {{ "name": "sink", "number": 2, "type": "null" }} ],
-             "flows": "f.flows" }}"#,
-        sock.display(),
-        memif.display()
     );
-    std::fs::write(dir.join("c.json"), &cfg).unwrap();
-    let mut daemon = Proc(
-        Command::new(FERROVSD)
-            .arg("--config")
-            .arg(dir.join("c.json"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(sock.exists() && memif.exists()) {
-        assert!(Instant::now() < deadline, "ferrovsd did not come up");
-        assert!(daemon.0.try_wait().unwrap().is_none(), "ferrovsd exited");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let out_path = dir.join("testpmd.out");
-    let mut tp = Proc(
-        Command::new(testpmd)
-            .args(["--lcores", &format!("0@{cpu},1@{cpu}")])
-            .args(["--no-huge", "-m", "256", "--no-pci", "--no-telemetry"])
-            .args([
-                "--no-shconf",
-                "--file-prefix",
-                &format!("fvs-memif-io-t-{pid}"),
-            ])
-            .arg("--vdev")
-            .arg(format!(
-                "net_memif0,role=client,socket={},socket-abstract=no",
-                memif.display()
-            ))
-            .args([
-                "--",
-                "--forward-mode=io",
-                "--port-topology=loop",
-                "--total-num-mbufs=8192",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(std::fs::File::create(&out_path).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let mut tp = spawn_testpmd(
+        &testpmd,
+        "memif-io",
+        &memif,
+        &[
+            "--forward-mode=io",
+            "--port-topology=loop",
+            "--total-num-mbufs=8192",
+        ],
+        std::fs::File::create(&out_path).unwrap().into(),
     );
     // The memif link comes up once testpmd has connected.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -341,33 +324,28 @@ fn testpmd_echoes_what_ferrovsd_sends_over_memif() {
     };
     assert_eq!(sent + dropped, SENT);
     assert!(sent >= SENT / 10, "most frames reach testpmd: sent {sent}");
-    // Let the echoes drain, then stop testpmd (Enter) for its statistics.
+    // Let the echoes drain (ferrovsd's receive count unchanged for 1.2 s:
+    // all three poll loops share one CPU here, so testpmd may wait its
+    // turn), then stop testpmd (Enter) for its statistics.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = u64::MAX;
-    loop {
+    let (mut last, mut stable) = (u64::MAX, 0);
+    while stable < 4 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(300));
         let rx = show_field(&sock, "1(m0)", "rx pkts=");
-        if rx == last || Instant::now() > deadline {
-            break;
-        }
+        stable = if rx == last { stable + 1 } else { 0 };
         last = rx;
     }
-    drop(tp.0.stdin.take().unwrap().write_all(b"\n"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(s) = tp.0.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(Instant::now() < deadline, "testpmd did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = stop_testpmd(&mut tp);
     assert_eq!(code, Some(0), "testpmd stops cleanly");
     let out = std::fs::read_to_string(&out_path).unwrap();
     let tp_rx = testpmd_forward_stat(&out, "RX-packets:").expect("testpmd RX-packets");
     let tp_tx = testpmd_forward_stat(&out, "TX-packets:").expect("testpmd TX-packets");
-    assert_eq!(
-        tp_rx, sent,
-        "testpmd received every frame ferrovsd sent\n{out}"
+    // What ferrovsd sent sits in the memif ring (1024 descriptors) until
+    // testpmd reads it: at most one ring's worth may still be there when
+    // testpmd stops.
+    assert!(
+        tp_rx <= sent && sent - tp_rx <= 1024,
+        "testpmd received {tp_rx} of the {sent} frames ferrovsd sent\n{out}"
     );
     assert!(tp_tx > 0 && tp_tx <= tp_rx, "testpmd echoed: {tp_tx}");
     std::thread::sleep(Duration::from_millis(300));

@@ -41,19 +41,24 @@
 //! builds them; with `cargo test -p ferrovs-tests` run
 //! `cargo build -p datapath --bins` first.
 //!
-//! # Flows for the scenarios still to come
+//! # Flows of the NAT and ALG scenarios
 //!
-//! These need NAT and the FTP/TFTP helpers in the datapath; each is a lab
-//! plus a few lines (hosts, flows, a client, the assertions). Port numbers
-//! are the order of [`Lab::host`] calls. (Fragment reassembly, once planned
-//! here, is `fragmented_udp_and_large_pings_root` in system_traffic.rs.)
+//! Of these only FTP through NAT is still to come. Each is a lab plus a few lines (hosts, flows, a client, the
+//! assertions). Port numbers are the order of [`Lab::host`] calls. Done
+//! scenarios keep their flows here, marked with their tests (fragment
+//! reassembly, once planned here, is `fragmented_udp_and_large_pings_root`
+//! in system_traffic.rs).
 //!
-//! **SNAT** of a private client `a` (10.1.0.1/24, port 1) to the public
-//! address 192.0.2.1 towards `b` (192.0.2.2/24, port 2). No ARP crosses
-//! the switch: `a` routes 192.0.2.0/24 via 10.1.0.254 with a static
-//! neighbour 10.1.0.254 at `b`'s MAC, and `b` has a static neighbour
-//! 192.0.2.1 at `a`'s MAC ([`Host::route`], [`Host::neigh`]), so the switch
-//! only rewrites addresses:
+//! **SNAT** (done: `snat_tcp_udp_and_http_root`,
+//! `snat_ping_translates_the_icmp_id_root`,
+//! `snat_icmp_error_is_related_and_translated_root` and the control
+//! `snat_control_without_nat_gets_no_answer_root`, with these flows) of a
+//! private client `a` (10.1.0.1/24, port 1) to the public address
+//! 192.0.2.1 towards `b` (192.0.2.2/24, port 2). No ARP crosses the
+//! switch: `a` routes 192.0.2.0/24 via 10.1.0.254 with a static neighbour
+//! 10.1.0.254 at `b`'s MAC, and `b` has a static neighbour 192.0.2.1 at
+//! `a`'s MAC ([`Host::route`], [`Host::neigh`]), so the switch only
+//! rewrites addresses:
 //!
 //! ```text
 //! table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1,nat)
@@ -64,17 +69,23 @@
 //! table=2,priority=10,ip,ct_state=+trk+rel,actions=output:1
 //! ```
 //!
-//! Asserts: the server (agent `tcp_accept`) sees the peer 192.0.2.1; the
-//! client gets the reply; `dump-conntrack` shows `orig=(src=10.1.0.1,...)`,
-//! `reply=(src=192.0.2.2,dst=192.0.2.1,...)`; `b`'s new connections to
-//! 192.0.2.1 are still dropped.
+//! Asserted: `b`'s TCP and UDP echo servers report the peer 192.0.2.1
+//! (`{peer}` in their prefix) with the client's own port; an HTTP download
+//! arrives intact and the server logs 192.0.2.1; two pings with the same
+//! ICMP id from two private addresses both succeed, the second with its id
+//! translated; a port unreachable from `b` reaches `a`'s socket as
+//! ECONNREFUSED (`+rel`, quoted header translated); `dump-conntrack` shows
+//! `orig=(src=10.1.0.1,...)`, `reply=(src=192.0.2.2,dst=192.0.2.1,...)` in
+//! zone 1; `b`'s new connections to 192.0.2.1 are dropped.
 //!
-//! **DNAT load balancing** of the VIP 10.1.0.100:80 to backends `b1`
+//! **DNAT load balancing** (done: `dnat_load_balancing_over_two_backends_root`,
+//! with these flows) of the VIP 10.1.0.100:80 to backends `b1`
 //! 10.1.0.11 (port 2) and `b2` 10.1.0.12 (port 3), client `a` 10.1.0.1
 //! (port 1). `a` has a static neighbour 10.1.0.100 at 02:00:00:00:00:64
 //! (nobody's); the flows rewrite the destination MAC to the chosen
 //! backend's. Two flows split on the client's lowest source port bit (or
-//! a `select` group, once ofproto has groups):
+//! a `select` group, once ofproto has groups); the test picks its client
+//! ports, as Linux's connect() prefers even ephemeral ports:
 //!
 //! ```text
 //! table=0,priority=10,arp,in_port=1,actions=output:2,output:3
@@ -90,11 +101,12 @@
 //! table=2,priority=10,ip,ct_state=+trk+est,actions=output:1
 //! ```
 //!
-//! Asserts: a dozen connections from `a` (agent `tcp_connect`, ephemeral
-//! source ports) to the VIP are answered by both backends (their echo
-//! servers prefix their names); `dump-conntrack` shows
-//! `reply=(src=10.1.0.11,...)` and `reply=(src=10.1.0.12,...)` for
-//! originals to 10.1.0.100, matching which backend answered each port.
+//! Asserted: a dozen connections from `a` to the VIP are answered by both
+//! backends (their echo servers name themselves and the client address and
+//! port they saw, `a`'s real one); `dump-conntrack` shows
+//! `reply=(src=10.1.0.11,sport=8080,...)` for even and
+//! `reply=(src=10.1.0.12,...)` for odd client ports, originals to
+//! 10.1.0.100:80.
 //!
 //! **FTP active and passive through NAT** (done:
 //! `ftp_active_and_passive_through_snat_root` and its control
@@ -547,11 +559,14 @@ impl Agent {
     }
 
     /// A UDP echo server on `ip:port` answering `prefix` + each datagram.
+    /// `{peer}` in `prefix` becomes the sender's `ip:port` as the server
+    /// saw it (what a NAT test asserts on).
     pub fn udp_echo_server(&mut self, ip: &str, port: u16, prefix: &str) {
         self.ok(json!({"op": "serve_udp_echo", "ip": ip, "port": port, "prefix": prefix}));
     }
 
-    /// A TCP echo server on `ip:port` answering `prefix` + each chunk.
+    /// A TCP echo server on `ip:port` answering `prefix` + each chunk;
+    /// `{peer}` in `prefix` becomes the client's `ip:port` as accepted.
     pub fn tcp_echo_server(&mut self, ip: &str, port: u16, prefix: &str) {
         self.ok(json!({"op": "serve_tcp_echo", "ip": ip, "port": port, "prefix": prefix}));
     }

@@ -17,6 +17,8 @@ name such as ECONNREFUSED, or "timeout"):
   close id
   serve_udp_echo ip port prefix     (thread: answers prefix + datagram)
   serve_tcp_echo ip port prefix     (thread per connection: prefix + each chunk)
+      ("{peer}" in prefix becomes the peer's "ip:port" as the server saw it,
+       so a test behind NAT learns which address reached the server)
   sniff id iface marker             (thread: counts frames containing marker)
   sniff_count id                    -> count
   tcp_inject_out_of_window id iface src_mac dst_mac data
@@ -42,6 +44,10 @@ def err_name(e):
     return errno.errorcode.get(e.errno, str(e)) if e.errno else str(e)
 
 
+def with_peer(prefix, addr):
+    return prefix.replace("{peer}", "%s:%d" % (addr[0], addr[1])).encode()
+
+
 def serve_udp_echo(ip, port, prefix):
     s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((ip, port))
@@ -49,7 +55,7 @@ def serve_udp_echo(ip, port, prefix):
     def run():
         while True:
             data, addr = s.recvfrom(65535)
-            s.sendto(prefix.encode() + data, addr)
+            s.sendto(with_peer(prefix, addr) + data, addr)
 
     threading.Thread(target=run, daemon=True).start()
 
@@ -60,18 +66,19 @@ def serve_tcp_echo(ip, port, prefix):
     s.bind((ip, port))
     s.listen(16)
 
-    def conn(c):
+    def conn(c, addr):
+        p = with_peer(prefix, addr)
         with c:
             while True:
                 b = c.recv(65536)
                 if not b:
                     return
-                c.sendall(prefix.encode() + b)
+                c.sendall(p + b)
 
     def run():
         while True:
-            c, _ = s.accept()
-            threading.Thread(target=conn, args=(c,), daemon=True).start()
+            c, addr = s.accept()
+            threading.Thread(target=conn, args=(c, addr), daemon=True).start()
 
     threading.Thread(target=run, daemon=True).start()
 

@@ -870,15 +870,17 @@ fn fragmented_udp_and_large_pings_root() {
     }
 }
 
-/// The flows the harness docs give for the scenarios still to come
-/// (NAT, ALGs) load into a switch: they stay valid syntax.
+/// The flows the harness docs give for the NAT and ALG scenarios load into
+/// a switch (they stay valid syntax), and the NAT tests here run exactly
+/// the documented flows.
 #[test]
 fn planned_scenario_flows_parse() {
     let src = include_str!("../src/netns.rs");
     let docs = &src[src
-        .find("# Flows for the scenarios still to come")
+        .find("# Flows of the NAT and ALG scenarios")
         .expect("the section")..];
     let mut blocks = 0;
+    let mut documented = Vec::new();
     let mut lines = docs.lines().map(|l| l.trim_start_matches("//!").trim());
     while let Some(l) = lines.next() {
         if l != "```text" {
@@ -905,8 +907,19 @@ fn planned_scenario_flows_parse() {
             flows.lines().count()
         );
         blocks += 1;
+        documented.push(flows);
     }
     assert_eq!(blocks, 4, "SNAT, DNAT, FTP, TFTP");
+    for (what, flows) in [
+        ("SNAT", snat_flows(SNAT_ON)),
+        ("DNAT", DNAT_LB.to_string()),
+        ("FTP through SNAT", ftp_snat_flows(",alg=ftp")),
+    ] {
+        assert!(
+            documented.contains(&flows),
+            "the {what} test's flows are not the documented ones:\n{flows}"
+        );
+    }
 }
 
 /// FTP through a firewall that lets `a` (port 1) open FTP control
@@ -1418,4 +1431,391 @@ table=2,priority=10,ipv6,ct_state=+trk+est-inv,actions=output:1
         show(&ct)
     );
     drop(server);
+}
+
+/// The SNAT flows of the harness docs: `a` (10.1.0.1, port 1) reaches
+/// `b` (192.0.2.2, port 2) as 192.0.2.1; `b` may only answer. `{nat}` is
+/// `,nat(src=192.0.2.1)`, or empty for the control (no translation).
+fn snat_flows(nat: &str) -> String {
+    format!(
+        "\
+table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1,nat)
+table=0,priority=10,ip,in_port=2,actions=ct(table=2,zone=1,nat)
+table=1,priority=10,ip,ct_state=+trk+new,actions=ct(commit,zone=1{nat}),output:2
+table=1,priority=10,ip,ct_state=+trk+est,actions=output:2
+table=2,priority=10,ip,ct_state=+trk+est,actions=output:1
+table=2,priority=10,ip,ct_state=+trk+rel,actions=output:1
+"
+    )
+}
+
+const SNAT_ON: &str = ",nat(src=192.0.2.1)";
+
+/// The SNAT topology of the harness docs (no ARP crosses the switch: `a`
+/// routes 192.0.2.0/24 via 10.1.0.254, a static neighbour at `b`'s MAC;
+/// `b` knows 192.0.2.1 at `a`'s MAC), started with `flows`. `a` gets the
+/// extra addresses `a_extra` too.
+fn snat_lab(
+    tag: &str,
+    tools: &[&str],
+    a_extra: &[&str],
+    flows: &str,
+) -> Option<(Lab, ferrovs_tests::netns::Host, ferrovs_tests::netns::Host)> {
+    let mut lab = Lab::new(tag, tools)?;
+    let mut addrs = vec!["10.1.0.1/24"];
+    addrs.extend_from_slice(a_extra);
+    let a = lab.host("a", &addrs);
+    let b = lab.host("b", &["192.0.2.2/24"]);
+    a.route("192.0.2.0/24", "10.1.0.254");
+    a.neigh("10.1.0.254", &b.mac);
+    b.neigh("192.0.2.1", &a.mac);
+    lab.start(flows);
+    Some((lab, a, b))
+}
+
+/// The one entry of `ct` with protocol `proto` and original source `src`.
+fn entry<'a>(ct: &'a [CtEntry], proto: &str, src: &str) -> &'a CtEntry {
+    let found: Vec<&CtEntry> = ct
+        .iter()
+        .filter(|e| e.proto == proto && e.orig.src == src)
+        .collect();
+    let [e] = found.as_slice() else {
+        panic!("{} {proto} entries from {src}:\n{}", found.len(), show(ct));
+    };
+    e
+}
+
+/// SNAT, TCP and UDP: `b`'s servers see 192.0.2.1 (with the client's own
+/// port: it was free), `a` gets their answers; an HTTP download (many
+/// segments, each rewritten both ways) arrives intact and the HTTP server
+/// logs 192.0.2.1 as its client. Conntrack keeps the private address in the
+/// original tuple and the public one in the reply tuple, in zone 1. `b`
+/// cannot open a connection to 192.0.2.1. With the commit's `nat` removed
+/// nothing gets through (`b` has no route back to 10.1.0.1), and `b`'s
+/// servers see no connection at all.
+#[test]
+fn snat_tcp_udp_and_http_root() {
+    let Some((lab, a, b)) = snat_lab("snat", &["curl"], &[], &snat_flows(SNAT_ON)) else {
+        return;
+    };
+    let (mut aa, mut ba) = (a.agent(), b.agent());
+    ba.tcp_echo_server("192.0.2.2", 80, "b saw {peer}:");
+    ba.udp_echo_server("192.0.2.2", 7000, "b saw {peer}:");
+
+    // TCP: the server reports the peer it accepted.
+    let tport = aa
+        .tcp_connect("t", "192.0.2.2", 80, None, LONG)
+        .expect("connect through SNAT");
+    aa.tcp_send("t", "hello");
+    let want = format!("b saw 192.0.2.1:{tport}:hello");
+    assert_eq!(aa.tcp_recv("t", want.len(), LONG).unwrap(), want);
+
+    // UDP: the echo comes back from b's address and port to a's socket.
+    let uport = aa.udp_socket("u", Some(("10.1.0.1", 0)), None);
+    for i in 0..3 {
+        let msg = format!("datagram {i}");
+        aa.udp_send("u", &msg, Some(("192.0.2.2", 7000)));
+        let (data, ip, port) = aa.udp_recv("u", LONG).expect("UDP echo through SNAT");
+        assert_eq!(data, format!("b saw 192.0.2.1:{uport}:{msg}"));
+        assert_eq!((ip.as_str(), port), ("192.0.2.2", 7000));
+    }
+
+    // HTTP: a real server and client; the server logs its client address.
+    let www = lab.dir().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let blob: Vec<u8> = (0..200_000u32).map(|i| (i * 13 + i / 257) as u8).collect();
+    std::fs::write(www.join("blob"), &blob).unwrap();
+    let server = b.spawn(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "exec {} -u -m http.server 8080 --bind 192.0.2.2 --directory {} 2>&1",
+                python(),
+                www.display()
+            ),
+        ],
+    );
+    server
+        .wait_for_line("Serving HTTP", LONG)
+        .expect("http.server started");
+    let got = lab.dir().join("got");
+    let out = a.run(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            got.to_str().unwrap(),
+            "http://192.0.2.2:8080/blob",
+        ],
+        LONG * 3,
+    );
+    assert!(
+        out.status.success(),
+        "curl through SNAT: {}",
+        text(&out.stderr)
+    );
+    assert!(std::fs::read(&got).unwrap() == blob, "the download differs");
+    let log = server
+        .wait_for_line("GET /blob", LONG)
+        .expect("the server logged the request");
+    assert!(log.starts_with("192.0.2.1 "), "server saw: {log}");
+
+    let ct = lab.conntrack(&[]);
+    assert!(ct.iter().all(|e| e.zone == 1), "{}", show(&ct));
+    let tcp: Vec<&CtEntry> = ct.iter().filter(|e| e.proto == "tcp").collect();
+    assert_eq!(
+        tcp.len(),
+        2,
+        "the echo and the HTTP connection:\n{}",
+        show(&ct)
+    );
+    for e in &tcp {
+        assert_eq!(
+            (e.orig.src.as_str(), e.orig.dst.as_str()),
+            ("10.1.0.1", "192.0.2.2"),
+            "{e:?}"
+        );
+        assert_eq!(
+            (e.reply.src.as_str(), e.reply.dst.as_str()),
+            ("192.0.2.2", "192.0.2.1"),
+            "{e:?}"
+        );
+        assert_eq!(e.reply.sport, e.orig.dport, "{e:?}");
+        assert_eq!(e.reply.dport, e.orig.sport, "the port was free: kept");
+        assert!(e.seen_reply, "{e:?}");
+    }
+    assert!(tcp.iter().any(|e| e.orig.sport == Some(tport)));
+    let u = entry(&ct, "udp", "10.1.0.1");
+    assert_eq!((u.orig.sport, u.orig.dport), (Some(uport), Some(7000)));
+    assert_eq!(
+        (u.reply.src.as_str(), u.reply.dst.as_str()),
+        ("192.0.2.2", "192.0.2.1")
+    );
+    assert_eq!((u.reply.sport, u.reply.dport), (Some(7000), Some(uport)));
+
+    // b cannot open anything towards the public address (or through it).
+    aa.tcp_listen("l", "10.1.0.1", 9000);
+    let a_in = a.ip_in_receives();
+    assert_eq!(
+        ba.tcp_connect("x", "192.0.2.1", 9000, None, Duration::from_millis(1500)),
+        Err("timeout".to_string())
+    );
+    assert_eq!(aa.tcp_accept("c", "l", SHORT), Err("timeout".to_string()));
+    assert_eq!(a.ip_in_receives(), a_in, "b's SYNs reached a");
+    assert_eq!(
+        lab.conntrack(&[]).len(),
+        ct.len(),
+        "b's attempt was committed"
+    );
+    drop(server);
+}
+
+/// The control of the SNAT tests: the same lab with `nat` left out of the
+/// commit. `a`'s packets reach `b` from 10.1.0.1, which `b` cannot answer
+/// (no route): `a` gets nothing back, and the connection in conntrack is
+/// untranslated.
+#[test]
+fn snat_control_without_nat_gets_no_answer_root() {
+    let Some((lab, a, b)) = snat_lab("snat0", &[], &[], &snat_flows("")) else {
+        return;
+    };
+    let (mut aa, mut ba) = (a.agent(), b.agent());
+    ba.udp_echo_server("192.0.2.2", 7000, "b saw {peer}:");
+    ba.tcp_echo_server("192.0.2.2", 80, "b saw {peer}:");
+    aa.udp_socket("u", Some(("10.1.0.1", 0)), None);
+    aa.udp_send("u", "hi", Some(("192.0.2.2", 7000)));
+    assert_eq!(aa.udp_recv("u", SHORT), Err("timeout".to_string()));
+    assert_eq!(
+        aa.tcp_connect("t", "192.0.2.2", 80, None, Duration::from_millis(1500)),
+        Err("timeout".to_string())
+    );
+    let ct = lab.conntrack(&["zone=1"]);
+    let u = entry(&ct, "udp", "10.1.0.1");
+    assert_eq!(u.reply.dst, "10.1.0.1", "{u:?}");
+    assert!(!u.seen_reply, "{u:?}");
+}
+
+/// `ping -c 3 -e ID -I SRC 192.0.2.2` from `host`: success and output.
+fn ping_with_id(host: &ferrovs_tests::netns::Host, src: &str, id: &str) -> (bool, String) {
+    let out = host.run(
+        "ping",
+        &[
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-e",
+            id,
+            "-I",
+            src,
+            "192.0.2.2",
+        ],
+        LONG * 2,
+    );
+    let o = text(&out.stdout) + &text(&out.stderr);
+    (out.status.success() && o.contains(" 0% packet loss"), o)
+}
+
+/// SNAT of ICMP echo, with the query id translated: `a` pings `b` with id
+/// 4242 from 10.1.0.1 and then, with the same id, from its second address
+/// 10.1.0.3. Both map to 192.0.2.1, so the second connection cannot keep
+/// id 4242 (its reply tuple is the first one's): it gets another id, and
+/// its replies must be translated back to 4242 and to 10.1.0.3 for ping
+/// to count them (a reply left at the other id, or left untranslated,
+/// would be lost or un-NATed to the first connection).
+#[test]
+fn snat_ping_translates_the_icmp_id_root() {
+    let Some((lab, a, _b)) = snat_lab(
+        "snatping",
+        &["ping"],
+        &["10.1.0.3/24"],
+        &snat_flows(SNAT_ON),
+    ) else {
+        return;
+    };
+    for src in ["10.1.0.1", "10.1.0.3"] {
+        let (ok, o) = ping_with_id(&a, src, "4242");
+        assert!(ok, "ping from {src} through SNAT:\n{o}");
+    }
+    let ct = lab.conntrack(&["zone=1"]);
+    assert_eq!(ct.len(), 2, "{}", show(&ct));
+    let first = entry(&ct, "icmp", "10.1.0.1");
+    let second = entry(&ct, "icmp", "10.1.0.3");
+    for e in [first, second] {
+        assert_eq!(e.orig.id, Some(4242), "{e:?}");
+        assert_eq!((e.orig.r#type, e.reply.r#type), (Some(8), Some(0)));
+        assert_eq!(
+            (e.reply.src.as_str(), e.reply.dst.as_str()),
+            ("192.0.2.2", "192.0.2.1"),
+            "{e:?}"
+        );
+        assert!(e.seen_reply, "{e:?}");
+    }
+    assert_eq!(first.reply.id, Some(4242), "the first keeps its id");
+    assert!(
+        second.reply.id.is_some() && second.reply.id != Some(4242),
+        "the second needs another id: {second:?}"
+    );
+}
+
+/// An ICMP error about a source-NATed connection comes back translated:
+/// `b` answers a's datagram to a closed port with port unreachable,
+/// addressed to 192.0.2.1 and quoting 192.0.2.1 as the source. It is
+/// `+rel`; the `ct(nat)` rewrites the outer destination and the quoted
+/// source (address, port and checksums), so a's kernel finds the socket
+/// and reports ECONNREFUSED.
+#[test]
+fn snat_icmp_error_is_related_and_translated_root() {
+    let Some((lab, a, _b)) = snat_lab("snaticmp", &[], &[], &snat_flows(SNAT_ON)) else {
+        return;
+    };
+    let mut aa = a.agent();
+    let sport = aa.udp_socket("u", None, Some(("192.0.2.2", 9999)));
+    aa.udp_send("u", "anyone?", None);
+    assert_eq!(aa.udp_recv("u", LONG), Err("ECONNREFUSED".to_string()));
+    assert_eq!(
+        lab.flow_packets_settled(&["table=2", "ct_state=+rel"], 1),
+        1,
+        "the ICMP error went through the +rel rule"
+    );
+    let ct = lab.conntrack(&["zone=1"]);
+    assert_eq!(
+        ct.len(),
+        1,
+        "the error created no connection:\n{}",
+        show(&ct)
+    );
+    let e = entry(&ct, "udp", "10.1.0.1");
+    assert_eq!((e.orig.sport, e.orig.dport), (Some(sport), Some(9999)));
+    assert_eq!(e.reply.dst, "192.0.2.1", "{e:?}");
+    assert!(!e.seen_reply, "an ICMP error is not a reply: {e:?}");
+}
+
+/// The DNAT load-balancing flows of the harness docs: the VIP 10.1.0.100:80
+/// goes to `b1` 10.1.0.11:8080 (port 2) for even client ports and to `b2`
+/// 10.1.0.12:8080 (port 3) for odd ones.
+const DNAT_LB: &str = "\
+table=0,priority=10,arp,in_port=1,actions=output:2,output:3
+table=0,priority=10,arp,in_port=2,actions=output:1
+table=0,priority=10,arp,in_port=3,actions=output:1
+table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=1,nat)
+table=0,priority=10,ip,in_port=2,actions=ct(table=2,zone=1,nat)
+table=0,priority=10,ip,in_port=3,actions=ct(table=2,zone=1,nat)
+table=1,priority=20,tcp,ct_state=+trk+new,nw_dst=10.1.0.100,tp_src=0/1,actions=ct(commit,zone=1,nat(dst=10.1.0.11:8080)),mod_dl_dst:02:00:00:00:00:02,output:2
+table=1,priority=20,tcp,ct_state=+trk+new,nw_dst=10.1.0.100,tp_src=1/1,actions=ct(commit,zone=1,nat(dst=10.1.0.12:8080)),mod_dl_dst:02:00:00:00:00:03,output:3
+table=1,priority=10,tcp,ct_state=+trk+est,ct_nw_dst=10.1.0.100,nw_dst=10.1.0.11,actions=mod_dl_dst:02:00:00:00:00:02,output:2
+table=1,priority=10,tcp,ct_state=+trk+est,ct_nw_dst=10.1.0.100,nw_dst=10.1.0.12,actions=mod_dl_dst:02:00:00:00:00:03,output:3
+table=2,priority=10,ip,ct_state=+trk+est,actions=output:1
+";
+
+/// DNAT load balancing: a dozen connections from `a` to the VIP, from
+/// source ports 41000-41011 (chosen, not ephemeral: Linux's connect()
+/// prefers even ephemeral ports, which would all go to one backend). Each
+/// backend's echo server names itself and the client it saw: even ports
+/// are served by `b1`, odd ones by `b2`, each seeing the client's real
+/// address and port. `a`'s sockets are connected to 10.1.0.100:80, so
+/// every reply reached them with the VIP as its source (the kernel takes
+/// no SYN-ACK from anyone else). Conntrack keeps the VIP in each original
+/// tuple and the chosen backend in its reply tuple.
+#[test]
+fn dnat_load_balancing_over_two_backends_root() {
+    let Some(mut lab) = Lab::new("dnat", &[]) else {
+        return;
+    };
+    let a = lab.host("a", &["10.1.0.1/24"]);
+    let b1 = lab.host("b1", &["10.1.0.11/24"]);
+    let b2 = lab.host("b2", &["10.1.0.12/24"]);
+    assert_eq!((b1.port, b2.port), (2, 3), "the ports the flows name");
+    a.neigh("10.1.0.100", &[2, 0, 0, 0, 0, 0x64]);
+    lab.start(DNAT_LB);
+    let (mut aa, mut b1a, mut b2a) = (a.agent(), b1.agent(), b2.agent());
+    b1a.tcp_echo_server("10.1.0.11", 8080, "b1 saw {peer}:");
+    b2a.tcp_echo_server("10.1.0.12", 8080, "b2 saw {peer}:");
+
+    let sports: Vec<u16> = (41000..41012).collect();
+    for &sport in &sports {
+        let id = format!("c{sport}");
+        let got = aa
+            .tcp_connect(&id, "10.1.0.100", 80, Some(sport), LONG)
+            .unwrap_or_else(|e| panic!("connect from port {sport} to the VIP: {e}"));
+        assert_eq!(got, sport);
+        aa.tcp_send(&id, "hi");
+        let backend = if sport % 2 == 0 { "b1" } else { "b2" };
+        let want = format!("{backend} saw 10.1.0.1:{sport}:hi");
+        assert_eq!(aa.tcp_recv(&id, want.len(), LONG).unwrap(), want);
+    }
+
+    let ct = lab.conntrack(&[]);
+    assert_eq!(ct.len(), sports.len(), "{}", show(&ct));
+    for e in &ct {
+        assert_eq!((e.proto.as_str(), e.zone), ("tcp", 1), "{e:?}");
+        assert_eq!(
+            (e.orig.src.as_str(), e.orig.dst.as_str(), e.orig.dport),
+            ("10.1.0.1", "10.1.0.100", Some(80)),
+            "{e:?}"
+        );
+        let sport = e.orig.sport.expect("sport");
+        assert!(sports.contains(&sport), "{e:?}");
+        let backend = if sport % 2 == 0 {
+            "10.1.0.11"
+        } else {
+            "10.1.0.12"
+        };
+        assert_eq!(
+            (e.reply.src.as_str(), e.reply.sport),
+            (backend, Some(8080)),
+            "{e:?}"
+        );
+        assert_eq!(
+            (e.reply.dst.as_str(), e.reply.dport),
+            ("10.1.0.1", Some(sport)),
+            "{e:?}"
+        );
+        assert!(e.seen_reply, "{e:?}");
+    }
 }

@@ -277,22 +277,9 @@ fn unfragmentable_v6(l3: &[u8], end: usize) -> Option<(usize, usize)> {
 /// end-of-list to a multiple of 4. A malformed option list stops the copy.
 fn copied_options(opts: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
-    let mut i = 0;
-    while let Some(&t) = opts.get(i) {
-        match t {
-            0 => break,
-            1 => i += 1,
-            _ => {
-                let Some(&len) = opts.get(i + 1) else { break };
-                let len = len as usize;
-                if len < 2 || i + len > opts.len() {
-                    break;
-                }
-                if t & 0x80 != 0 {
-                    out.extend_from_slice(&opts[i..i + len]);
-                }
-                i += len;
-            }
+    for opt in crate::packet::options(opts) {
+        if opt[0] & 0x80 != 0 {
+            out.extend_from_slice(opt);
         }
     }
     let n = out.len() - start;
