@@ -32,6 +32,14 @@ bitflags! {
         /// Assured: saw traffic both ways past the handshake; early drop
         /// spares it.
         const ASSURED = 0x20;
+        /// Missed-event cache (reliable delivery, see
+        /// [`crate::events::reliable`]): a NEW a reliable subscriber
+        /// refused, to be retried (merged) on the connection's next packet.
+        const MISSED_NEW = 0x40;
+        /// Missed-event cache: a refused UPDATE, retried likewise.
+        const MISSED_UPDATE = 0x80;
+        /// Both missed-event bits.
+        const MISSED = 0xc0;
     }
 }
 

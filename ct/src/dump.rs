@@ -46,7 +46,7 @@ impl ConnSnapshot {
             counters: c.counters,
             start_ns: c.start_ns,
             timeout: c.expire.saturating_sub(now_s),
-            status: c.status,
+            status: c.status - ConnStatus::MISSED,
             helper: c.ext.as_deref().and_then(|e| e.helper),
             master: c.ext.as_deref().and_then(|e| e.master),
         }

@@ -4,8 +4,15 @@
 //! after releasing the shard lock the change was made under. An event
 //! carries both tuples, zone, mark, label, per-direction counters and
 //! timestamps, so DESTROY events serve as flow accounting records.
-//! Reliable delivery (missed-event cache, dying list) builds on the sink's
-//! return value in a later stage; here a refused event is counted.
+//!
+//! A sink that refuses an event (its queue is full) has it counted in
+//! `events_refused`. A sink that asks for reliable delivery
+//! ([`EventSink::reliable`]) also gets it again later: see [`reliable`]
+//! (missed-event cache, dying list). [`queue::EventQueue`] is a ready-made
+//! bounded subscriber queue with zone and kind filters.
+
+pub mod queue;
+pub mod reliable;
 
 use serde::Serialize;
 
@@ -18,6 +25,27 @@ pub enum EventKind {
     New,
     Update,
     Destroy,
+}
+
+impl EventKind {
+    /// Name as `conntrack -E` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::New => "NEW",
+            EventKind::Update => "UPDATE",
+            EventKind::Destroy => "DESTROY",
+        }
+    }
+
+    /// Parse `new`, `update` or `destroy` (any case).
+    pub fn parse(s: &str) -> Result<EventKind, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "new" => Ok(EventKind::New),
+            "update" => Ok(EventKind::Update),
+            "destroy" => Ok(EventKind::Destroy),
+            _ => Err(format!("unknown event type \"{s}\" (new, update or destroy)")),
+        }
+    }
 }
 
 /// Why a connection was destroyed.
@@ -57,4 +85,11 @@ impl ConnEvent {
 pub trait EventSink: Send + Sync {
     /// Deliver one event; return false if it could not be queued.
     fn deliver(&self, ev: &ConnEvent) -> bool;
+
+    /// Whether refused events must be retried (see [`reliable`]). An
+    /// unreliable sink's refused events are only counted, so it never
+    /// slows the tracker down.
+    fn reliable(&self) -> bool {
+        false
+    }
 }

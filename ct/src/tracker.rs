@@ -41,6 +41,7 @@ use serde::Serialize;
 use crate::alg::edit::{AlgEdit, PayloadEdit};
 use crate::alg::AlgOutcome;
 use crate::conn::{Conn, ConnStatus, DirCounters};
+use crate::events::reliable::{self, Reliable};
 use crate::events::{ConnEvent, DestroyCause, EventKind, EventSink};
 use crate::expect::ExpectTable;
 use crate::key::{ConnKey, Dir, Zone};
@@ -130,10 +131,10 @@ pub struct TableMemory {
 
 /// Tracker-wide counters.
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     invalid: AtomicU64,
     untracked: AtomicU64,
-    events_refused: AtomicU64,
+    pub(crate) events_refused: AtomicU64,
     nat_exhausted: AtomicU64,
 }
 
@@ -165,12 +166,16 @@ pub struct Tracker {
     pub policies: PolicyTable,
     pub zones: Zones,
     pub expectations: ExpectTable,
-    count: AtomicU32,
+    /// Live connections plus dying ones (DESTROY still owed to a reliable
+    /// subscriber, see [`crate::events::reliable`]).
+    pub(crate) count: AtomicU32,
     max: AtomicU32,
     liberal: AtomicBool,
-    counters: Counters,
-    sinks: RwLock<Vec<Arc<dyn EventSink>>>,
+    pub(crate) counters: Counters,
+    pub(crate) sinks: RwLock<Vec<Arc<dyn EventSink>>>,
     has_sinks: AtomicBool,
+    /// Dying list of reliable event delivery.
+    pub(crate) reliable: Reliable,
     /// Remote references of destroyed NAT connections, removed once no
     /// shard lock is held ([`Tracker::drain_unlinks`]).
     unlinks: Mutex<Vec<Unlink>>,
@@ -259,6 +264,7 @@ impl Tracker {
             counters: Counters::default(),
             sinks: RwLock::new(Vec::new()),
             has_sinks: AtomicBool::new(false),
+            reliable: Reliable::new(cfg.seed.unwrap_or(0x5eed)),
             unlinks: Mutex::new(Vec::new()),
             unlinks_pending: AtomicBool::new(false),
             nat_gen: AtomicU32::new(0),
@@ -266,7 +272,8 @@ impl Tracker {
         }
     }
 
-    /// Live connections (all zones).
+    /// Connections counted against the limit (all zones): live ones and
+    /// dying ones ([`Tracker::dying_len`]).
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed) as usize
     }
@@ -687,7 +694,7 @@ impl Tracker {
             } else {
                 let before = ctx
                     .want_events
-                    .then(|| (c.proto, c.status, c.mark, c.label()));
+                    .then(|| (c.proto, c.status - ConnStatus::MISSED, c.mark, c.label()));
                 let verdict = match c.ext.as_deref() {
                     Some(e) if e.seqadj.is_active() => update_adjusted(c, dir, info, ctx.liberal),
                     _ => c.proto.update(dir, info, ctx.liberal),
@@ -732,8 +739,12 @@ impl Tracker {
                         if params.nat.is_some() {
                             apply_nat(c, dir, out);
                         }
-                        if before.is_some_and(|b| b != (c.proto, c.status, c.mark, c.label())) {
-                            events.push(ConnEvent::of(EventKind::Update, c, id, ctx.now_s));
+                        let changed = before.is_some_and(|b| {
+                            b != (c.proto, c.status - ConnStatus::MISSED, c.mark, c.label())
+                        });
+                        // Missed events (reliable delivery) ride along.
+                        if let Some(kind) = reliable::take_due(c, changed) {
+                            events.push(ConnEvent::of(kind, c, id, ctx.now_s));
                         }
                         if let Some(h) = c.ext.as_deref().and_then(|e| e.helper) {
                             let found = crate::alg::inspect(
@@ -1286,30 +1297,15 @@ impl Tracker {
         }
     }
 
-    pub(crate) fn deliver(&self, events: &[ConnEvent]) {
-        let sinks = self.sinks.read();
-        let mut refused = 0;
-        for ev in events {
-            for s in sinks.iter() {
-                if !s.deliver(ev) {
-                    refused += 1;
-                }
-            }
-        }
-        if refused != 0 {
-            self.counters
-                .events_refused
-                .fetch_add(refused, Ordering::Relaxed);
-        }
-    }
-
     pub(crate) fn events_wanted(&self) -> bool {
         self.has_sinks.load(Ordering::Relaxed)
     }
 
     /// Expire idle connections: advance each shard's wheel to `now_ns`,
     /// examining at most `budget` wheel entries in all (at least 16 per
-    /// shard). Locks one shard at a time. Returns connections expired.
+    /// shard). Locks one shard at a time. Then retries the DESTROY events
+    /// of dying connections that are due (reliable delivery). Returns
+    /// connections expired.
     pub fn sweep(&self, now_ns: u64, budget: usize) -> usize {
         let now_s = (now_ns / NS_PER_S) as u32;
         let per_shard = (budget / self.shards.len()).max(16);
@@ -1350,6 +1346,7 @@ impl Tracker {
         }
         self.expectations.expire(now_s);
         self.drain_unlinks();
+        self.retry_dying(now_ns);
         expired
     }
 
