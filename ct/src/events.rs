@@ -43,7 +43,9 @@ impl EventKind {
             "new" => Ok(EventKind::New),
             "update" => Ok(EventKind::Update),
             "destroy" => Ok(EventKind::Destroy),
-            _ => Err(format!("unknown event type \"{s}\" (new, update or destroy)")),
+            _ => Err(format!(
+                "unknown event type \"{s}\" (new, update or destroy)"
+            )),
         }
     }
 }
