@@ -173,7 +173,7 @@ pub struct Tracker {
     liberal: AtomicBool,
     pub(crate) counters: Counters,
     pub(crate) sinks: RwLock<Vec<Arc<dyn EventSink>>>,
-    has_sinks: AtomicBool,
+    pub(crate) has_sinks: AtomicBool,
     /// Dying list of reliable event delivery.
     pub(crate) reliable: Reliable,
     /// Remote references of destroyed NAT connections, removed once no
@@ -288,12 +288,6 @@ impl Tracker {
     }
     pub fn set_liberal(&self, on: bool) {
         self.liberal.store(on, Ordering::Relaxed);
-    }
-
-    /// Subscribe to lifecycle events.
-    pub fn subscribe(&self, sink: Arc<dyn EventSink>) {
-        self.sinks.write().push(sink);
-        self.has_sinks.store(true, Ordering::Release);
     }
 
     /// Hash of a key in this table.

@@ -300,3 +300,45 @@ fn filtered_queue_sees_only_its_zone_and_kinds() {
     assert!(q.is_empty());
     assert_eq!(t.counters().events_refused, 0);
 }
+
+#[test]
+fn unsubscribing_a_reliable_sink_releases_what_only_it_held() {
+    let t = Tracker::new(TrackerConfig {
+        seed: Some(3),
+        ..Default::default()
+    });
+    let q = Arc::new(EventQueue::new(1, true));
+    let sink: Arc<dyn ct::events::EventSink> = q.clone();
+    t.subscribe(sink.clone());
+    run_at(
+        &t,
+        &udp4("10.0.0.1", "10.0.0.9", 1, 53),
+        &params(0, true),
+        T0,
+    );
+    run_at(
+        &t,
+        &udp4("10.0.0.2", "10.0.0.9", 2, 53),
+        &params(0, true),
+        T0,
+    );
+    t.flush(&FlushFilter::default(), T0 + S);
+    // The queue is full of the first NEW: both DESTROYs are dying.
+    assert_eq!((t.dying_len(), t.len()), (2, 2));
+    assert!(t.unsubscribe(&sink));
+    assert!(!t.unsubscribe(&sink));
+    assert_eq!((t.dying_len(), t.len()), (0, 0));
+    // The slot is reused; the new subscriber gets nothing stale.
+    let q2 = Arc::new(EventQueue::new(8, true));
+    t.subscribe(q2.clone());
+    t.sweep(T0 + 30 * S, 1024);
+    assert!(q2.is_empty());
+    run_at(
+        &t,
+        &udp4("10.0.0.3", "10.0.0.9", 3, 53),
+        &params(0, true),
+        T0 + 30 * S,
+    );
+    assert_eq!(q2.pop().map(|e| e.kind), Some(EventKind::New));
+    assert_eq!(q.len(), 1);
+}

@@ -36,6 +36,7 @@
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -48,6 +49,8 @@ pub const DESTROY_GRACE_NS: u64 = 15_000_000_000;
 
 /// Tracker state for reliable delivery.
 pub(crate) struct Reliable {
+    /// Subscription indexes left by [`Tracker::unsubscribe`], for reuse.
+    vacant: Mutex<Vec<usize>>,
     dying: Mutex<DyingList>,
     dying_len: AtomicUsize,
     grace_ns: AtomicU64,
@@ -120,6 +123,7 @@ impl DyingList {
 impl Reliable {
     pub(crate) fn new(seed: u64) -> Reliable {
         Reliable {
+            vacant: Mutex::new(Vec::new()),
             dying: Mutex::new(DyingList {
                 heap: BinaryHeap::new(),
                 rng: seed ^ 0x6479_696e_6721,
@@ -148,7 +152,7 @@ pub(crate) fn take_due(c: &mut Conn, changed: bool) -> Option<EventKind> {
 }
 
 /// Subscription indexes of the reliable sinks, as a mask.
-fn reliable_mask(sinks: &[std::sync::Arc<dyn EventSink>]) -> u64 {
+fn reliable_mask(sinks: &[Arc<dyn EventSink>]) -> u64 {
     sinks
         .iter()
         .take(64)
@@ -157,7 +161,72 @@ fn reliable_mask(sinks: &[std::sync::Arc<dyn EventSink>]) -> u64 {
         .fold(0, |m, (i, _)| m | 1 << i)
 }
 
+/// A subscription slot whose subscriber left.
+struct Vacant;
+
+impl EventSink for Vacant {
+    fn deliver(&self, _: &ConnEvent) -> bool {
+        true
+    }
+}
+
 impl Tracker {
+    /// Subscribe to lifecycle events. A slot left by an unsubscribed sink
+    /// is reused, so subscribers may come and go (a control client).
+    pub fn subscribe(&self, sink: Arc<dyn EventSink>) {
+        let mut sinks = self.sinks.write();
+        match self.reliable.vacant.lock().pop() {
+            Some(i) if i < sinks.len() => sinks[i] = sink,
+            _ => sinks.push(sink),
+        }
+        self.has_sinks.store(true, Ordering::Release);
+    }
+
+    /// Stop delivering to `sink` (the same `Arc` that was subscribed).
+    /// DESTROY events still owed to it are forgotten, releasing dying
+    /// connections only it held. Returns whether it was subscribed.
+    pub fn unsubscribe(&self, sink: &Arc<dyn EventSink>) -> bool {
+        let mut sinks = self.sinks.write();
+        let Some(i) = sinks
+            .iter()
+            .position(|s| std::ptr::addr_eq(Arc::as_ptr(s), Arc::as_ptr(sink)))
+        else {
+            return false;
+        };
+        sinks[i] = Arc::new(Vacant);
+        let mut vacant = self.reliable.vacant.lock();
+        vacant.push(i);
+        self.has_sinks
+            .store(vacant.len() < sinks.len(), Ordering::Release);
+        drop(vacant);
+        if i < 64 {
+            self.forget_owed(1 << i);
+        }
+        true
+    }
+
+    /// Drop the sinks in `mask` from every dying entry (with the sinks
+    /// write-locked, so no new subscriber takes their indexes meanwhile).
+    fn forget_owed(&self, mask: u64) {
+        let mut list = self.reliable.dying.lock();
+        let entries = std::mem::take(&mut list.heap).into_vec();
+        for mut d in entries {
+            d.owed &= !mask;
+            if d.owed == 0 {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                self.zones
+                    .slot(d.ev.conn.zone)
+                    .count
+                    .fetch_sub(1, Ordering::Relaxed);
+            } else {
+                list.heap.push(d);
+            }
+        }
+        self.reliable
+            .dying_len
+            .store(list.heap.len(), Ordering::Relaxed);
+    }
+
     /// Hand events to every subscriber; keep what reliable ones refused.
     /// Called with no shard lock held.
     pub(crate) fn deliver(&self, events: &[ConnEvent]) {
