@@ -731,3 +731,104 @@ table=1,priority=10,ct_state=+trk+new-inv,ip,actions=ct(commit,zone=7),output:4
         assert!(m.contains(line), "{line} not in\n{m}");
     }
 }
+
+/// A running `ferrovs-ctl events ...`; its stdout lines arrive on a channel.
+struct EventStream {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl EventStream {
+    fn start(d: &Daemon, args: &[&str]) -> EventStream {
+        use std::io::BufRead;
+        let mut child = Command::new(CTL)
+            .arg("--socket")
+            .arg(d.socket())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Subscribed once it says so on stderr.
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        err.read_line(&mut first).unwrap();
+        assert!(first.contains("listening for conntrack events"), "{first}");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        EventStream { child, lines }
+    }
+
+    fn take(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                self.lines
+                    .recv_timeout(Duration::from_secs(20))
+                    .unwrap_or_else(|e| panic!("event {i} of {n}: {e}"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn events_stream_destroys_with_counters_until_the_client_leaves() {
+    let d = Daemon::start();
+    d.wait_for_traffic();
+    let conns = d.ok(&["dump-conntrack", "zone=5"]);
+    assert_eq!(conns.lines().count(), 10, "{conns}");
+
+    let e = d.fails(&["events", "type=bogus"]);
+    assert!(e.contains("type=bogus"), "{e}");
+    assert!(d.ok(&["help"]).contains("events [zone=N]"));
+
+    let text = EventStream::start(&d, &["events", "zone=5", "type=destroy"]);
+    let json = EventStream::start(&d, &["--json", "events", "type=destroy"]);
+    let other_zone = EventStream::start(&d, &["events", "zone=6"]);
+    d.ok(&["flush-conntrack", "zone=5"]);
+
+    let lines = text.take(10);
+    for l in &lines {
+        assert!(l.starts_with("[DESTROY] udp,orig=(src="), "{l}");
+        assert!(l.contains(",zone=5,packets=("), "{l}");
+    }
+    let objs = json.take(10);
+    let mut pkts = 0;
+    for o in &objs {
+        let v: serde_json::Value = serde_json::from_str(o).unwrap();
+        assert_eq!(v["type"], "DESTROY", "{o}");
+        assert_eq!(v["cause"], "flushed", "{o}");
+        assert_eq!(v["conn"]["zone"], 5, "{o}");
+        assert!(v["end_ns"].as_u64().unwrap() >= v["conn"]["start_ns"].as_u64().unwrap());
+        pkts += v["conn"]["counters"][0]["packets"].as_u64().unwrap();
+    }
+    // The generator's 2000 packets went to these 10 connections (each
+    // passes two ct actions, both counted by the connection).
+    assert!(pkts >= 2000, "{pkts}");
+    assert!(other_zone
+        .lines
+        .recv_timeout(Duration::from_millis(300))
+        .is_err());
+
+    // Clients that leave are unsubscribed (their slots are reused by the
+    // next subscriber) and the daemon goes on answering.
+    drop(text);
+    drop(json);
+    drop(other_zone);
+    let again = EventStream::start(&d, &["events"]);
+    drop(again);
+    assert!(d.ok(&["version"]).starts_with("ferrovsd"));
+}

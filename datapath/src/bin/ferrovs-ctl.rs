@@ -9,15 +9,20 @@
 //! standard input) and sends its text. Prints the daemon's output (with
 //! `--json`, its JSON form) and exits 0; on error prints
 //! `ferrovs-ctl: <error>` and exits 1. `ferrovs-ctl help` lists the commands.
+//!
+//! `events [zone=N] [type=...]` streams conntrack events, one a line (with
+//! `--json`, one JSON object a line), until interrupted or the daemon
+//! exits; once subscribed it says so on standard error.
 
-use std::io::{ErrorKind, Read};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use datapath::config::DEFAULT_SOCKET;
-use datapath::control::protocol::{call, Request};
+use datapath::control::protocol::{call, write_line, Reply, Request};
 
 #[derive(Parser)]
 #[command(name = "ferrovs-ctl", version, about = "control a running ferrovsd")]
@@ -76,15 +81,12 @@ fn main() -> ExitCode {
         args,
         json: a.json,
     };
+    if req.command == "events" {
+        return events(&socket, &req);
+    }
     let reply = match call(&socket, &req, Duration::from_secs(a.timeout)) {
         Ok(r) => r,
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
-            return fail(format!(
-                "cannot connect to ferrovsd at {}: {e} (is ferrovsd running? use --socket or FERROVS_SOCKET to choose another socket)",
-                socket.display()
-            ))
-        }
-        Err(e) => return fail(format!("{}: {e}", socket.display())),
+        Err(e) => return connect_failed(&socket, e),
     };
     if !reply.ok {
         return fail(reply.error.unwrap_or_else(|| "unknown error".into()));
@@ -96,4 +98,61 @@ fn main() -> ExitCode {
         print!("{}", reply.output.unwrap_or_default());
     }
     ExitCode::SUCCESS
+}
+
+fn connect_failed(socket: &Path, e: std::io::Error) -> ExitCode {
+    if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) {
+        return fail(format!(
+            "cannot connect to ferrovsd at {}: {e} (is ferrovsd running? use --socket or FERROVS_SOCKET to choose another socket)",
+            socket.display()
+        ));
+    }
+    fail(format!("{}: {e}", socket.display()))
+}
+
+/// `events`: print each streamed event until the daemon closes the
+/// connection, the reader of our output goes away, or we are interrupted.
+fn events(socket: &Path, req: &Request) -> ExitCode {
+    let mut s = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e) => return connect_failed(socket, e),
+    };
+    if let Err(e) = write_line(&mut s, req) {
+        return fail(format!("{}: {e}", socket.display()));
+    }
+    let mut subscribed = false;
+    let stdout = std::io::stdout();
+    for line in BufReader::new(s).lines() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => return fail(format!("{}: {e}", socket.display())),
+        };
+        let reply: Reply = match serde_json::from_str(&line) {
+            Ok(r) => r,
+            Err(e) => return fail(format!("bad line from the daemon: {e}")),
+        };
+        if !reply.ok {
+            return fail(reply.error.unwrap_or_else(|| "unknown error".into()));
+        }
+        if !subscribed {
+            subscribed = true;
+            eprintln!("ferrovs-ctl: listening for conntrack events (interrupt to stop)");
+            continue;
+        }
+        let mut out = stdout.lock();
+        let written = if req.json {
+            let v = reply.json.unwrap_or(serde_json::Value::Null);
+            writeln!(out, "{v}")
+        } else {
+            write!(out, "{}", reply.output.unwrap_or_default())
+        };
+        if written.and_then(|_| out.flush()).is_err() {
+            return ExitCode::SUCCESS; // our reader went away
+        }
+    }
+    if subscribed {
+        ExitCode::SUCCESS
+    } else {
+        fail("the daemon closed the connection without replying")
+    }
 }

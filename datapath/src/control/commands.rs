@@ -41,6 +41,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("dump-conntrack", "[zone=N] [filters]"),
     ("flush-conntrack", "[zone=N] [filters]"),
     ("dump-expectations", "[zone=N[,N]...]"),
+    (
+        "events",
+        "[zone=N] [type=new|update|destroy[,...]] (streams until interrupted)",
+    ),
     ("ct-stats-show", "[zone=N]"),
     ("ct-set-limits", "[default=N] [zone=N,limit=M]..."),
     ("ct-get-limits", "[zone=N[,N]...]"),
@@ -72,6 +76,8 @@ pub fn dispatch(d: &Daemon, req: &Request) -> Result<CmdOutput, String> {
         "flush-conntrack" => ct_cmds::flush(d, a),
         "dump-expectations" => ct_cmds::dump_expectations(d, a),
         "ct-stats-show" => ct_cmds::stats(d, a),
+        // Served as a stream by the control server (`events_cmd::stream`).
+        "events" => Err("'events' streams: send it on a connection of its own".into()),
         "ct-set-limits" => ct_cmds::set_limits(d, a),
         "ct-get-limits" => ct_cmds::get_limits(d, a),
         "ct-del-limits" => ct_cmds::del_limits(d, a),

@@ -7,6 +7,7 @@
 //! | `server.rs` | the socket (0700 dir, 0600 socket, stale-socket handling) |
 //! | `commands.rs` | dispatch, flow and port commands, `version`, `help`, `exit` |
 //! | `ct_cmds.rs` | conntrack dump/flush/stats, zone limits, timeout policies |
+//! | `events_cmd.rs` | `events`: a stream of conntrack lifecycle events (`conntrack -E`) |
 //! | `ct_filter.rs` | `zone=5 ct_nw_src=...` filter arguments |
 //! | `frag_cmds.rs` | fragment reassembly status and settings (`ipf-get-status`, `ipf-set`) |
 //! | `limits.rs` | default and per-zone connection limits |
@@ -17,6 +18,7 @@
 pub mod commands;
 pub mod ct_cmds;
 pub mod ct_filter;
+pub mod events_cmd;
 pub mod frag_cmds;
 pub mod limits;
 pub mod pmd_cmds;

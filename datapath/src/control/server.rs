@@ -140,6 +140,12 @@ fn serve(stream: UnixStream, daemon: &Daemon) {
             continue;
         }
         let (reply, exit) = match serde_json::from_str::<Request>(&line) {
+            Ok(req) if req.command == "events" => {
+                // A stream: this connection carries events until it closes.
+                tracing::debug!("control: events {:?}", req.args);
+                super::events_cmd::stream(out, reader.into_inner(), daemon, &req.args, req.json);
+                return;
+            }
             Ok(req) => {
                 tracing::debug!("control: {} {:?}", req.command, req.args);
                 let exit = req.command == "exit";
