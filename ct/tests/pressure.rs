@@ -281,7 +281,7 @@ fn sweep_work_is_bounded_per_call() {
     let budget = 2048;
     let mut calls = 0;
     let mut total = 0;
-    while t.len() > 0 {
+    while !t.is_empty() {
         let e = t.sweep(now, budget);
         assert!(e <= budget.max(16 * shards), "{e} in one call");
         total += e;
