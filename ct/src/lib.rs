@@ -13,13 +13,16 @@
 //! - [`conn`]: the connection record; [`table`]: shards, index and slab;
 //!   [`expiry`]: the timing wheel; [`tracker`]: the `ct` action (`execute`)
 //! - [`timeout`]: timeout policies; [`zone`]: per-zone limits and settings
+//! - [`pressure`]: near-full table: shrunken embryonic timeouts, reaping,
+//!   early-drop order
 //! - [`frag`]: IPv4/IPv6 fragment reassembly before conntrack
 //! - [`nat`]: NAT bindings (allocation) and header rewriting
 //! - [`flush`], [`dump`]: control-plane passes in bounded slices
 //! - [`events`]: lifecycle hooks; [`expect`]: expectations (related conns);
 //!   [`alg`]: FTP/TFTP helpers that create them; [`seqadj`]: TCP sequence
 //!   shifts after an ALG resized a segment under NAT
-//! - [`build`]: packet builders for tests, benches and golden traces
+//! - [`build`]: packet builders for tests, benches and golden traces;
+//!   [`flood`]: the SYN-flood scenario of `tests/flood.rs` and `ct-flood`
 #![forbid(unsafe_code)]
 
 pub mod alg;
@@ -29,12 +32,14 @@ pub mod dump;
 pub mod events;
 pub mod expect;
 pub mod expiry;
+pub mod flood;
 pub mod flush;
 pub mod frag;
 pub mod index;
 pub mod key;
 pub mod nat;
 pub mod packet;
+pub mod pressure;
 pub mod proto;
 pub mod seqadj;
 pub mod slab;

@@ -105,6 +105,8 @@ pub struct Shard {
     conns: Slab,
     pub(crate) wheel: Wheel,
     pub(crate) evict_cursor: u32,
+    /// Next slot the pressure reaper looks at (see `crate::pressure`).
+    pub(crate) reap_cursor: u32,
     /// This shard's number in the table (part of connection ids).
     shard_no: u32,
     pub(crate) stats: ShardStats,
@@ -140,6 +142,7 @@ impl Shard {
             conns: Slab::default(),
             wheel: Wheel::new(now_s),
             evict_cursor: 0,
+            reap_cursor: 0,
             shard_no,
             stats: ShardStats::default(),
             remotes: Vec::new(),

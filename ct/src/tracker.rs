@@ -47,6 +47,7 @@ use crate::expect::ExpectTable;
 use crate::key::{ConnKey, Dir, Zone};
 use crate::nat::{self, NatAction, NatEdit, NatSpec};
 use crate::packet::{self, CtPacket, L4Info, PacketInfo, PktFlags};
+use crate::pressure::Pressure;
 use crate::proto::{ProtoState, Update};
 use crate::state::CtState;
 use crate::table::{key_hash, KeyHash, RemoteRef, Shard, REMOTE};
@@ -184,6 +185,8 @@ pub struct Tracker {
     nat_gen: AtomicU32,
     /// State of the pseudo-random numbers for `nat(..,random)`.
     nat_rng: AtomicU64,
+    /// Near-full behaviour: see [`crate::pressure`].
+    pub(crate) pressure: Pressure,
 }
 
 /// A remote reference to remove (its connection was destroyed).
@@ -269,6 +272,7 @@ impl Tracker {
             unlinks_pending: AtomicBool::new(false),
             nat_gen: AtomicU32::new(0),
             nat_rng: AtomicU64::new(0x2545_f491_4f6c_dd1d),
+            pressure: Pressure::default(),
         }
     }
 
@@ -715,7 +719,7 @@ impl Tracker {
                         if params.commit {
                             apply_mark_label(c, params);
                         }
-                        let timeout = self.policies.secs(c.policy, c.proto.timeout_attr());
+                        let timeout = self.timeout_secs(c.policy, c.proto.timeout_attr());
                         let expire = ctx.now_s.saturating_add(timeout);
                         // A shorter timeout (e.g. TCP closing): file it
                         // earlier too; the old entry goes stale.
@@ -871,7 +875,7 @@ impl Tracker {
         let policy = params
             .policy
             .unwrap_or_else(|| self.zones.policy(params.zone));
-        let timeout = self.policies.secs(policy, proto.timeout_attr());
+        let timeout = self.timeout_secs(policy, proto.timeout_attr());
         let mut conn = Conn {
             key: info.key,
             ext: None,
@@ -1180,8 +1184,12 @@ impl Tracker {
     ) -> bool {
         let zslot = self.zones.slot(zone);
         for attempt in 0..2 {
-            let global_full =
-                self.count.load(Ordering::Relaxed) >= self.max.load(Ordering::Relaxed);
+            let (count, max) = (
+                self.count.load(Ordering::Relaxed),
+                self.max.load(Ordering::Relaxed),
+            );
+            self.pressure.update(count, max);
+            let global_full = count >= max;
             let zlimit = zslot.limit.load(Ordering::Relaxed);
             let zone_full = zlimit != 0 && zslot.count.load(Ordering::Relaxed) >= zlimit;
             if !global_full && !zone_full {
@@ -1196,9 +1204,9 @@ impl Tracker {
         false
     }
 
-    /// Evict one connection that never saw a reply, scanning a bounded
-    /// window of this shard from a rotating cursor. Assured connections are
-    /// never early-dropped.
+    /// Evict one connection of this shard (in `zone` when given), chosen
+    /// by [`Tracker::early_drop_victim`]: unreplied first, assured only by
+    /// explicit policy (see [`crate::pressure`]).
     fn early_drop(
         &self,
         shard: &mut Shard,
@@ -1206,28 +1214,12 @@ impl Tracker {
         ctx: &Ctx<'_>,
         events: &mut Vec<ConnEvent>,
     ) -> bool {
-        const SCAN: u32 = 128;
-        let n = shard.capacity_slots();
-        if n == 0 {
+        let Some(slot) = self.early_drop_victim(shard, zone) else {
             return false;
-        }
-        let start = shard.evict_cursor % n;
-        for k in 0..SCAN.min(n) {
-            let slot = (start + k) % n;
-            let victim = shard.get(slot).is_some_and(|c| {
-                !c.status
-                    .intersects(ConnStatus::SEEN_REPLY | ConnStatus::ASSURED)
-                    && zone.is_none_or(|z| c.key.zone == z)
-            });
-            if victim {
-                shard.evict_cursor = slot + 1;
-                shard.stats.early_drops += 1;
-                self.destroy(shard, slot, DestroyCause::EarlyDrop, ctx, events);
-                return true;
-            }
-        }
-        shard.evict_cursor = start + SCAN;
-        false
+        };
+        shard.stats.early_drops += 1;
+        self.destroy(shard, slot, DestroyCause::EarlyDrop, ctx, events);
+        true
     }
 
     /// Remove a connection from its shard, release its counts, queue DESTROY.
@@ -1300,6 +1292,15 @@ impl Tracker {
     /// shard). Locks one shard at a time. Then retries the DESTROY events
     /// of dying connections that are due (reliable delivery). Returns
     /// connections expired.
+    ///
+    /// Work is bounded per call, never a table scan: per shard, at most
+    /// `max(budget / shards, 16)` due entries are examined (the rest stay
+    /// due for the next call), plus, when the wheel's clock enters a new
+    /// 64 s / 68 min / 3-day period, the re-filing of that one higher-level
+    /// slot's entries (on average the shard's connections filed that far
+    /// out divided by 64), plus under pressure a reaping window of the
+    /// same per-shard size ([`crate::pressure`]). A shard lock is held for
+    /// one shard's share only.
     pub fn sweep(&self, now_ns: u64, budget: usize) -> usize {
         let now_s = (now_ns / NS_PER_S) as u32;
         let per_shard = (budget / self.shards.len()).max(16);
@@ -1332,6 +1333,7 @@ impl Tracker {
                     shard.refile(e.slot);
                 }
             }
+            expired += self.reap_embryonic(&mut shard, now_ns, now_s, per_shard, &mut events);
             drop(shard);
             if !events.is_empty() {
                 self.deliver(&events);
@@ -1341,6 +1343,7 @@ impl Tracker {
         self.expectations.expire(now_s);
         self.drain_unlinks();
         self.retry_dying(now_ns);
+        self.pressure.update(self.len() as u32, self.max_conns());
         expired
     }
 

@@ -1,6 +1,7 @@
 //! Per-zone configuration and counts: connection limit, default timeout
-//! policy, TCP liberal mode. One slot per possible zone (65,536), read with
-//! relaxed atomics on the packet path.
+//! policy, TCP liberal mode, whether early drop may evict assured entries.
+//! One slot per possible zone (65,536), read with relaxed atomics on the
+//! packet path.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
@@ -20,6 +21,9 @@ pub struct ZoneSlot {
     pub policy: AtomicU8,
     /// TCP window checks off for this zone.
     pub liberal: AtomicBool,
+    /// Early drop may evict this zone's assured connections (last resort,
+    /// see [`crate::pressure`]).
+    pub evict_assured: AtomicBool,
 }
 
 /// Configuration and counters of all zones.
@@ -62,6 +66,12 @@ impl Zones {
     }
     pub fn liberal(&self, zone: Zone) -> bool {
         self.slot(zone).liberal.load(Ordering::Relaxed)
+    }
+    pub fn set_evict_assured(&self, zone: Zone, on: bool) {
+        self.slot(zone).evict_assured.store(on, Ordering::Relaxed);
+    }
+    pub fn evict_assured(&self, zone: Zone) -> bool {
+        self.slot(zone).evict_assured.load(Ordering::Relaxed)
     }
     /// Zones with a limit or a non-zero count, for `ct-get-limits`.
     pub fn active(&self) -> Vec<(Zone, u32, u32)> {

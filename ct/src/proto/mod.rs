@@ -138,15 +138,6 @@ impl ProtoState {
     /// Whether the connection is in an embryonic state (no reply yet / SYN
     /// phase): the class early drop and flood defence act on first.
     pub fn is_embryonic(&self) -> bool {
-        matches!(
-            self.timeout_attr(),
-            TimeoutAttr::TcpSynSent
-                | TimeoutAttr::TcpSynRecv
-                | TimeoutAttr::UdpFirst
-                | TimeoutAttr::UdpSingle
-                | TimeoutAttr::IcmpFirst
-                | TimeoutAttr::OtherFirst
-                | TimeoutAttr::OtherSingle
-        )
+        crate::pressure::is_embryonic_attr(self.timeout_attr())
     }
 }
