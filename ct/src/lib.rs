@@ -38,6 +38,7 @@ pub mod frag;
 pub mod index;
 pub mod key;
 pub mod nat;
+pub mod offload;
 pub mod packet;
 pub mod pressure;
 pub mod proto;
@@ -49,6 +50,7 @@ pub mod timeout;
 pub mod tracker;
 pub mod zone;
 
+pub use offload::OffloadHandle;
 pub use key::{ConnKey, Dir, Family, Zone};
 pub use packet::{CtPacket, PacketInfo, PktFlags};
 pub use state::CtState;

@@ -1,0 +1,154 @@
+//! Handles on connections carried by a fast path (flow offload).
+//!
+//! A switch's fast path forwards the packets of an established connection
+//! without running them through conntrack's lookup and state machine; it
+//! still owes conntrack the connection's accounting: packet and byte
+//! counters, the expiry refresh, and (TCP) the window edges, so that the
+//! connection can be handed back to the classic path at any time and its
+//! next packets are judged against current sequence numbers.
+//!
+//! [`Tracker::offload`] looks a connection up once and returns an
+//! [`OffloadHandle`] (shard, slot and the original tuple, which detects a
+//! slot reused by another connection), marking the connection
+//! [`ConnStatus::OFFLOADED`] (`dump-conntrack` shows `[OFFLOAD]`).
+//! [`Tracker::touch`] then accounts one packet under the shard lock, with
+//! no hashing or index walk; it answers false when the connection is gone,
+//! expired, no longer marked offloaded (another holder released it: a
+//! FIN/RST or a flush on any thread tears down every fast-path entry of the
+//! connection), or its mark/label changed, and the caller must then drop
+//! its entry and send the packet through the classic path.
+//! [`Tracker::release_offload`] clears the mark.
+//!
+//! What is offloadable ([`Tracker::offload`] refuses everything else):
+//! TCP or UDP connections, assured (traffic seen both ways past the
+//! handshake), without an ALG helper or sequence adjustment, whose NAT
+//! reply tuple (if any) lives in the connection's own shard.
+//!
+//! TCP window tracking while offloaded is liberal, as Linux does for
+//! offloaded flows: a segment's edges are folded into the window state
+//! without the four window checks (the fast path has already decided to
+//! forward it). Like Linux's flow table, the fast path does not examine
+//! state-changing segments: SYN, FIN and RST are the caller's to hand back.
+
+use crate::conn::ConnStatus;
+use crate::key::{ipproto, ConnKey, Dir};
+use crate::packet::TcpSeg;
+use crate::proto::ProtoState;
+use crate::table::REMOTE;
+use crate::tracker::Tracker;
+
+const NS_PER_S: u64 = 1_000_000_000;
+
+/// Where an offloaded connection lives, and what it must still be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffloadHandle {
+    shard: u32,
+    slot: u32,
+    /// Original tuple: a slot reused by another connection fails the check.
+    key: ConnKey,
+    /// `ct_mark` and `ct_label` when offloaded: the fast path's cached
+    /// actions were chosen under them.
+    mark: u32,
+    label: u128,
+}
+
+impl OffloadHandle {
+    /// The connection's original tuple.
+    pub fn key(&self) -> &ConnKey {
+        &self.key
+    }
+}
+
+impl Tracker {
+    /// Mark the connection whose original tuple is `orig` as offloaded and
+    /// return a handle on it, if it is offloadable (see the module docs).
+    pub fn offload(&self, orig: &ConnKey, now_ns: u64) -> Option<OffloadHandle> {
+        if !matches!(orig.proto, ipproto::TCP | ipproto::UDP) {
+            return None;
+        }
+        let now_s = (now_ns / NS_PER_S) as u32;
+        let h = self.hash(orig);
+        let mut shard = self.lock_shard(h.shard);
+        let (slot, dir) = shard.lookup(orig, h.hash)?;
+        if slot & REMOTE != 0 || dir != Dir::Orig {
+            return None;
+        }
+        let c = shard.get_mut(slot)?;
+        let plain = !matches!(c.ext.as_deref(),
+            Some(e) if e.helper.is_some() || e.seqadj.is_active());
+        let tcp_open = match &c.proto {
+            ProtoState::Tcp(t) => !t.is_closing() && !c.proto.is_embryonic(),
+            ProtoState::Udp(_) => true,
+            _ => false,
+        };
+        if !plain
+            || !tcp_open
+            || !c.status.contains(ConnStatus::ASSURED | ConnStatus::SEEN_REPLY)
+            || c.expired(now_s)
+        {
+            return None;
+        }
+        c.status |= ConnStatus::OFFLOADED;
+        Some(OffloadHandle {
+            shard: h.shard as u32,
+            slot,
+            key: c.key,
+            mark: c.mark,
+            label: c.label(),
+        })
+    }
+
+    /// Account one fast-path packet of `bytes` (L3 length, as conntrack
+    /// counts) travelling `dir` on the handle's connection: counters,
+    /// expiry, and for TCP the window edges of `seg`. False when the
+    /// connection can no longer be carried (see the module docs): nothing
+    /// was accounted, the caller drops its entry.
+    pub fn touch(
+        &self,
+        h: &OffloadHandle,
+        dir: Dir,
+        bytes: u64,
+        seg: Option<&TcpSeg>,
+        now_ns: u64,
+    ) -> bool {
+        let now_s = (now_ns / NS_PER_S) as u32;
+        let mut shard = self.lock_shard(h.shard as usize);
+        let Some(c) = shard.get_mut(h.slot) else {
+            return false;
+        };
+        if c.key != h.key
+            || !c.status.contains(ConnStatus::OFFLOADED)
+            || c.expired(now_s)
+            || c.mark != h.mark
+            || c.label() != h.label
+        {
+            return false;
+        }
+        if let (ProtoState::Tcp(t), Some(seg)) = (&mut c.proto, seg) {
+            t.record_offloaded(dir, seg);
+        }
+        let ctr = &mut c.counters[dir.index()];
+        ctr.packets += 1;
+        ctr.bytes += bytes;
+        let (policy, attr) = (c.policy, c.proto.timeout_attr());
+        let expire = now_s.saturating_add(self.timeout_secs(policy, attr));
+        let shrank = expire < c.expire;
+        c.expire = expire;
+        if shrank {
+            shard.refile(h.slot);
+        }
+        true
+    }
+
+    /// The connection is no longer carried by a fast path (hand-back):
+    /// clear its [`ConnStatus::OFFLOADED`] mark, if it is still the
+    /// handle's connection.
+    pub fn release_offload(&self, h: &OffloadHandle) {
+        let mut shard = self.lock_shard(h.shard as usize);
+        if let Some(c) = shard.get_mut(h.slot) {
+            if c.key == h.key {
+                c.status.remove(ConnStatus::OFFLOADED);
+            }
+        }
+    }
+}
