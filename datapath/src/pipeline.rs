@@ -313,6 +313,9 @@ impl Pipeline {
         }
         // 6. Flush.
         self.flush();
+        if self.cfg.flow_offload {
+            self.sync_offload_counters();
+        }
         if now_ns / 1_000_000 >= self.last_revalidate_ms + self.cfg.revalidate_ms {
             self.revalidate(now_ns / 1_000_000);
         }
@@ -929,7 +932,6 @@ impl Pipeline {
             }
         }
         self.pass.n = k;
-        self.sync_offload_counters();
     }
 
     fn sync_offload_counters(&mut self) {
