@@ -113,6 +113,19 @@ impl Tracker {
     ) -> bool {
         let now_s = (now_ns / NS_PER_S) as u32;
         let mut shard = self.lock_shard(h.shard as usize);
+        self.touch_locked(&mut shard, h, dir, bytes, seg, now_s)
+    }
+
+    #[inline]
+    fn touch_locked(
+        &self,
+        shard: &mut crate::table::Shard,
+        h: &OffloadHandle,
+        dir: Dir,
+        bytes: u64,
+        seg: Option<&TcpSeg>,
+        now_s: u32,
+    ) -> bool {
         let Some(c) = shard.get_mut(h.slot) else {
             return false;
         };
@@ -138,6 +151,52 @@ impl Tracker {
             shard.refile(h.slot);
         }
         true
+    }
+
+    /// [`Tracker::touch`] for up to [`crate::tracker::BATCH`] packets at
+    /// once: `req(k)` describes packet `k < n` (handle, direction, L3
+    /// bytes, TCP segment); `ok[k]` receives its answer. The shards are
+    /// locked together first (ascending order, try-lock), so the
+    /// connection records' cache misses overlap instead of each waiting
+    /// behind a lock's atomic; a shard another thread holds is locked on
+    /// its own afterwards.
+    pub fn touch_batch<'h>(
+        &self,
+        n: usize,
+        req: impl Fn(usize) -> (&'h OffloadHandle, Dir, u64, Option<TcpSeg>),
+        now_ns: u64,
+        ok: &mut [bool],
+    ) {
+        use crate::table::KeyHash;
+        use crate::tracker::BATCH;
+        let n = n.min(BATCH).min(ok.len());
+        let mut hashes = [KeyHash::default(); BATCH];
+        let mut live = [false; BATCH];
+        for k in 0..n {
+            hashes[k].shard = req(k).0.shard as usize & self.mask;
+            live[k] = true;
+        }
+        let mut retry = [false; BATCH];
+        {
+            let mut guards: [Option<parking_lot::MutexGuard<'_, crate::table::Shard>>; BATCH] =
+                Default::default();
+            let mut guard_of = [0u8; BATCH];
+            self.lock_batch_shards(&live[..n], &hashes[..n], &mut guards, &mut guard_of);
+            let now_s = (now_ns / NS_PER_S) as u32;
+            for k in 0..n {
+                let (h, dir, bytes, seg) = req(k);
+                match guards[guard_of[k] as usize].as_mut() {
+                    Some(shard) => ok[k] = self.touch_locked(shard, h, dir, bytes, seg.as_ref(), now_s),
+                    None => retry[k] = true,
+                }
+            }
+        }
+        for k in 0..n {
+            if retry[k] {
+                let (h, dir, bytes, seg) = req(k);
+                ok[k] = self.touch(h, dir, bytes, seg.as_ref(), now_ns);
+            }
+        }
     }
 
     /// The connection is no longer carried by a fast path (hand-back):

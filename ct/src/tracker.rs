@@ -587,7 +587,7 @@ impl Tracker {
     /// tried: a shard another thread holds gets no guard (its packets are
     /// processed after this batch's locks are released), so a packet thread
     /// never waits while holding locks.
-    fn lock_batch_shards<'a>(
+    pub(crate) fn lock_batch_shards<'a>(
         &'a self,
         live: &[bool],
         hashes: &[KeyHash],

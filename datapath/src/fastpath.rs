@@ -73,29 +73,53 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use crate::action::{nat, rewrite};
 use crate::cache::FlowRef;
-use crate::flow::{flow_hash, FlowKey};
+use crate::flow::FlowKey;
 use crate::packet::{Packet, PortNo};
 use crate::program::Op;
 use crate::BATCH_SIZE;
 
+// One conntrack touch batch covers a whole packet batch.
+const _: () = assert!(BATCH_SIZE <= ct::tracker::BATCH);
+
 /// Entries one thread holds at most (both directions count).
 pub const DEFAULT_MAX_ENTRIES: usize = 1 << 20;
 
-/// A first-pass flow key with the TCP flags cleared.
+/// Words of a [`FlowKey`] an IP packet's extraction fills on its first
+/// pass (in_port, dl_type/proto/tos/ttl/frag, MACs, VLANs, addresses,
+/// ports, IPv6 label); the others (recirculation, ct fields, metadata, ND,
+/// ARP) must be zero for the key to be used.
+const KEY_WORDS: [usize; 12] = [0, 2, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+/// Word of the TCP flags (cleared in the key) and their bits in it.
+const TCP_FLAGS_WORD: usize = 14;
+const TCP_FLAGS_MASK: u64 = 0xffff << 32;
+
+/// A first-pass flow key with the TCP flags cleared: the words of
+/// [`KEY_WORDS`].
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct FastKey(FlowKey);
+pub struct FastKey([u64; 12]);
 
 impl FastKey {
-    pub fn of(key: &FlowKey) -> FastKey {
-        let mut k = *key;
-        k.set_tcp_flags(0);
-        FastKey(k)
+    /// The key of `key`; None if a word outside [`KEY_WORDS`] is set (not
+    /// a first pass, or not an IP packet).
+    pub fn of(key: &FlowKey) -> Option<FastKey> {
+        let w = key.words();
+        let mut k = [0u64; 12];
+        for (o, &i) in k.iter_mut().zip(KEY_WORDS.iter()) {
+            *o = w[i];
+        }
+        k[KEY_WORDS.iter().position(|&i| i == TCP_FLAGS_WORD)?] &= !TCP_FLAGS_MASK;
+        let rest = w[1] | w[3] | w[4] | w[5] | w[16..].iter().fold(0, |a, b| a | b);
+        (rest == 0).then_some(FastKey(k))
     }
 }
 
 impl Hash for FastKey {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u32(flow_hash(&self.0, 0));
+        let mut acc = 0u64;
+        for w in self.0 {
+            acc = (acc ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        }
+        h.write_u64(acc);
     }
 }
 
@@ -112,10 +136,10 @@ impl Hasher for PassThrough {
             self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
     }
-    fn write_u32(&mut self, v: u32) {
-        // Spread the 32-bit hash over the 64 bits hashbrown uses (top 7
-        // bits for its tags).
-        self.0 = u64::from(v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    fn write_u64(&mut self, v: u64) {
+        // Mix the high bits down too: hashbrown takes its tag from the top
+        // seven bits and its bucket from the low ones.
+        self.0 = v ^ (v >> 32);
     }
 }
 
@@ -161,7 +185,10 @@ struct Candidate {
 
 /// The fast-path table of one poll-mode thread.
 pub struct FastPath {
-    map: hashbrown::HashMap<FastKey, Entry, BuildHasherDefault<PassThrough>>,
+    /// Key -> index into `entries`.
+    map: hashbrown::HashMap<FastKey, u32, BuildHasherDefault<PassThrough>>,
+    entries: Vec<Option<Entry>>,
+    free: Vec<u32>,
     max_entries: usize,
     /// By pass slot.
     cands: Box<[Option<Candidate>; BATCH_SIZE]>,
@@ -209,6 +236,8 @@ impl FastPath {
     pub fn new(max_entries: usize) -> FastPath {
         FastPath {
             map: Default::default(),
+            entries: Vec::new(),
+            free: Vec::new(),
             max_entries,
             cands: Box::new([None; BATCH_SIZE]),
             installs: 0,
@@ -225,64 +254,119 @@ impl FastPath {
         self.map.is_empty()
     }
 
-    /// Forward `p` (key `key`, as extracted) if it belongs to an entry:
-    /// account it to conntrack, apply the NAT edit and rewrites.
-    pub fn forward(
+    /// Forward the packets of `pkts[..n]` (keys `keys`, as extracted) that
+    /// belong to entries: account them to conntrack (one
+    /// [`ct::Tracker::touch_batch`]), apply the NAT edit and rewrites.
+    /// `out[i]` says what became of packet `i` (a packet told
+    /// [`Verdict::Forward`] or [`Verdict::Drop`] is still in its slot for
+    /// the caller to send or free).
+    pub fn forward_batch(
         &mut self,
-        p: &mut Packet,
-        key: &mut FlowKey,
+        pkts: &mut [Option<Packet>],
+        keys: &mut [FlowKey],
         tracker: &ct::Tracker,
         now_ns: u64,
-    ) -> Verdict {
-        if key.nw_frag() != 0 || p.meta.frag_layout != 0 {
-            return Verdict::Miss;
+        out: &mut [Verdict],
+    ) {
+        let n = pkts.len().min(keys.len()).min(out.len()).min(BATCH_SIZE);
+        // 1. Look the packets up (independent lookups: their misses overlap).
+        let mut hit = [(0u32, 0u32, None::<ct::packet::TcpSeg>); BATCH_SIZE];
+        let mut fks = [None::<FastKey>; BATCH_SIZE];
+        let mut m = 0;
+        for i in 0..n {
+            out[i] = Verdict::Miss;
+            let Some(p) = pkts[i].as_ref() else {
+                continue;
+            };
+            let key = &keys[i];
+            if key.nw_frag() != 0 || p.meta.frag_layout != 0 {
+                continue;
+            }
+            let Some(fk) = FastKey::of(key) else {
+                continue;
+            };
+            let Some(&idx) = self.map.get(&fk) else {
+                continue;
+            };
+            fks[i] = Some(fk);
+            let seg = if key.nw_proto() == ct::key::ipproto::TCP {
+                use ct::packet::tcp_flags::{FIN, RST, SYN};
+                match tcp_seg(p, key.dl_type() == 0x86dd) {
+                    Some(s) if s.flags & (SYN | FIN | RST) == 0 => Some(s),
+                    _ => {
+                        out[i] = Verdict::HandBack;
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            hit[m] = (i as u32, idx, seg);
+            m += 1;
         }
-        let fk = FastKey::of(key);
-        let Some(e) = self.map.get_mut(&fk) else {
-            return Verdict::Miss;
-        };
-        let ipv6 = key.dl_type() == 0x86dd;
-        let seg = if key.nw_proto() == ct::key::ipproto::TCP {
-            use ct::packet::tcp_flags::{FIN, RST, SYN};
-            match tcp_seg(p, ipv6) {
-                Some(s) if s.flags & (SYN | FIN | RST) == 0 => Some(s),
-                _ => {
-                    self.remove(&fk, tracker);
-                    return Verdict::HandBack;
+        // 2. Account them to conntrack.
+        let mut ok = [false; BATCH_SIZE];
+        {
+            let entries = &self.entries;
+            let pkts = &*pkts;
+            let req = |k: usize| {
+                let (i, idx, seg) = hit[k];
+                let e = entries[idx as usize].as_ref().expect("mapped entry");
+                let bytes = pkts[i as usize].as_ref().map_or(0, |p| {
+                    p.meta.l3_offset().map_or(0, |o| p.len().saturating_sub(o))
+                }) as u64;
+                (&e.handle, e.dir, bytes, seg)
+            };
+            tracker.touch_batch(m, req, now_ns, &mut ok);
+        }
+        // 3. Rewrite.
+        let now_ms = now_ns / 1_000_000;
+        for k in 0..m {
+            let (i, idx, _) = hit[k];
+            let i = i as usize;
+            if !ok[k] {
+                out[i] = Verdict::HandBack;
+                continue;
+            }
+            let (Some(p), Some(Some(e))) = (pkts[i].as_mut(), self.entries.get_mut(idx as usize))
+            else {
+                continue;
+            };
+            let key = &mut keys[i];
+            if let Some(edit) = &e.nat {
+                if nat::apply(p, key, edit) != nat::NatOutcome::Done {
+                    out[i] = Verdict::Drop;
+                    continue;
                 }
             }
-        } else {
-            None
-        };
-        let l3_len = p
-            .meta
-            .l3_offset()
-            .map_or(0, |o| p.len().saturating_sub(o)) as u64;
-        if !tracker.touch(&e.handle, e.dir, l3_len, seg.as_ref(), now_ns) {
-            self.remove(&fk, tracker);
-            return Verdict::HandBack;
+            for op in e.rewrites.iter() {
+                if let Op::SetHeader { field, value, mask } = op {
+                    // The classic path carries on after a failed rewrite too.
+                    let _ = rewrite::set_field(p, key, *field, *value, *mask);
+                }
+            }
+            e.packets += 1;
+            e.bytes += p.len() as u64;
+            e.used_ms = now_ms;
+            out[i] = Verdict::Forward(e.out);
         }
-        if let Some(edit) = &e.nat {
-            if nat::apply(p, key, edit) != nat::NatOutcome::Done {
-                return Verdict::Drop;
+        // Hand-backs drop their entries.
+        for i in 0..n {
+            if out[i] == Verdict::HandBack {
+                if let Some(fk) = fks[i] {
+                    self.remove(&fk, tracker);
+                }
             }
         }
-        for op in e.rewrites.iter() {
-            if let Op::SetHeader { field, value, mask } = op {
-                // The classic path carries on after a failed rewrite too.
-                let _ = rewrite::set_field(p, key, *field, *value, *mask);
-            }
-        }
-        e.packets += 1;
-        e.bytes += p.len() as u64;
-        e.used_ms = now_ns / 1_000_000;
-        Verdict::Forward(e.out)
     }
 
     fn remove(&mut self, fk: &FastKey, tracker: &ct::Tracker) {
-        if let Some(e) = self.map.remove(fk) {
-            tracker.release_offload(&e.handle);
-            self.handbacks += 1;
+        if let Some(idx) = self.map.remove(fk) {
+            if let Some(e) = self.entries.get_mut(idx as usize).and_then(Option::take) {
+                tracker.release_offload(&e.handle);
+                self.handbacks += 1;
+            }
+            self.free.push(idx);
         }
     }
 
@@ -315,8 +399,11 @@ impl FastPath {
                     if let (Some(recirc), false, None, None, None) =
                         (c.recirc, p.force, p.mark, p.label, p.helper)
                     {
+                        let Some(fk) = FastKey::of(key) else {
+                            continue;
+                        };
                         self.cands[i] = Some(Candidate {
-                            key: FastKey::of(key),
+                            key: fk,
                             flow,
                             recirc,
                             ct: None,
@@ -357,9 +444,22 @@ impl FastPath {
                 packets: 0,
                 bytes: 0,
             };
-            if let Some(old) = self.map.insert(fk, e) {
-                // The same direction learnt twice in one batch: keep one.
-                let _ = old;
+            if let Some(&idx) = self.map.get(&fk) {
+                // The same direction learnt twice in one batch: keep the
+                // newer.
+                self.entries[idx as usize] = Some(e);
+            } else {
+                let idx = match self.free.pop() {
+                    Some(idx) => {
+                        self.entries[idx as usize] = Some(e);
+                        idx
+                    }
+                    None => {
+                        self.entries.push(Some(e));
+                        (self.entries.len() - 1) as u32
+                    }
+                };
+                self.map.insert(fk, idx);
             }
             self.installs += 1;
         }
@@ -406,7 +506,7 @@ impl FastPath {
     /// Hand the traffic not yet credited to `credit(megaflow, packets,
     /// bytes, used_ms)` for both of each entry's megaflows.
     pub fn drain_counts(&mut self, mut credit: impl FnMut(FlowRef, u64, u64, u64)) {
-        for e in self.map.values_mut() {
+        for e in self.entries.iter_mut().flatten() {
             if e.packets > 0 {
                 for f in e.flows {
                     credit(f, e.packets, e.bytes, e.used_ms);
@@ -420,11 +520,18 @@ impl FastPath {
     /// Collect entries idle longer than `max_idle_ms`.
     pub fn expire_idle(&mut self, now_ms: u64, max_idle_ms: u64, tracker: &ct::Tracker) {
         let mut gone = 0;
-        self.map.retain(|_, e| {
-            let keep = now_ms.saturating_sub(e.used_ms) <= max_idle_ms;
+        let (entries, free) = (&mut self.entries, &mut self.free);
+        self.map.retain(|_, idx| {
+            let slot = &mut entries[*idx as usize];
+            let keep = slot
+                .as_ref()
+                .is_some_and(|e| now_ms.saturating_sub(e.used_ms) <= max_idle_ms);
             if !keep {
-                tracker.release_offload(&e.handle);
-                gone += 1;
+                if let Some(e) = slot.take() {
+                    tracker.release_offload(&e.handle);
+                    gone += 1;
+                }
+                free.push(*idx);
             }
             keep
         });
@@ -434,7 +541,9 @@ impl FastPath {
     /// Hand everything back (the switch changed). Credit first
     /// ([`FastPath::drain_counts`]).
     pub fn clear(&mut self, tracker: &ct::Tracker) {
-        for (_, e) in self.map.drain() {
+        self.map.clear();
+        self.free.clear();
+        for e in self.entries.drain(..).flatten() {
             tracker.release_offload(&e.handle);
             self.handbacks += 1;
         }

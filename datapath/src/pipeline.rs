@@ -901,16 +901,24 @@ impl Pipeline {
         if self.fastpath.is_empty() {
             return;
         }
+        let mut verdicts = [Verdict::Miss; BATCH_SIZE];
+        let (pass, sw) = (&mut *self.pass, &*self.sw);
+        self.fastpath.forward_batch(
+            &mut pass.pkts[..n],
+            &mut pass.keys[..n],
+            &sw.ct,
+            now_ns,
+            &mut verdicts,
+        );
         let mut k = 0;
-        for i in 0..n {
-            let Some(mut p) = self.pass.pkts[i].take() else {
+        for (i, v) in verdicts.iter().enumerate().take(n) {
+            let Some(p) = self.pass.pkts[i].take() else {
                 continue;
             };
-            let key = &mut self.pass.keys[i];
-            match self.fastpath.forward(&mut p, key, &self.sw.ct, now_ns) {
+            match v {
                 Verdict::Forward(port) => {
                     self.counters.offload_hits += 1;
-                    match self.tx.slot(port) {
+                    match self.tx.slot(*port) {
                         Some(slot) => self.tx.push(slot, p, &mut self.pool),
                         None => {
                             self.counters.output_no_port += 1;
