@@ -11,7 +11,7 @@
 //! [`OffloadHandle`] (shard, slot and the original tuple, which detects a
 //! slot reused by another connection), marking the connection
 //! [`ConnStatus::OFFLOADED`] (`dump-conntrack` shows `[OFFLOAD]`).
-//! [`Tracker::touch`] then accounts one packet under the shard lock, with
+//! [`Tracker::touch`] then accounts packets under the shard lock, with
 //! no hashing or index walk; it answers false when the connection is gone,
 //! expired, no longer marked offloaded (another holder released it: a
 //! FIN/RST or a flush on any thread tears down every fast-path entry of the
@@ -19,15 +19,31 @@
 //! its entry and send the packet through the classic path.
 //! [`Tracker::release_offload`] clears the mark.
 //!
+//! A fast path need not touch the connection for every packet:
+//! [`Tracker::offload_epoch`] moves whenever an offloaded connection ends
+//! (expiry, flush, replacement), is released, or has its mark or label
+//! set by a `ct(commit)`. While the epoch has not moved since an entry's
+//! last successful touch, the entry is still valid and may accumulate
+//! packets and bytes to account later (in one touch); once it moves, the
+//! next packet must touch first. Accounting late is safe as long as it
+//! happens well within the connection's timeout (the caller's
+//! revalidation interval is well under a second; timeouts are seconds).
+//!
 //! What is offloadable ([`Tracker::offload`] refuses everything else):
 //! TCP or UDP connections, assured (traffic seen both ways past the
 //! handshake), without an ALG helper or sequence adjustment, whose NAT
 //! reply tuple (if any) lives in the connection's own shard.
 //!
 //! TCP window tracking while offloaded is liberal, as Linux does for
-//! offloaded flows: a segment's edges are folded into the window state
-//! without the four window checks (the fast path has already decided to
-//! forward it). Like Linux's flow table, the fast path does not examine
+//! offloaded flows: a fast-path segment's edges are folded into the window
+//! state without the four window checks (the fast path has already
+//! decided to forward it), and packets of an offloaded connection that do
+//! take the classic path are judged liberally too (the window state lags
+//! what fast paths have forwarded but not yet accounted). Known gap: once
+//! released, a connection is judged strictly again, while another
+//! thread's entry may still hold unaccounted segments of it (until that
+//! entry's next packet or revalidation tick): a packet acknowledging them
+//! in that window can be found `+inv`. Like Linux's flow table, the fast path does not examine
 //! state-changing segments: SYN, FIN and RST are the caller's to hand back.
 
 use crate::conn::ConnStatus;
@@ -36,6 +52,7 @@ use crate::packet::TcpSeg;
 use crate::proto::ProtoState;
 use crate::table::REMOTE;
 use crate::tracker::Tracker;
+use std::sync::atomic::Ordering;
 
 const NS_PER_S: u64 = 1_000_000_000;
 
@@ -98,22 +115,30 @@ impl Tracker {
         })
     }
 
-    /// Account one fast-path packet of `bytes` (L3 length, as conntrack
-    /// counts) travelling `dir` on the handle's connection: counters,
-    /// expiry, and for TCP the window edges of `seg`. False when the
+    /// Current offload epoch (see the module docs). Read it before a touch
+    /// whose success is to vouch for the entry until the epoch moves.
+    pub fn offload_epoch(&self) -> u64 {
+        self.offload_epoch.load(Ordering::Acquire)
+    }
+
+    /// Account `packets` fast-path packets of `bytes` in all (L3 lengths,
+    /// as conntrack counts) travelling `dir` on the handle's connection:
+    /// counters, expiry, and for TCP the window edges of `seg` (the latest
+    /// segment). The traffic is accounted whenever the handle's connection
+    /// still exists; the answer is false when the
     /// connection can no longer be carried (see the module docs): nothing
     /// was accounted, the caller drops its entry.
     pub fn touch(
         &self,
         h: &OffloadHandle,
         dir: Dir,
-        bytes: u64,
+        (packets, bytes): (u64, u64),
         seg: Option<&TcpSeg>,
         now_ns: u64,
     ) -> bool {
         let now_s = (now_ns / NS_PER_S) as u32;
         let mut shard = self.lock_shard(h.shard as usize);
-        self.touch_locked(&mut shard, h, dir, bytes, seg, now_s)
+        self.touch_locked(&mut shard, h, dir, (packets, bytes), seg, now_s)
     }
 
     #[inline]
@@ -122,40 +147,39 @@ impl Tracker {
         shard: &mut crate::table::Shard,
         h: &OffloadHandle,
         dir: Dir,
-        bytes: u64,
+        (packets, bytes): (u64, u64),
         seg: Option<&TcpSeg>,
         now_s: u32,
     ) -> bool {
         let Some(c) = shard.get_mut(h.slot) else {
             return false;
         };
-        if c.key != h.key
-            || !c.status.contains(ConnStatus::OFFLOADED)
-            || c.expired(now_s)
-            || c.mark != h.mark
-            || c.label() != h.label
-        {
+        if c.key != h.key || c.expired(now_s) {
             return false;
         }
+        // Still the handle's connection: account what was forwarded even
+        // if it can be carried no further.
         if let (ProtoState::Tcp(t), Some(seg)) = (&mut c.proto, seg) {
             t.record_offloaded(dir, seg);
         }
         let ctr = &mut c.counters[dir.index()];
-        ctr.packets += 1;
+        ctr.packets += packets;
         ctr.bytes += bytes;
         let (policy, attr) = (c.policy, c.proto.timeout_attr());
         let expire = now_s.saturating_add(self.timeout_secs(policy, attr));
         let shrank = expire < c.expire;
         c.expire = expire;
+        let carried =
+            c.status.contains(ConnStatus::OFFLOADED) && c.mark == h.mark && c.label() == h.label;
         if shrank {
             shard.refile(h.slot);
         }
-        true
+        carried
     }
 
     /// [`Tracker::touch`] for up to [`crate::tracker::BATCH`] packets at
-    /// once: `req(k)` describes packet `k < n` (handle, direction, L3
-    /// bytes, TCP segment); `ok[k]` receives its answer. The shards are
+    /// once: `req(k)` describes touch `k < n` (handle, direction, packets
+    /// and L3 bytes, latest TCP segment); `ok[k]` receives its answer. The shards are
     /// locked together first (ascending order, try-lock), so the
     /// connection records' cache misses overlap instead of each waiting
     /// behind a lock's atomic; a shard another thread holds is locked on
@@ -163,7 +187,7 @@ impl Tracker {
     pub fn touch_batch<'h>(
         &self,
         n: usize,
-        req: impl Fn(usize) -> (&'h OffloadHandle, Dir, u64, Option<TcpSeg>),
+        req: impl Fn(usize) -> (&'h OffloadHandle, Dir, (u64, u64), Option<TcpSeg>),
         now_ns: u64,
         ok: &mut [bool],
     ) {
@@ -205,8 +229,9 @@ impl Tracker {
     pub fn release_offload(&self, h: &OffloadHandle) {
         let mut shard = self.lock_shard(h.shard as usize);
         if let Some(c) = shard.get_mut(h.slot) {
-            if c.key == h.key {
+            if c.key == h.key && c.status.contains(ConnStatus::OFFLOADED) {
                 c.status.remove(ConnStatus::OFFLOADED);
+                self.offload_epoch.fetch_add(1, Ordering::Release);
             }
         }
     }

@@ -157,6 +157,13 @@ struct Entry {
     /// Traffic not yet credited to the megaflows.
     packets: u64,
     bytes: u64,
+    /// Conntrack's offload epoch at the last successful touch: while it
+    /// has not moved, the entry is valid without touching.
+    epoch: u64,
+    /// Packets and L3 bytes not yet accounted to conntrack, and the
+    /// latest TCP segment among them.
+    pend: (u64, u64),
+    seg: Option<ct::packet::TcpSeg>,
 }
 
 /// What the fast path did with a packet.
@@ -189,6 +196,9 @@ pub struct FastPath {
     map: hashbrown::HashMap<FastKey, u32, BuildHasherDefault<PassThrough>>,
     entries: Vec<Option<Entry>>,
     free: Vec<u32>,
+    /// (connection's original tuple, direction index) -> entry: finds the
+    /// other direction's entry on a hand-back.
+    by_conn: hashbrown::HashMap<(ct::ConnKey, usize), u32>,
     max_entries: usize,
     /// By pass slot.
     cands: Box<[Option<Candidate>; BATCH_SIZE]>,
@@ -232,12 +242,21 @@ fn tcp_seg(p: &Packet, ipv6: bool) -> Option<ct::packet::TcpSeg> {
     })
 }
 
+/// An entry leaves: account what it has pending, release the connection.
+fn retire(e: &Entry, tracker: &ct::Tracker, now_ns: u64) {
+    if e.pend.0 > 0 {
+        tracker.touch(&e.handle, e.dir, e.pend, e.seg.as_ref(), now_ns);
+    }
+    tracker.release_offload(&e.handle);
+}
+
 impl FastPath {
     pub fn new(max_entries: usize) -> FastPath {
         FastPath {
             map: Default::default(),
             entries: Vec::new(),
             free: Vec::new(),
+            by_conn: Default::default(),
             max_entries,
             cands: Box::new([None; BATCH_SIZE]),
             installs: 0,
@@ -269,10 +288,14 @@ impl FastPath {
         out: &mut [Verdict],
     ) {
         let n = pkts.len().min(keys.len()).min(out.len()).min(BATCH_SIZE);
-        // 1. Look the packets up (independent lookups: their misses overlap).
-        let mut hit = [(0u32, 0u32, None::<ct::packet::TcpSeg>); BATCH_SIZE];
+        // 1. Look the packets up (independent lookups: their misses
+        // overlap) and account them in their entries.
+        let epoch = tracker.offload_epoch();
+        let mut fwd = [(0u32, 0u32); BATCH_SIZE];
+        let mut nfwd = 0;
+        let mut check = [(0u32, 0u32, 0u64, None::<ct::packet::TcpSeg>); BATCH_SIZE];
+        let mut ncheck = 0;
         let mut fks = [None::<FastKey>; BATCH_SIZE];
-        let mut m = 0;
         for i in 0..n {
             out[i] = Verdict::Miss;
             let Some(p) = pkts[i].as_ref() else {
@@ -288,6 +311,9 @@ impl FastPath {
             let Some(&idx) = self.map.get(&fk) else {
                 continue;
             };
+            let Some(e) = self.entries.get_mut(idx as usize).and_then(Option::as_mut) else {
+                continue;
+            };
             fks[i] = Some(fk);
             let seg = if key.nw_proto() == ct::key::ipproto::TCP {
                 use ct::packet::tcp_flags::{FIN, RST, SYN};
@@ -301,33 +327,57 @@ impl FastPath {
             } else {
                 None
             };
-            hit[m] = (i as u32, idx, seg);
-            m += 1;
+            let l3 = p.meta.l3_offset().map_or(0, |o| p.len().saturating_sub(o)) as u64;
+            if e.epoch == epoch {
+                e.pend.0 += 1;
+                e.pend.1 += l3;
+                if seg.is_some() {
+                    e.seg = seg;
+                }
+                fwd[nfwd] = (i as u32, idx);
+                nfwd += 1;
+            } else {
+                // Checked first; the packet itself is accounted once it is
+                // known to stay on the fast path (else conntrack counts it).
+                check[ncheck] = (i as u32, idx, l3, seg);
+                ncheck += 1;
+            }
         }
-        // 2. Account them to conntrack.
-        let mut ok = [false; BATCH_SIZE];
-        {
-            let entries = &self.entries;
-            let pkts = &*pkts;
-            let req = |k: usize| {
-                let (i, idx, seg) = hit[k];
-                let e = entries[idx as usize].as_ref().expect("mapped entry");
-                let bytes = pkts[i as usize].as_ref().map_or(0, |p| {
-                    p.meta.l3_offset().map_or(0, |o| p.len().saturating_sub(o))
-                }) as u64;
-                (&e.handle, e.dir, bytes, seg)
-            };
-            tracker.touch_batch(m, req, now_ns, &mut ok);
+        // 2. Entries the epoch no longer vouches for touch conntrack first
+        // (with what they have pending).
+        if ncheck > 0 {
+            let mut ok = [false; BATCH_SIZE];
+            {
+                let entries = &self.entries;
+                let req = |k: usize| {
+                    let e = entries[check[k].1 as usize].as_ref().expect("mapped entry");
+                    (&e.handle, e.dir, e.pend, e.seg)
+                };
+                tracker.touch_batch(ncheck, req, now_ns, &mut ok);
+            }
+            for k in 0..ncheck {
+                let (i, idx, l3, seg) = check[k];
+                let Some(Some(e)) = self.entries.get_mut(idx as usize) else {
+                    continue;
+                };
+                // Accounted by the touch, carried on or not.
+                e.pend = (0, 0);
+                e.seg = None;
+                if !ok[k] {
+                    out[i as usize] = Verdict::HandBack;
+                    continue;
+                }
+                e.epoch = epoch;
+                e.pend = (1, l3);
+                e.seg = seg;
+                fwd[nfwd] = (i, idx);
+                nfwd += 1;
+            }
         }
         // 3. Rewrite.
         let now_ms = now_ns / 1_000_000;
-        for k in 0..m {
-            let (i, idx, _) = hit[k];
+        for &(i, idx) in &fwd[..nfwd] {
             let i = i as usize;
-            if !ok[k] {
-                out[i] = Verdict::HandBack;
-                continue;
-            }
             let (Some(p), Some(Some(e))) = (pkts[i].as_mut(), self.entries.get_mut(idx as usize))
             else {
                 continue;
@@ -354,20 +404,67 @@ impl FastPath {
         for i in 0..n {
             if out[i] == Verdict::HandBack {
                 if let Some(fk) = fks[i] {
-                    self.remove(&fk, tracker);
+                    self.remove(&fk, tracker, now_ns);
                 }
             }
         }
     }
 
-    fn remove(&mut self, fk: &FastKey, tracker: &ct::Tracker) {
+    fn remove(&mut self, fk: &FastKey, tracker: &ct::Tracker, now_ns: u64) {
         if let Some(idx) = self.map.remove(fk) {
             if let Some(e) = self.entries.get_mut(idx as usize).and_then(Option::take) {
-                tracker.release_offload(&e.handle);
+                let key = *e.handle.key();
+                self.by_conn.remove(&(key, e.dir.index()));
+                // The other direction's unaccounted segments first, so the
+                // classic path sees current TCP windows from now on.
+                let other = 1 - e.dir.index();
+                if let Some(&o) = self.by_conn.get(&(key, other)) {
+                    if let Some(Some(s)) = self.entries.get_mut(o as usize) {
+                        if s.pend.0 > 0 {
+                            tracker.touch(&s.handle, s.dir, s.pend, s.seg.as_ref(), now_ns);
+                            s.pend = (0, 0);
+                            s.seg = None;
+                        }
+                    }
+                }
+                retire(&e, tracker, now_ns);
                 self.handbacks += 1;
             }
             self.free.push(idx);
         }
+    }
+
+    /// Account what the entries have pending to conntrack (the
+    /// revalidation tick); entries whose connection can no longer be
+    /// carried are dropped.
+    pub fn sync(&mut self, tracker: &ct::Tracker, now_ns: u64) {
+        let epoch = tracker.offload_epoch();
+        let mut gone = 0;
+        let (entries, free, by_conn) = (&mut self.entries, &mut self.free, &mut self.by_conn);
+        self.map.retain(|_, idx| {
+            let slot = &mut entries[*idx as usize];
+            let Some(e) = slot.as_mut() else {
+                free.push(*idx);
+                return false;
+            };
+            if e.pend.0 == 0 && e.epoch == epoch {
+                return true;
+            }
+            let carried = tracker.touch(&e.handle, e.dir, e.pend, e.seg.as_ref(), now_ns);
+            e.pend = (0, 0);
+            e.seg = None;
+            if carried {
+                e.epoch = epoch;
+                return true;
+            }
+            tracker.release_offload(&e.handle);
+            by_conn.remove(&(*e.handle.key(), e.dir.index()));
+            *slot = None;
+            free.push(*idx);
+            gone += 1;
+            false
+        });
+        self.handbacks += gone;
     }
 
     /// Forget what was learnt about the previous batch.
@@ -430,6 +527,7 @@ impl FastPath {
             if !rewrites.iter().all(|o| matches!(o, Op::SetHeader { .. })) {
                 continue;
             }
+            let epoch = tracker.offload_epoch();
             let Some(handle) = tracker.offload(&orig, now_ns) else {
                 continue;
             };
@@ -443,11 +541,18 @@ impl FastPath {
                 used_ms: now_ns / 1_000_000,
                 packets: 0,
                 bytes: 0,
+                // Vouched for by the offload just made; a later move of
+                // the epoch makes the next packet touch first.
+                epoch,
+                pend: (0, 0),
+                seg: None,
             };
+            let conn = (*handle.key(), dir.index());
             if let Some(&idx) = self.map.get(&fk) {
                 // The same direction learnt twice in one batch: keep the
                 // newer.
                 self.entries[idx as usize] = Some(e);
+                self.by_conn.insert(conn, idx);
             } else {
                 let idx = match self.free.pop() {
                     Some(idx) => {
@@ -460,6 +565,7 @@ impl FastPath {
                     }
                 };
                 self.map.insert(fk, idx);
+                self.by_conn.insert(conn, idx);
             }
             self.installs += 1;
         }
@@ -518,9 +624,10 @@ impl FastPath {
     }
 
     /// Collect entries idle longer than `max_idle_ms`.
-    pub fn expire_idle(&mut self, now_ms: u64, max_idle_ms: u64, tracker: &ct::Tracker) {
+    pub fn expire_idle(&mut self, now_ns: u64, max_idle_ms: u64, tracker: &ct::Tracker) {
+        let now_ms = now_ns / 1_000_000;
         let mut gone = 0;
-        let (entries, free) = (&mut self.entries, &mut self.free);
+        let (entries, free, by_conn) = (&mut self.entries, &mut self.free, &mut self.by_conn);
         self.map.retain(|_, idx| {
             let slot = &mut entries[*idx as usize];
             let keep = slot
@@ -528,7 +635,8 @@ impl FastPath {
                 .is_some_and(|e| now_ms.saturating_sub(e.used_ms) <= max_idle_ms);
             if !keep {
                 if let Some(e) = slot.take() {
-                    tracker.release_offload(&e.handle);
+                    by_conn.remove(&(*e.handle.key(), e.dir.index()));
+                    retire(&e, tracker, now_ns);
                     gone += 1;
                 }
                 free.push(*idx);
@@ -540,11 +648,12 @@ impl FastPath {
 
     /// Hand everything back (the switch changed). Credit first
     /// ([`FastPath::drain_counts`]).
-    pub fn clear(&mut self, tracker: &ct::Tracker) {
+    pub fn clear(&mut self, tracker: &ct::Tracker, now_ns: u64) {
         self.map.clear();
         self.free.clear();
+        self.by_conn.clear();
         for e in self.entries.drain(..).flatten() {
-            tracker.release_offload(&e.handle);
+            retire(&e, tracker, now_ns);
             self.handbacks += 1;
         }
         self.cands.fill(None);
