@@ -50,8 +50,8 @@ pub mod timeout;
 pub mod tracker;
 pub mod zone;
 
-pub use offload::OffloadHandle;
 pub use key::{ConnKey, Dir, Family, Zone};
+pub use offload::OffloadHandle;
 pub use packet::{CtPacket, PacketInfo, PktFlags};
 pub use state::CtState;
 pub use timeout::{PolicyId, TimeoutAttr, TimeoutPolicy};

@@ -100,7 +100,9 @@ impl Tracker {
         };
         if !plain
             || !tcp_open
-            || !c.status.contains(ConnStatus::ASSURED | ConnStatus::SEEN_REPLY)
+            || !c
+                .status
+                .contains(ConnStatus::ASSURED | ConnStatus::SEEN_REPLY)
             || c.expired(now_s)
         {
             return None;
@@ -210,7 +212,9 @@ impl Tracker {
             for k in 0..n {
                 let (h, dir, bytes, seg) = req(k);
                 match guards[guard_of[k] as usize].as_mut() {
-                    Some(shard) => ok[k] = self.touch_locked(shard, h, dir, bytes, seg.as_ref(), now_s),
+                    Some(shard) => {
+                        ok[k] = self.touch_locked(shard, h, dir, bytes, seg.as_ref(), now_s)
+                    }
                     None => retry[k] = true,
                 }
             }

@@ -164,8 +164,14 @@ fn offloaded_nat_traffic_is_forwarded_identically_and_handed_back_on_fin() {
     // (no revalidation since): the FIN below acknowledges the server's
     // data, so the hand-back must account it first or conntrack would
     // find the FIN acknowledging unsent data (+inv, dropped).
-    assert_eq!(a.c2s(&mut classic, ACK, b"more"), b.c2s(&mut fast, ACK, b"more"));
-    assert_eq!(a.s2c(&mut classic, ACK, b"data"), b.s2c(&mut fast, ACK, b"data"));
+    assert_eq!(
+        a.c2s(&mut classic, ACK, b"more"),
+        b.c2s(&mut fast, ACK, b"more")
+    );
+    assert_eq!(
+        a.s2c(&mut classic, ACK, b"data"),
+        b.s2c(&mut fast, ACK, b"data")
+    );
     assert_eq!(fast.pipeline.counters.offload_hits, 41);
 
     // A FIN takes the classic path and tears the connection's fast path
@@ -224,7 +230,10 @@ fn flow_mod_hands_back_and_new_actions_are_offloaded() {
     assert_eq!(Harness::ports_of(&c.c2s(&mut h, ACK, b"y")), vec![3]);
     let k = h.pipeline.counters;
     assert_eq!(k.offload_handbacks, 1);
-    assert_eq!(k.offload_hits, 3, "the first packet after the mod was classic");
+    assert_eq!(
+        k.offload_hits, 3,
+        "the first packet after the mod was classic"
+    );
     assert_eq!(k.offload_installs, 2, "re-learnt with the new output");
     assert_eq!(Harness::ports_of(&c.c2s(&mut h, ACK, b"z")), vec![3]);
     assert_eq!(h.pipeline.counters.offload_hits, 4);
