@@ -240,3 +240,78 @@ impl Tracker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::build::Builder;
+    use crate::dump::ConnSnapshot;
+    use crate::{CtPacket, CtParams, CtResult, Family, PktFlags, TrackerConfig};
+
+    const S: u64 = 1_000_000_000;
+
+    fn run(t: &Tracker, l3: &[u8], commit: bool, now_ns: u64) -> CtResult {
+        let p = CtPacket {
+            l3,
+            family: Family::Ipv4,
+            flags: PktFlags::empty(),
+        };
+        let params = CtParams {
+            commit,
+            ..Default::default()
+        };
+        let mut out = [CtResult::default()];
+        t.execute(&[p], &params, now_ns, &mut out);
+        out[0]
+    }
+
+    fn only(t: &Tracker, now_ns: u64) -> ConnSnapshot {
+        let d = t.dump(&Default::default(), now_ns);
+        assert_eq!(d.len(), 1);
+        d[0].clone()
+    }
+
+    #[test]
+    fn touch_accounts_and_release_or_flush_hand_back() {
+        let t = Tracker::new(TrackerConfig {
+            seed: Some(1),
+            shards: 4,
+            ..Default::default()
+        });
+        let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let req = Builder::v4(a, b).udp(1000, 53, b"q");
+        let rep = Builder::v4(b, a).udp(53, 1000, b"answer");
+        let r = run(&t, &req, true, S);
+        let orig = r.orig.expect("tracked");
+        // Not offloadable before a reply (not assured).
+        assert!(t.offload(&orig, S).is_none());
+        run(&t, &rep, false, S);
+        let h = t.offload(&orig, S).expect("assured UDP is offloadable");
+        assert!(only(&t, S).to_string().ends_with(" [OFFLOAD]"));
+        let before = only(&t, S);
+        let e0 = t.offload_epoch();
+        assert!(t.touch(&h, Dir::Reply, (3, 300), None, 20 * S));
+        let after = only(&t, 20 * S);
+        assert_eq!(after.counters[1].packets, before.counters[1].packets + 3);
+        assert_eq!(after.counters[1].bytes, before.counters[1].bytes + 300);
+        // The expiry moved with the touch's time.
+        assert!(after.timeout >= before.timeout);
+        // Release: no longer carried, the epoch moved, no [OFFLOAD].
+        t.release_offload(&h);
+        assert!(t.offload_epoch() > e0);
+        assert!(!only(&t, 20 * S).to_string().contains("OFFLOAD"));
+        assert!(!t.touch(&h, Dir::Orig, (1, 10), None, 20 * S));
+        // Offload again, then flush: the handle's connection is gone.
+        let h = t.offload(&orig, 20 * S).expect("offloadable again");
+        let e1 = t.offload_epoch();
+        t.flush(&Default::default(), 20 * S);
+        assert!(
+            t.offload_epoch() > e1,
+            "ending an offloaded conn moves the epoch"
+        );
+        assert!(!t.touch(&h, Dir::Orig, (1, 10), None, 20 * S));
+        assert!(t.is_empty());
+    }
+}
