@@ -51,6 +51,24 @@
 //!   a corrupt packet `+inv`); as in Linux's flow table, a corrupt packet of
 //!   an offloaded connection is forwarded.
 //! - TCP window tracking is liberal while offloaded (see [`ct::offload`]).
+//! - Conntrack's counters, expiry and TCP window edges are updated lazily:
+//!   an entry accumulates its packets while conntrack's offload epoch
+//!   ([`ct::Tracker::offload_epoch`]) stays put, and accounts them in one
+//!   touch at the revalidation tick, on hand-back (the other direction's
+//!   entry on this thread too), or at its first packet after the epoch
+//!   moved (which is also when a flushed, expired, released or re-marked
+//!   connection is noticed). `dump-conntrack` counters can therefore lag
+//!   by up to `revalidate_ms`.
+//!
+//! # Performance (not yet at the 2.5x target)
+//!
+//! `pipeline-bench --offload` (UDP, 64-byte frames, one thread): about 2x
+//! the classic path at 1k connections, but only parity or worse at 100k:
+//! the table (two entries per connection, a 96-byte key and a ~250-byte
+//! entry each) misses the cache as much as conntrack's own lookup does.
+//! Next steps: a compact entry inline in the bucket, one entry for both
+//! directions, and prefetching the batch's buckets (needs a table with a
+//! hash-first API).
 //! - Packets are not counted in `ct_packets`, nor in megaflow hits; they
 //!   are counted in [`crate::pipeline::PipelineCounters::offload_hits`].
 //!
