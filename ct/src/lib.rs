@@ -38,6 +38,7 @@ pub mod frag;
 pub mod index;
 pub mod key;
 pub mod nat;
+pub mod offload;
 pub mod packet;
 pub mod pressure;
 pub mod proto;
@@ -50,6 +51,7 @@ pub mod tracker;
 pub mod zone;
 
 pub use key::{ConnKey, Dir, Family, Zone};
+pub use offload::OffloadHandle;
 pub use packet::{CtPacket, PacketInfo, PktFlags};
 pub use state::CtState;
 pub use timeout::{PolicyId, TimeoutAttr, TimeoutPolicy};

@@ -187,6 +187,9 @@ pub struct Tracker {
     nat_rng: AtomicU64,
     /// Near-full behaviour: see [`crate::pressure`].
     pub(crate) pressure: Pressure,
+    /// Moves whenever an offloaded connection ends, is released or has its
+    /// mark/label changed (see [`crate::offload`]).
+    pub(crate) offload_epoch: AtomicU64,
 }
 
 /// A remote reference to remove (its connection was destroyed).
@@ -273,6 +276,7 @@ impl Tracker {
             nat_gen: AtomicU32::new(0),
             nat_rng: AtomicU64::new(0x2545_f491_4f6c_dd1d),
             pressure: Pressure::default(),
+            offload_epoch: AtomicU64::new(0),
         }
     }
 
@@ -587,7 +591,7 @@ impl Tracker {
     /// tried: a shard another thread holds gets no guard (its packets are
     /// processed after this batch's locks are released), so a packet thread
     /// never waits while holding locks.
-    fn lock_batch_shards<'a>(
+    pub(crate) fn lock_batch_shards<'a>(
         &'a self,
         live: &[bool],
         hashes: &[KeyHash],
@@ -695,7 +699,14 @@ impl Tracker {
                     .then(|| (c.proto, c.status - ConnStatus::MISSED, c.mark, c.label()));
                 let verdict = match c.ext.as_deref() {
                     Some(e) if e.seqadj.is_active() => update_adjusted(c, dir, info, ctx.liberal),
-                    _ => c.proto.update(dir, info, ctx.liberal),
+                    // An offloaded connection's window state lags what its
+                    // fast path forwarded: judge it liberally (as Linux
+                    // does), see crate::offload.
+                    _ => c.proto.update(
+                        dir,
+                        info,
+                        ctx.liberal || c.status.contains(ConnStatus::OFFLOADED),
+                    ),
                 };
                 match verdict {
                     Update::Invalid(_) => {
@@ -717,6 +728,11 @@ impl Tracker {
                             c.status |= ConnStatus::ASSURED;
                         }
                         if params.commit {
+                            if c.status.contains(ConnStatus::OFFLOADED)
+                                && (params.mark.is_some() || params.label.is_some())
+                            {
+                                self.offload_epoch.fetch_add(1, Ordering::Release);
+                            }
                             apply_mark_label(c, params);
                         }
                         let timeout = self.timeout_secs(c.policy, c.proto.timeout_attr());
@@ -1254,6 +1270,9 @@ impl Tracker {
 
     /// Give back a removed connection's counts.
     pub(crate) fn release(&self, c: &Conn) {
+        if c.status.contains(ConnStatus::OFFLOADED) {
+            self.offload_epoch.fetch_add(1, Ordering::Release);
+        }
         self.count.fetch_sub(1, Ordering::Relaxed);
         self.zones
             .slot(c.key.zone)

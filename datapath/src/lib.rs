@@ -69,6 +69,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod defrag;
+pub mod fastpath;
 pub mod flow;
 pub mod metrics;
 pub mod output;

@@ -28,6 +28,7 @@ use crate::cache::emc::ExactMatchCache;
 use crate::cache::megaflow::{Megaflow, MegaflowCache, DEFAULT_MAX_MEGAFLOWS};
 use crate::cache::FlowRef;
 use crate::defrag::{self, Defrag};
+use crate::fastpath::{FastPath, Verdict};
 use crate::flow::{extract, flow_hash, ExtractStats, FlowKey};
 use crate::output::TxPorts;
 use crate::packet::{OffloadFlags, Packet, PacketBatch, PacketPool, PortNo, DEFAULT_HEADROOM};
@@ -53,6 +54,10 @@ pub struct PipelineConfig {
     pub revalidate_ms: u64,
     /// Megaflows unused this long are evicted (OVS `max-idle`).
     pub max_idle_ms: u64,
+    /// Flow offload by policy: established connections whose pipeline is
+    /// offloadable take the fast path ([`crate::fastpath`]). Off by
+    /// default.
+    pub flow_offload: bool,
 }
 
 impl Default for PipelineConfig {
@@ -65,6 +70,7 @@ impl Default for PipelineConfig {
             max_recirc_depth: 8,
             revalidate_ms: 500,
             max_idle_ms: 10_000,
+            flow_offload: false,
         }
     }
 }
@@ -139,6 +145,12 @@ pub struct PipelineCounters {
     pub frag_rejected: u64,
     /// Reassembled datagrams dropped: frame too long for extraction.
     pub frag_too_long: u64,
+    /// Packets the flow-offload fast path forwarded (no classification,
+    /// no conntrack lookup).
+    pub offload_hits: u64,
+    /// Fast-path entries installed / handed back to the classic path.
+    pub offload_installs: u64,
+    pub offload_handbacks: u64,
     /// Fragments sent out again by output.
     pub frag_sent: u64,
     /// Reassembled packets that could not be cut into their fragments.
@@ -195,6 +207,7 @@ pub struct Pipeline {
     uncached: Vec<Box<[Op]>>,
     ct_results: Vec<ct::CtResult>,
     defrag: Defrag,
+    fastpath: FastPath,
 }
 
 impl Pipeline {
@@ -221,6 +234,7 @@ impl Pipeline {
             uncached: Vec::new(),
             ct_results: vec![ct::CtResult::default(); BATCH_SIZE],
             defrag: Defrag::default(),
+            fastpath: FastPath::default(),
             sw,
             cfg,
         }
@@ -233,6 +247,11 @@ impl Pipeline {
     /// Megaflows cached.
     pub fn megaflow_count(&self) -> usize {
         self.megaflows.len()
+    }
+
+    /// Fast-path entries (offloaded connection directions).
+    pub fn offload_count(&self) -> usize {
+        self.fastpath.len()
     }
 
     /// Exact-match entries in use.
@@ -268,6 +287,9 @@ impl Pipeline {
             self.pass.pkts[i] = Some(pkt);
             self.pass.n += 1;
         }
+        if self.cfg.flow_offload {
+            self.fast_path(now_ns);
+        }
         // 2-5. Classify, group, execute; then again for recirculated packets
         // (run_pass leaves them, and only them, in the pass).
         let mut depth = 1;
@@ -291,6 +313,9 @@ impl Pipeline {
         }
         // 6. Flush.
         self.flush();
+        if self.cfg.flow_offload {
+            self.sync_offload_counters();
+        }
         if now_ns / 1_000_000 >= self.last_revalidate_ms + self.cfg.revalidate_ms {
             self.revalidate(now_ns / 1_000_000);
         }
@@ -316,6 +341,9 @@ impl Pipeline {
     /// Forget every cached translation (crediting the rules first).
     pub fn flush_caches(&mut self) {
         let now_ms = self.sw.clock.now_ms();
+        self.credit_fast_path();
+        self.fastpath.clear(&self.sw.ct, self.sw.clock.now_ns());
+        self.sync_offload_counters();
         for f in self.megaflows.drain() {
             credit(&f, now_ms);
             self.counters.megaflows_removed += 1;
@@ -437,6 +465,15 @@ impl Pipeline {
             if ops.is_empty() {
                 self.counters.dropped_by_flow += m as u64;
             }
+            if self.cfg.flow_offload {
+                let flow = match class {
+                    Class::Cached(r) => Some(r),
+                    _ => None,
+                };
+                let keys = &self.pass.keys[..];
+                self.fastpath
+                    .note_group(flow, &ops, group, keys, &self.sw.ct, now_ns);
+            }
             self.execute(&ops, group, now_ns);
             self.free_group(group);
             if let Class::Cached(r) = class {
@@ -453,6 +490,9 @@ impl Pipeline {
     /// then the copies forked by `ct` ops that were not last.
     fn gather_recirculated(&mut self) {
         let n = self.pass.n;
+        if self.cfg.flow_offload {
+            self.fastpath.regather(&self.pass.again[..n]);
+        }
         let mut k = 0;
         for i in 0..n {
             if self.pass.again[i] {
@@ -752,6 +792,9 @@ impl Pipeline {
         for (g, &i) in group.iter().enumerate() {
             let i = i as usize;
             let r = self.ct_results[g];
+            if self.cfg.flow_offload {
+                self.fastpath.note_ct(i, &r, c.recirc, last);
+            }
             if let Some(p) = self.pass.pkts[i].as_mut() {
                 if r.l4_csum_checked && !r.state.contains(ct::CtState::INV) {
                     p.meta.offload.insert(OffloadFlags::L4_CSUM_GOOD);
@@ -849,6 +892,74 @@ impl Pipeline {
         false
     }
 
+    /// Flow offload: forward the extracted packets the fast path holds
+    /// entries for ([`crate::fastpath`]), leaving the rest, in order, for
+    /// the classic path.
+    fn fast_path(&mut self, now_ns: u64) {
+        let n = self.pass.n;
+        self.fastpath.begin_batch(n);
+        if self.fastpath.is_empty() {
+            return;
+        }
+        let mut verdicts = [Verdict::Miss; BATCH_SIZE];
+        let (pass, sw) = (&mut *self.pass, &*self.sw);
+        self.fastpath.forward_batch(
+            &mut pass.pkts[..n],
+            &mut pass.keys[..n],
+            &sw.ct,
+            now_ns,
+            &mut verdicts,
+        );
+        let mut k = 0;
+        for (i, v) in verdicts.iter().enumerate().take(n) {
+            let Some(p) = self.pass.pkts[i].take() else {
+                continue;
+            };
+            match v {
+                Verdict::Forward(port) => {
+                    self.counters.offload_hits += 1;
+                    match self.tx.slot(*port) {
+                        Some(slot) => self.tx.push(slot, p, &mut self.pool),
+                        None => {
+                            self.counters.output_no_port += 1;
+                            self.pool.free(p);
+                        }
+                    }
+                }
+                Verdict::Drop => {
+                    self.counters.nat_dropped += 1;
+                    self.pool.free(p);
+                }
+                Verdict::Miss | Verdict::HandBack => {
+                    if k != i {
+                        self.pass.keys[k] = self.pass.keys[i];
+                    }
+                    self.pass.pkts[k] = Some(p);
+                    k += 1;
+                }
+            }
+        }
+        self.pass.n = k;
+    }
+
+    fn sync_offload_counters(&mut self) {
+        self.counters.offload_installs = self.fastpath.installs;
+        self.counters.offload_handbacks = self.fastpath.handbacks;
+    }
+
+    /// Credit the megaflows (and so, later, their rules) with the traffic
+    /// the fast path carried for them.
+    fn credit_fast_path(&mut self) {
+        let megaflows = &mut self.megaflows;
+        self.fastpath.drain_counts(|r, p, b, used_ms| {
+            if let Some(f) = megaflows.get_mut(r) {
+                f.packets += p;
+                f.bytes += b;
+                f.used_ms = f.used_ms.max(used_ms);
+            }
+        });
+    }
+
     /// [`Pipeline::revalidate`] if it is due. The PMD calls this while idle
     /// too, so rule counters catch up and idle megaflows expire without
     /// traffic.
@@ -863,6 +974,11 @@ impl Pipeline {
     /// flows that saw traffic, evict idle megaflows.
     pub fn revalidate(&mut self, now_ms: u64) {
         self.last_revalidate_ms = now_ms;
+        self.credit_fast_path();
+        let (idle, now_ns) = (self.cfg.max_idle_ms, now_ms.saturating_mul(1_000_000));
+        self.fastpath.sync(&self.sw.ct, now_ns);
+        self.fastpath.expire_idle(now_ns, idle, &self.sw.ct);
+        self.sync_offload_counters();
         self.megaflows.sort_subtables();
         let sw = Arc::clone(&self.sw);
         let cx = sw.upcall_context();
@@ -913,6 +1029,8 @@ impl Pipeline {
 impl Drop for Pipeline {
     fn drop(&mut self) {
         self.flush();
+        self.credit_fast_path();
+        self.fastpath.clear(&self.sw.ct, self.sw.clock.now_ns());
         let now_ms = self.sw.clock.now_ms();
         for f in self.megaflows.drain() {
             credit(&f, now_ms);

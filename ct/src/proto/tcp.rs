@@ -554,6 +554,19 @@ impl TcpConn {
         self.peers[Dir::Reply.index()].has(peer_flags::BARE_SYN)
     }
 
+    /// Fold the edges of a segment a fast path forwarded (see
+    /// [`crate::offload`]) into the window state, without checks and
+    /// without state transitions (the fast path hands SYN, FIN and RST
+    /// back to the classic path).
+    pub fn record_offloaded(&mut self, dir: Dir, seg: &TcpSeg) {
+        let [orig, reply] = &mut self.peers;
+        let (snd, rcv) = match dir {
+            Dir::Orig => (orig, reply),
+            Dir::Reply => (reply, orig),
+        };
+        record(snd, rcv, seg);
+    }
+
     /// Feed a segment travelling in `dir`; `liberal` turns window checks off.
     ///
     /// On [`TcpVerdict::Invalid`] and [`TcpVerdict::Reopen`] the connection is

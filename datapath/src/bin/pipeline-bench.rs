@@ -35,6 +35,13 @@
 //! runs of the two alternate, so drift on a noisy machine hits both;
 //! `--cpu-time` times by thread CPU time instead of the wall clock.
 //!
+//! `--offload` measures each cell twice, without and with the flow-offload
+//! fast path (`PipelineConfig::flow_offload`, see `datapath::fastpath`):
+//! established packets then skip classification and conntrack's lookup.
+//! The rows are labelled `CACHES+offload` (JSON case `CACHES-offload`), the
+//! timed runs alternate as with `--nat` (the two combine), and a last table
+//! gives the speed-up per cell.
+//!
 //! `--quick` (for CI smoke runs): 1k and 100k connections, 500k packets,
 //! one run.
 
@@ -93,6 +100,10 @@ struct Args {
     /// directions translated) and report NAT's cost.
     #[arg(long)]
     nat: bool,
+    /// Also measure every cell with the flow-offload fast path and report
+    /// its speed-up.
+    #[arg(long)]
+    offload: bool,
     /// Time runs by the thread's CPU time instead of the wall clock (on a
     /// shared machine, time spent descheduled then does not count).
     #[arg(long)]
@@ -201,7 +212,7 @@ fn append(path: &Option<std::path::PathBuf>, line: &str) {
 }
 
 /// The established-traffic bench of one cell, warmed up.
-fn established_bench(cfg: &PipelineConfig, conns: u32, nat: bool) -> Bench {
+fn established_bench(cfg: &PipelineConfig, conns: u32, nat: bool, offload: bool) -> Bench {
     let gen_cfg = GeneratorConfig {
         flows: conns,
         packet_size: 64,
@@ -211,12 +222,11 @@ fn established_bench(cfg: &PipelineConfig, conns: u32, nat: bool) -> Bench {
         ..Default::default()
     };
     let flows = if nat { NAT_FLOWS } else { FLOWS };
-    let mut b = Bench::new(
-        gen_cfg,
-        conns.saturating_mul(2).max(1000),
-        cfg.clone(),
-        flows,
-    );
+    let cfg = PipelineConfig {
+        flow_offload: offload,
+        ..cfg.clone()
+    };
+    let mut b = Bench::new(gen_cfg, conns.saturating_mul(2).max(1000), cfg, flows);
     // Warm-up: every connection sees a request and a reply (+est from
     // then on) and the caches fill.
     b.run(4 * conns as u64 + 200_000);
@@ -250,15 +260,29 @@ fn timed_run(b: &mut Bench, n: u64, cpu: bool) -> f64 {
     }
 }
 
-/// One cell of the established-traffic table (with `--nat`: the plain and
-/// the NAT bench, their timed runs alternating so that a noisy machine
-/// hits both alike). Prints a row per bench; returns the medians (plain,
-/// then NAT).
-fn established_cell(args: &Args, caches: &str, cfg: &PipelineConfig, conns: u32) -> Vec<f64> {
-    let modes: &[bool] = if args.nat { &[false, true] } else { &[false] };
+/// One cell of the established-traffic table (with `--nat` / `--offload`:
+/// one bench per combination, their timed runs alternating so that a
+/// noisy machine hits them alike). Prints a row per bench; returns the
+/// medians by `(nat, offload)`.
+fn established_cell(
+    args: &Args,
+    caches: &str,
+    cfg: &PipelineConfig,
+    conns: u32,
+) -> Vec<((bool, bool), f64)> {
+    let nats: &[bool] = if args.nat { &[false, true] } else { &[false] };
+    let offloads: &[bool] = if args.offload {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    let modes: Vec<(bool, bool)> = nats
+        .iter()
+        .flat_map(|&n| offloads.iter().map(move |&o| (n, o)))
+        .collect();
     let mut benches: Vec<Bench> = modes
         .iter()
-        .map(|&nat| established_bench(cfg, conns, nat))
+        .map(|&(nat, offload)| established_bench(cfg, conns, nat, offload))
         .collect();
     let before: Vec<_> = benches.iter().map(|b| b.pipeline.counters).collect();
     let mut runs = vec![Vec::new(); benches.len()];
@@ -269,7 +293,7 @@ fn established_cell(args: &Args, caches: &str, cfg: &PipelineConfig, conns: u32)
         }
     }
     let mut medians = Vec::new();
-    for (k, &nat) in modes.iter().enumerate() {
+    for (k, &(nat, offload)) in modes.iter().enumerate() {
         let b = &benches[k];
         let (before, runs) = (&before[k], &runs[k]);
         let c = b.pipeline.counters;
@@ -277,11 +301,13 @@ fn established_cell(args: &Args, caches: &str, cfg: &PipelineConfig, conns: u32)
         let emc = 100.0 * (c.emc_hits - before.emc_hits) as f64 / passes.max(1) as f64;
         let med = median(&mut runs.clone());
         let shown: Vec<String> = runs.iter().map(|r| format!("{r:.2}")).collect();
-        let label = if nat {
-            format!("{caches}+nat")
-        } else {
-            caches.to_string()
+        let suffix = match (nat, offload) {
+            (false, false) => "",
+            (true, false) => "+nat",
+            (false, true) => "+offload",
+            (true, true) => "+nat+offload",
         };
+        let label = format!("{caches}{suffix}");
         println!(
             "| {label} | {conns} | **{med:.2}** | {} | {} | {emc:.0} |",
             shown.join(" "),
@@ -299,16 +325,21 @@ fn established_cell(args: &Args, caches: &str, cfg: &PipelineConfig, conns: u32)
                 c.nat_dropped
             );
         }
-        let case = if nat {
-            format!("{caches}-nat")
-        } else {
-            caches.to_string()
-        };
+        if offload {
+            let hits = c.offload_hits - before.offload_hits;
+            let pkts = c.packets - before.packets;
+            eprintln!(
+                "  {label} {conns}: {:.1}% of packets took the fast path ({} entries)",
+                100.0 * hits as f64 / pkts.max(1) as f64,
+                b.pipeline.offload_count()
+            );
+        }
+        let case = format!("{caches}{}", suffix.replace('+', "-"));
         append(
             &args.json_out,
             &json_line(&case, conns as u64, "Mpps", runs, med),
         );
-        medians.push(med);
+        medians.push(((nat, offload), med));
     }
     medians
 }
@@ -320,13 +351,29 @@ fn established(args: &Args) -> Result<(), String> {
     );
     println!("| --- | ---: | ---: | --- | ---: | ---: |");
     let mut costs = Vec::new();
+    let mut speedups = Vec::new();
     for caches in &args.caches {
         let cfg = pipeline_config(caches)?;
         for &conns in &args.conns {
             let m = established_cell(args, caches, &cfg, conns);
-            if let [p, n] = m[..] {
+            let get = |mode| m.iter().find(|(k, _)| *k == mode).map(|(_, v)| *v);
+            if let (Some(p), Some(n)) = (get((false, false)), get((true, false))) {
                 costs.push((caches.clone(), conns, p, n));
             }
+            for nat in [false, true] {
+                if let (Some(c), Some(o)) = (get((nat, false)), get((nat, true))) {
+                    speedups.push((caches.clone(), nat, conns, c, o));
+                }
+            }
+        }
+    }
+    if !speedups.is_empty() {
+        println!();
+        println!("| caches | conns | Mpps classic | Mpps offload | speed-up |");
+        println!("| --- | ---: | ---: | ---: | ---: |");
+        for (caches, nat, conns, c, o) in speedups {
+            let caches = if nat { format!("{caches}+nat") } else { caches };
+            println!("| {caches} | {conns} | {c:.2} | {o:.2} | {:.2}x |", o / c);
         }
     }
     if !costs.is_empty() {
