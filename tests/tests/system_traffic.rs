@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferrovs_tests::netns::{python, wait_until, CtEntry, Lab};
+use ferrovs_tests::netns::{python, wait_until, CtEntry, Host, Lab, Proc};
 
 const SHORT: Duration = Duration::from_millis(800);
 const LONG: Duration = Duration::from_secs(5);
@@ -965,6 +965,22 @@ const FTP_MODES: &[(&str, &[&str])] = &[
     ("active PORT", &["-P", "10.1.0.1", "--disable-eprt"]),
 ];
 
+/// Starts the FTP server (pyftpdlib) on `host` at `addr`, serving `file`
+/// as `file.bin`, and waits until it listens.
+fn ftp_server(lab: &Lab, host: &Host, addr: &str, file: &[u8]) -> Proc {
+    let root = lab.dir().join("ftproot");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("file.bin"), file).unwrap();
+    let script = lab.dir().join("ftpd.py");
+    std::fs::write(&script, FTP_SERVER_PY).unwrap();
+    let server = host.spawn(
+        python(),
+        &["-u", script.to_str().unwrap(), addr, root.to_str().unwrap()],
+    );
+    server.wait_for_line("ready", LONG).expect("ftp server");
+    server
+}
+
 fn ftp_get(
     lab: &Lab,
     a: &ferrovs_tests::netns::Host,
@@ -998,22 +1014,8 @@ fn ftp_active_and_passive_through_the_helper_root() {
     let a = lab.host("a", &["10.1.0.1/24"]);
     let b = lab.host("b", &["10.1.0.2/24"]);
     lab.start(&ftp_firewall(",alg=ftp"));
-    let root = lab.dir().join("ftproot");
-    std::fs::create_dir_all(&root).unwrap();
     let blob: Vec<u8> = (0..200_000u32).map(|i| (i * 13 + i / 97) as u8).collect();
-    std::fs::write(root.join("file.bin"), &blob).unwrap();
-    let script = lab.dir().join("ftpd.py");
-    std::fs::write(&script, FTP_SERVER_PY).unwrap();
-    let server = b.spawn(
-        python(),
-        &[
-            "-u",
-            script.to_str().unwrap(),
-            "10.1.0.2",
-            root.to_str().unwrap(),
-        ],
-    );
-    server.wait_for_line("ready", LONG).expect("ftp server");
+    let server = ftp_server(&lab, &b, "10.1.0.2", &blob);
 
     for (mode, opts) in FTP_MODES {
         let (out, got) = ftp_get(&lab, &a, opts, "10");
@@ -1067,21 +1069,7 @@ fn ftp_without_the_helper_fails_root() {
     let a = lab.host("a", &["10.1.0.1/24"]);
     let b = lab.host("b", &["10.1.0.2/24"]);
     lab.start(&ftp_firewall(""));
-    let root = lab.dir().join("ftproot");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("file.bin"), b"never arrives").unwrap();
-    let script = lab.dir().join("ftpd.py");
-    std::fs::write(&script, FTP_SERVER_PY).unwrap();
-    let server = b.spawn(
-        python(),
-        &[
-            "-u",
-            script.to_str().unwrap(),
-            "10.1.0.2",
-            root.to_str().unwrap(),
-        ],
-    );
-    server.wait_for_line("ready", LONG).expect("ftp server");
+    let server = ftp_server(&lab, &b, "10.1.0.2", b"never arrives");
     for (mode, opts) in [FTP_MODES[1], FTP_MODES[3]] {
         let (out, got) = ftp_get(&lab, &a, opts, "3");
         assert!(
@@ -1136,22 +1124,8 @@ fn ftp_active_and_passive_through_snat_root() {
     a.route("192.0.2.0/24", "10.1.0.254");
     b.neigh("192.0.2.1", &a.mac);
     lab.start(&ftp_snat_flows(",alg=ftp"));
-    let root = lab.dir().join("ftproot");
-    std::fs::create_dir_all(&root).unwrap();
     let blob: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-    std::fs::write(root.join("file.bin"), &blob).unwrap();
-    let script = lab.dir().join("ftpd.py");
-    std::fs::write(&script, FTP_SERVER_PY).unwrap();
-    let server = b.spawn(
-        python(),
-        &[
-            "-u",
-            script.to_str().unwrap(),
-            "192.0.2.2",
-            root.to_str().unwrap(),
-        ],
-    );
-    server.wait_for_line("ready", LONG).expect("ftp server");
+    let server = ftp_server(&lab, &b, "192.0.2.2", &blob);
 
     for (mode, opts) in FTP_MODES {
         let (out, got) = ftp_get_from(&lab, &a, opts, "10", "ftp://192.0.2.2/file.bin");
@@ -1210,21 +1184,7 @@ fn ftp_through_snat_without_the_helper_fails_root() {
     a.route("192.0.2.0/24", "10.1.0.254");
     b.neigh("192.0.2.1", &a.mac);
     lab.start(&ftp_snat_flows(""));
-    let root = lab.dir().join("ftproot");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("file.bin"), b"never arrives").unwrap();
-    let script = lab.dir().join("ftpd.py");
-    std::fs::write(&script, FTP_SERVER_PY).unwrap();
-    let server = b.spawn(
-        python(),
-        &[
-            "-u",
-            script.to_str().unwrap(),
-            "192.0.2.2",
-            root.to_str().unwrap(),
-        ],
-    );
-    server.wait_for_line("ready", LONG).expect("ftp server");
+    let server = ftp_server(&lab, &b, "192.0.2.2", b"never arrives");
     for (mode, opts) in [FTP_MODES[1], FTP_MODES[3]] {
         let (out, got) = ftp_get_from(&lab, &a, opts, "3", "ftp://192.0.2.2/file.bin");
         assert!(
@@ -1390,22 +1350,8 @@ table=2,priority=15,ipv6,ct_state=+trk+rel-inv,actions=ct(commit,zone=1),output:
 table=2,priority=10,ipv6,ct_state=+trk+est-inv,actions=output:1
 ",
     );
-    let root = lab.dir().join("ftproot");
-    std::fs::create_dir_all(&root).unwrap();
     let blob: Vec<u8> = (0..100_000u32).map(|i| (i * 29 + i / 11) as u8).collect();
-    std::fs::write(root.join("file.bin"), &blob).unwrap();
-    let script = lab.dir().join("ftpd.py");
-    std::fs::write(&script, FTP_SERVER_PY).unwrap();
-    let server = b.spawn(
-        python(),
-        &[
-            "-u",
-            script.to_str().unwrap(),
-            "fd00::2",
-            root.to_str().unwrap(),
-        ],
-    );
-    server.wait_for_line("ready", LONG).expect("ftp server");
+    let server = ftp_server(&lab, &b, "fd00::2", &blob);
     let got = lab.dir().join("got");
     for (mode, opts) in [("EPSV", &[][..]), ("EPRT", &["-P", "-"][..])] {
         let _ = std::fs::remove_file(&got);
