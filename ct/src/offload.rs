@@ -167,10 +167,15 @@ impl Tracker {
         let ctr = &mut c.counters[dir.index()];
         ctr.packets += packets;
         ctr.bytes += bytes;
-        let (policy, attr) = (c.policy, c.proto.timeout_attr());
-        let expire = now_s.saturating_add(self.timeout_secs(policy, attr));
-        let shrank = expire < c.expire;
-        c.expire = expire;
+        // A touch with no packets (revalidating a handle) must not keep an
+        // idle connection alive.
+        let mut shrank = false;
+        if packets > 0 {
+            let (policy, attr) = (c.policy, c.proto.timeout_attr());
+            let expire = now_s.saturating_add(self.timeout_secs(policy, attr));
+            shrank = expire < c.expire;
+            c.expire = expire;
+        }
         let carried =
             c.status.contains(ConnStatus::OFFLOADED) && c.mark == h.mark && c.label() == h.label;
         if shrank {

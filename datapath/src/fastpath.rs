@@ -87,12 +87,14 @@
 //! the same hand-back events as here. Packets keep taking this software
 //! path until the hardware rule is in.
 
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+mod index;
+
+use index::KeyIndex;
 
 use crate::action::{nat, rewrite};
 use crate::cache::FlowRef;
 use crate::flow::FlowKey;
-use crate::packet::{Packet, PortNo};
+use crate::packet::{prefetch, Packet, PortNo};
 use crate::program::Op;
 use crate::BATCH_SIZE;
 
@@ -133,71 +135,120 @@ impl Eq for FastKey {}
 impl FastKey {
     /// The key of `key`; None if a word outside [`KEY_WORDS`] is set (not
     /// a first pass, or not an IP packet).
+    #[inline]
     pub fn of(key: &FlowKey) -> Option<FastKey> {
         let w = key.words();
         let mut k = [0u64; 12];
         for (o, &i) in k.iter_mut().zip(KEY_WORDS.iter()) {
             *o = w[i];
         }
-        k[KEY_WORDS.iter().position(|&i| i == TCP_FLAGS_WORD)?] &= !TCP_FLAGS_MASK;
+        k[10] &= !TCP_FLAGS_MASK;
         let rest = w[1] | w[3] | w[4] | w[5] | w[16..].iter().fold(0, |a, b| a | b);
         (rest == 0).then_some(FastKey(k))
     }
 }
 
-impl Hash for FastKey {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        let mut acc = 0u64;
-        for w in self.0 {
-            acc = (acc ^ w)
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                .rotate_left(29);
+const _: () = assert!(KEY_WORDS[10] == TCP_FLAGS_WORD);
+
+/// [`Hot::flags`]: the entry has a NAT edit or rewrites (in [`Cold`]).
+const EDITS: u8 = 1;
+/// [`Hot::flags`]: `seg_*` hold the latest unaccounted TCP segment.
+const SEG: u8 = 2;
+
+/// What a packet of an offloaded direction needs, in two cache lines: the
+/// key to confirm the lookup, the output, and the accounting owed to
+/// conntrack since the last touch (see [`FastPath::settle`]).
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Hot {
+    key: FastKey,
+    /// Low bits of conntrack's offload epoch at the last successful touch
+    /// (every entry is touched at least once a revalidation tick, far
+    /// less often than 2^32 epoch moves).
+    epoch: u32,
+    /// Packets and bytes (whole frames) not yet accounted.
+    pend_packets: u32,
+    pend_bytes: u32,
+    out: PortNo,
+    /// The latest unaccounted TCP segment (if [`SEG`]).
+    seg_seq: u32,
+    seg_ack: u32,
+    seg_win: u16,
+    seg_payload: u16,
+    seg_flags: u8,
+    flags: u8,
+    /// L2 header length of the entry's frames (the key fixes it).
+    l3_off: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<Hot>() == 128);
+
+impl Hot {
+    fn seg(&self) -> Option<ct::packet::TcpSeg> {
+        (self.flags & SEG != 0).then_some(ct::packet::TcpSeg {
+            seq: self.seg_seq,
+            ack: self.seg_ack,
+            win: self.seg_win,
+            flags: self.seg_flags,
+            payload_len: u32::from(self.seg_payload),
+            wscale: None,
+            sack_perm: false,
+        })
+    }
+
+    /// Packets and L3 bytes owed to conntrack.
+    fn pend(&self) -> (u64, u64) {
+        let p = u64::from(self.pend_packets);
+        let l2 = p * u64::from(self.l3_off);
+        (p, u64::from(self.pend_bytes).saturating_sub(l2))
+    }
+
+    /// Add one packet of `frame` bytes (false: a counter would overflow,
+    /// settle first).
+    #[inline]
+    fn add(&mut self, frame: u32, seg: Option<&ct::packet::TcpSeg>) -> bool {
+        let (Some(p), Some(b)) = (
+            self.pend_packets.checked_add(1),
+            self.pend_bytes.checked_add(frame),
+        ) else {
+            return false;
+        };
+        self.pend_packets = p;
+        self.pend_bytes = b;
+        if let Some(s) = seg {
+            self.seg_seq = s.seq;
+            self.seg_ack = s.ack;
+            self.seg_win = s.win;
+            self.seg_payload = s.payload_len.min(u32::from(u16::MAX)) as u16;
+            self.seg_flags = s.flags;
+            self.flags |= SEG;
         }
-        h.write_u64(acc);
+        true
+    }
+
+    fn clear_pend(&mut self) {
+        self.pend_packets = 0;
+        self.pend_bytes = 0;
+        self.flags &= !SEG;
     }
 }
 
-/// Passes the key's own hash through.
-#[derive(Default)]
-pub struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        // Mix the high bits down too: hashbrown takes its tag from the top
-        // seven bits and its bucket from the low ones.
-        self.0 = v ^ (v >> 32);
-    }
-}
-
-/// One offloaded direction of a connection.
-struct Entry {
+/// The rest of an entry: read on install, hand-back and at the
+/// revalidation tick, and per packet only if it has edits.
+struct Cold {
+    hash: u64,
     handle: ct::OffloadHandle,
     dir: ct::Dir,
     nat: Option<ct::nat::NatEdit>,
     /// `SetHeader` ops of the second pass, in order.
     rewrites: Box<[Op]>,
-    out: PortNo,
     /// First- and second-pass megaflows.
     flows: [FlowRef; 2],
+    /// Last time packets were accounted (idle collection).
     used_ms: u64,
-    /// Traffic not yet credited to the megaflows.
+    /// Traffic accounted but not yet credited to the megaflows.
     packets: u64,
     bytes: u64,
-    /// Conntrack's offload epoch at the last successful touch: while it
-    /// has not moved, the entry is valid without touching.
-    epoch: u64,
-    /// Packets and L3 bytes not yet accounted to conntrack, and the
-    /// latest TCP segment among them.
-    pend: (u64, u64),
-    seg: Option<ct::packet::TcpSeg>,
 }
 
 /// What the fast path did with a packet.
@@ -226,13 +277,17 @@ struct Candidate {
 
 /// The fast-path table of one poll-mode thread.
 pub struct FastPath {
-    /// Key -> index into `entries`.
-    map: hashbrown::HashMap<FastKey, u32, BuildHasherDefault<PassThrough>>,
-    entries: Vec<Option<Entry>>,
+    index: KeyIndex,
+    /// Entry number -> entry (both `None`/free together).
+    hot: Vec<Hot>,
+    cold: Vec<Option<Cold>>,
     free: Vec<u32>,
     /// (connection's original tuple, direction index) -> entry: finds the
     /// other direction's entry on a hand-back.
     by_conn: hashbrown::HashMap<(ct::ConnKey, usize), u32>,
+    /// Megaflow credit of removed entries: (megaflows, packets, bytes,
+    /// used_ms).
+    removed_credit: Vec<([FlowRef; 2], u64, u64, u64)>,
     max_entries: usize,
     /// By pass slot.
     cands: Box<[Option<Candidate>; BATCH_SIZE]>,
@@ -276,21 +331,35 @@ fn tcp_seg(p: &Packet, ipv6: bool) -> Option<ct::packet::TcpSeg> {
     })
 }
 
-/// An entry leaves: account what it has pending, release the connection.
-fn retire(e: &Entry, tracker: &ct::Tracker, now_ns: u64) {
-    if e.pend.0 > 0 {
-        tracker.touch(&e.handle, e.dir, e.pend, e.seg.as_ref(), now_ns);
+/// Entries whose accounting [`FastPath::settle_batch`] owes conntrack.
+struct Settlements {
+    idx: [u32; BATCH_SIZE],
+    /// What each settles: packets and L3 bytes, latest TCP segment.
+    req: [((u64, u64), Option<ct::packet::TcpSeg>); BATCH_SIZE],
+    ok: [bool; BATCH_SIZE],
+    n: usize,
+}
+
+impl Settlements {
+    fn new() -> Settlements {
+        Settlements {
+            idx: [0; BATCH_SIZE],
+            req: [((0, 0), None); BATCH_SIZE],
+            ok: [false; BATCH_SIZE],
+            n: 0,
+        }
     }
-    tracker.release_offload(&e.handle);
 }
 
 impl FastPath {
     pub fn new(max_entries: usize) -> FastPath {
         FastPath {
-            map: Default::default(),
-            entries: Vec::new(),
+            index: KeyIndex::new(),
+            hot: Vec::new(),
+            cold: Vec::new(),
             free: Vec::new(),
             by_conn: Default::default(),
+            removed_credit: Vec::new(),
             max_entries,
             cands: Box::new([None; BATCH_SIZE]),
             installs: 0,
@@ -300,19 +369,56 @@ impl FastPath {
 
     /// Entries (offloaded connection directions).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.index.is_empty()
+    }
+
+    /// Move entry `idx`'s pending traffic out of its hot part: into the
+    /// megaflow credit (and the idle clock) now, and into `st` for one
+    /// [`ct::Tracker::touch_batch`] (which must follow before `st` fills).
+    fn settle(&mut self, idx: u32, now_ms: u64, st: &mut Settlements) {
+        let (Some(h), Some(Some(c))) = (
+            self.hot.get_mut(idx as usize),
+            self.cold.get_mut(idx as usize),
+        ) else {
+            return;
+        };
+        let pend = h.pend();
+        if pend.0 > 0 {
+            c.packets += pend.0;
+            c.bytes += u64::from(h.pend_bytes);
+            c.used_ms = now_ms;
+        }
+        st.idx[st.n] = idx;
+        st.req[st.n] = (pend, h.seg());
+        st.n += 1;
+        h.clear_pend();
+    }
+
+    /// Touch conntrack for the settlements of `st` (answers in `st.ok`).
+    fn settle_batch(&self, st: &mut Settlements, tracker: &ct::Tracker, now_ns: u64) {
+        let (cold, idx, req) = (&self.cold, &st.idx, &st.req);
+        let handle = |k: usize| {
+            let c = cold[idx[k] as usize]
+                .as_ref()
+                .expect("settled entry is live");
+            (&c.handle, c.dir, req[k].0, req[k].1)
+        };
+        tracker.touch_batch(st.n, handle, now_ns, &mut st.ok);
     }
 
     /// Forward the packets of `pkts[..n]` (keys `keys`, as extracted) that
-    /// belong to entries: account them to conntrack (one
-    /// [`ct::Tracker::touch_batch`]), apply the NAT edit and rewrites.
-    /// `out[i]` says what became of packet `i` (a packet told
-    /// [`Verdict::Forward`] or [`Verdict::Drop`] is still in its slot for
-    /// the caller to send or free).
+    /// belong to entries: account them in their entries, apply the NAT
+    /// edit and rewrites. `out[i]` says what became of packet `i` (a packet
+    /// told [`Verdict::Forward`] or [`Verdict::Drop`] is still in its slot
+    /// for the caller to send or free).
+    ///
+    /// Three passes over the batch so that its cache misses overlap: hash
+    /// every key and prefetch its index bucket; read the buckets and
+    /// prefetch the entries; then confirm keys and forward.
     pub fn forward_batch(
         &mut self,
         pkts: &mut [Option<Packet>],
@@ -322,14 +428,9 @@ impl FastPath {
         out: &mut [Verdict],
     ) {
         let n = pkts.len().min(keys.len()).min(out.len()).min(BATCH_SIZE);
-        // 1. Look the packets up (independent lookups: their misses
-        // overlap) and account them in their entries.
-        let epoch = tracker.offload_epoch();
-        let mut fwd = [(0u32, 0u32); BATCH_SIZE];
-        let mut nfwd = 0;
-        let mut check = [(0u32, 0u32, 0u64, None::<ct::packet::TcpSeg>); BATCH_SIZE];
-        let mut ncheck = 0;
+        // 1. Hash, prefetch buckets.
         let mut fks = [None::<FastKey>; BATCH_SIZE];
+        let mut hashes = [0u64; BATCH_SIZE];
         for i in 0..n {
             out[i] = Verdict::Miss;
             let Some(p) = pkts[i].as_ref() else {
@@ -342,13 +443,50 @@ impl FastPath {
             let Some(fk) = FastKey::of(key) else {
                 continue;
             };
-            let Some(&idx) = self.map.get(&fk) else {
-                continue;
-            };
-            let Some(e) = self.entries.get_mut(idx as usize).and_then(Option::as_mut) else {
-                continue;
-            };
+            hashes[i] = self.index.hash(&fk);
+            self.index.prefetch(hashes[i]);
             fks[i] = Some(fk);
+        }
+        // 2. Candidates from the buckets, prefetch their entries.
+        let mut cand = [u32::MAX; BATCH_SIZE];
+        for i in 0..n {
+            if fks[i].is_some() {
+                if let Some(idx) = self.index.candidate(hashes[i]) {
+                    if let Some(h) = self.hot.get(idx as usize) {
+                        prefetch(h);
+                        prefetch(&h.seg_seq);
+                    }
+                    cand[i] = idx;
+                }
+            }
+        }
+        // 3. Confirm, account.
+        let epoch = tracker.offload_epoch() as u32;
+        let now_ms = now_ns / 1_000_000;
+        let mut found = [u32::MAX; BATCH_SIZE];
+        let mut fwd = [0u8; BATCH_SIZE];
+        let mut nfwd = 0;
+        let mut check = Settlements::new();
+        let mut check_pkt = [(0u8, 0u32, None::<ct::packet::TcpSeg>); BATCH_SIZE];
+        for i in 0..n {
+            let Some(fk) = &fks[i] else {
+                continue;
+            };
+            let hot = &self.hot;
+            let idx = match hot.get(cand[i] as usize) {
+                Some(h) if h.key == *fk => cand[i],
+                _ => match self.index.find(hashes[i], |e| {
+                    hot.get(e as usize).is_some_and(|h| h.key == *fk)
+                }) {
+                    Some(e) => e,
+                    None => continue,
+                },
+            };
+            let Some(p) = pkts[i].as_ref() else {
+                continue;
+            };
+            found[i] = idx;
+            let key = &keys[i];
             let seg = if key.nw_proto() == ct::key::ipproto::TCP {
                 use ct::packet::tcp_flags::{FIN, RST, SYN};
                 match tcp_seg(p, key.dl_type() == 0x86dd) {
@@ -361,144 +499,167 @@ impl FastPath {
             } else {
                 None
             };
-            let l3 = p.meta.l3_offset().map_or(0, |o| p.len().saturating_sub(o)) as u64;
-            if e.epoch == epoch {
-                e.pend.0 += 1;
-                e.pend.1 += l3;
-                if seg.is_some() {
-                    e.seg = seg;
-                }
-                fwd[nfwd] = (i as u32, idx);
+            let frame = p.len() as u32;
+            let h = &mut self.hot[idx as usize];
+            h.l3_off = p.meta.l3_offset().unwrap_or(0).min(255) as u8;
+            if h.epoch == epoch && h.add(frame, seg.as_ref()) {
+                fwd[nfwd] = i as u8;
                 nfwd += 1;
             } else {
-                // Checked first; the packet itself is accounted once it is
-                // known to stay on the fast path (else conntrack counts it).
-                check[ncheck] = (i as u32, idx, l3, seg);
-                ncheck += 1;
+                // Touch first (with what the entry has pending); the
+                // packet itself is accounted once it is known to stay on
+                // the fast path (else conntrack counts it).
+                check_pkt[check.n] = (i as u8, frame, seg);
+                self.settle(idx, now_ms, &mut check);
             }
         }
-        // 2. Entries the epoch no longer vouches for touch conntrack first
-        // (with what they have pending).
-        if ncheck > 0 {
-            let mut ok = [false; BATCH_SIZE];
-            {
-                let entries = &self.entries;
-                let req = |k: usize| {
-                    let e = entries[check[k].1 as usize].as_ref().expect("mapped entry");
-                    (&e.handle, e.dir, e.pend, e.seg)
-                };
-                tracker.touch_batch(ncheck, req, now_ns, &mut ok);
-            }
-            for k in 0..ncheck {
-                let (i, idx, l3, seg) = check[k];
-                let Some(Some(e)) = self.entries.get_mut(idx as usize) else {
-                    continue;
-                };
-                // Accounted by the touch, carried on or not.
-                e.pend = (0, 0);
-                e.seg = None;
-                if !ok[k] {
+        // 4. Entries the epoch no longer vouches for touch conntrack.
+        if check.n > 0 {
+            self.settle_batch(&mut check, tracker, now_ns);
+            for k in 0..check.n {
+                let (i, frame, seg) = check_pkt[k];
+                let idx = check.idx[k];
+                if !check.ok[k] {
                     out[i as usize] = Verdict::HandBack;
                     continue;
                 }
-                e.epoch = epoch;
-                e.pend = (1, l3);
-                e.seg = seg;
-                fwd[nfwd] = (i, idx);
+                let h = &mut self.hot[idx as usize];
+                h.epoch = epoch;
+                h.add(frame, seg.as_ref());
+                fwd[nfwd] = i;
                 nfwd += 1;
             }
         }
-        // 3. Rewrite.
-        let now_ms = now_ns / 1_000_000;
-        for &(i, idx) in &fwd[..nfwd] {
+        // 5. Rewrite.
+        for &i in &fwd[..nfwd] {
             let i = i as usize;
-            let (Some(p), Some(Some(e))) = (pkts[i].as_mut(), self.entries.get_mut(idx as usize))
-            else {
+            let idx = found[i] as usize;
+            let (Some(p), Some(h)) = (pkts[i].as_mut(), self.hot.get(idx)) else {
+                continue;
+            };
+            out[i] = Verdict::Forward(h.out);
+            if h.flags & EDITS == 0 {
+                continue;
+            }
+            let Some(Some(c)) = self.cold.get(idx) else {
                 continue;
             };
             let key = &mut keys[i];
-            if let Some(edit) = &e.nat {
+            if let Some(edit) = &c.nat {
                 if nat::apply(p, key, edit) != nat::NatOutcome::Done {
                     out[i] = Verdict::Drop;
                     continue;
                 }
             }
-            for op in e.rewrites.iter() {
+            for op in c.rewrites.iter() {
                 if let Op::SetHeader { field, value, mask } = op {
                     // The classic path carries on after a failed rewrite too.
                     let _ = rewrite::set_field(p, key, *field, *value, *mask);
                 }
             }
-            e.packets += 1;
-            e.bytes += p.len() as u64;
-            e.used_ms = now_ms;
-            out[i] = Verdict::Forward(e.out);
         }
         // Hand-backs drop their entries.
         for i in 0..n {
-            if out[i] == Verdict::HandBack {
-                if let Some(fk) = fks[i] {
-                    self.remove(&fk, tracker, now_ns);
-                }
+            if out[i] == Verdict::HandBack && found[i] != u32::MAX {
+                self.remove(found[i], tracker, now_ns);
             }
         }
     }
 
-    fn remove(&mut self, fk: &FastKey, tracker: &ct::Tracker, now_ns: u64) {
-        if let Some(idx) = self.map.remove(fk) {
-            if let Some(e) = self.entries.get_mut(idx as usize).and_then(Option::take) {
-                let key = *e.handle.key();
-                self.by_conn.remove(&(key, e.dir.index()));
-                // The other direction's unaccounted segments first, so the
-                // classic path sees current TCP windows from now on.
-                let other = 1 - e.dir.index();
-                if let Some(&o) = self.by_conn.get(&(key, other)) {
-                    if let Some(Some(s)) = self.entries.get_mut(o as usize) {
-                        if s.pend.0 > 0 {
-                            tracker.touch(&s.handle, s.dir, s.pend, s.seg.as_ref(), now_ns);
-                            s.pend = (0, 0);
-                            s.seg = None;
-                        }
-                    }
-                }
-                retire(&e, tracker, now_ns);
-                self.handbacks += 1;
-            }
-            self.free.push(idx);
+    /// Drop entry `idx`: settle it and the other direction's entry (so
+    /// the classic path sees current TCP windows from now on), release the
+    /// connection.
+    fn remove(&mut self, idx: u32, tracker: &ct::Tracker, now_ns: u64) {
+        let Some(Some(c)) = self.cold.get(idx as usize) else {
+            return;
+        };
+        let (key, dir, hash) = (*c.handle.key(), c.dir, c.hash);
+        let now_ms = now_ns / 1_000_000;
+        let mut st = Settlements::new();
+        self.settle(idx, now_ms, &mut st);
+        if let Some(&o) = self.by_conn.get(&(key, 1 - dir.index())) {
+            self.settle(o, now_ms, &mut st);
+        }
+        self.settle_batch(&mut st, tracker, now_ns);
+        self.by_conn.remove(&(key, dir.index()));
+        self.index.remove(hash, idx);
+        if let Some(c) = self.cold[idx as usize].take() {
+            tracker.release_offload(&c.handle);
+            self.credit_on_removal(c);
+        }
+        self.free.push(idx);
+        self.handbacks += 1;
+    }
+
+    /// Megaflow credit of removed entries, handed out by the next
+    /// [`FastPath::drain_counts`].
+    fn credit_on_removal(&mut self, c: Cold) {
+        if c.packets > 0 {
+            self.removed_credit
+                .push((c.flows, c.packets, c.bytes, c.used_ms));
         }
     }
 
-    /// Account what the entries have pending to conntrack (the
+    /// Account what every entry has pending to conntrack, in batches (the
     /// revalidation tick); entries whose connection can no longer be
-    /// carried are dropped.
+    /// carried are dropped. Entries with nothing pending and a current
+    /// epoch are skipped.
     pub fn sync(&mut self, tracker: &ct::Tracker, now_ns: u64) {
-        let epoch = tracker.offload_epoch();
-        let mut gone = 0;
-        let (entries, free, by_conn) = (&mut self.entries, &mut self.free, &mut self.by_conn);
-        self.map.retain(|_, idx| {
-            let slot = &mut entries[*idx as usize];
-            let Some(e) = slot.as_mut() else {
-                free.push(*idx);
-                return false;
-            };
-            if e.pend.0 == 0 && e.epoch == epoch {
-                return true;
+        let epoch = tracker.offload_epoch() as u32;
+        let now_ms = now_ns / 1_000_000;
+        let mut st = Settlements::new();
+        let mut gone = Vec::new();
+        for idx in 0..self.cold.len() {
+            if self.cold[idx].is_none() {
+                continue;
             }
-            let carried = tracker.touch(&e.handle, e.dir, e.pend, e.seg.as_ref(), now_ns);
-            e.pend = (0, 0);
-            e.seg = None;
-            if carried {
-                e.epoch = epoch;
-                return true;
+            let h = &self.hot[idx];
+            if h.pend_packets == 0 && h.epoch == epoch {
+                continue;
             }
-            tracker.release_offload(&e.handle);
-            by_conn.remove(&(*e.handle.key(), e.dir.index()));
-            *slot = None;
-            free.push(*idx);
-            gone += 1;
-            false
-        });
-        self.handbacks += gone;
+            self.settle(idx as u32, now_ms, &mut st);
+            if st.n == BATCH_SIZE {
+                self.finish_sync_batch(&mut st, epoch, tracker, now_ns, &mut gone);
+            }
+        }
+        if st.n > 0 {
+            self.finish_sync_batch(&mut st, epoch, tracker, now_ns, &mut gone);
+        }
+        for idx in gone {
+            self.drop_entry(idx, tracker);
+        }
+    }
+
+    fn finish_sync_batch(
+        &mut self,
+        st: &mut Settlements,
+        epoch: u32,
+        tracker: &ct::Tracker,
+        now_ns: u64,
+        gone: &mut Vec<u32>,
+    ) {
+        self.settle_batch(st, tracker, now_ns);
+        for k in 0..st.n {
+            if st.ok[k] {
+                self.hot[st.idx[k] as usize].epoch = epoch;
+            } else {
+                gone.push(st.idx[k]);
+            }
+        }
+        st.n = 0;
+    }
+
+    /// Drop entry `idx` (already settled): release its connection.
+    fn drop_entry(&mut self, idx: u32, tracker: &ct::Tracker) {
+        let Some(c) = self.cold.get_mut(idx as usize).and_then(Option::take) else {
+            return;
+        };
+        self.index.remove(c.hash, idx);
+        self.by_conn.remove(&(*c.handle.key(), c.dir.index()));
+        tracker.release_offload(&c.handle);
+        self.credit_on_removal(c);
+        self.free.push(idx);
+        self.handbacks += 1;
     }
 
     /// Forget what was learnt about the previous batch.
@@ -552,7 +713,7 @@ impl FastPath {
             else {
                 continue;
             };
-            if key.recirc_id() != recirc || self.map.len() >= self.max_entries {
+            if key.recirc_id() != recirc || self.index.len() >= self.max_entries {
                 continue;
             }
             let Some((Op::Output(out), rewrites)) = ops.split_last() else {
@@ -561,46 +722,71 @@ impl FastPath {
             if !rewrites.iter().all(|o| matches!(o, Op::SetHeader { .. })) {
                 continue;
             }
-            let epoch = tracker.offload_epoch();
+            let hash = self.index.hash(&fk);
+            let hot = &self.hot;
+            if self
+                .index
+                .find(hash, |e| hot.get(e as usize).is_some_and(|h| h.key == fk))
+                .is_some()
+            {
+                // The same direction learnt twice in one batch.
+                continue;
+            }
+            let epoch = tracker.offload_epoch() as u32;
             let Some(handle) = tracker.offload(&orig, now_ns) else {
                 continue;
             };
-            let e = Entry {
+            let h = Hot {
+                key: fk,
+                // Vouched for by the offload just made; a later move of
+                // the epoch makes the next packet touch first.
+                epoch,
+                pend_packets: 0,
+                pend_bytes: 0,
+                out: *out,
+                seg_seq: 0,
+                seg_ack: 0,
+                seg_win: 0,
+                seg_payload: 0,
+                seg_flags: 0,
+                flags: if nat.is_some() || !rewrites.is_empty() {
+                    EDITS
+                } else {
+                    0
+                },
+                l3_off: 0,
+            };
+            let c = Cold {
+                hash,
                 handle,
                 dir,
                 nat,
                 rewrites: rewrites.into(),
-                out: *out,
                 flows: [first, flow],
                 used_ms: now_ns / 1_000_000,
                 packets: 0,
                 bytes: 0,
-                // Vouched for by the offload just made; a later move of
-                // the epoch makes the next packet touch first.
-                epoch,
-                pend: (0, 0),
-                seg: None,
             };
             let conn = (*handle.key(), dir.index());
-            if let Some(&idx) = self.map.get(&fk) {
-                // The same direction learnt twice in one batch: keep the
-                // newer.
-                self.entries[idx as usize] = Some(e);
-                self.by_conn.insert(conn, idx);
-            } else {
-                let idx = match self.free.pop() {
-                    Some(idx) => {
-                        self.entries[idx as usize] = Some(e);
-                        idx
-                    }
-                    None => {
-                        self.entries.push(Some(e));
-                        (self.entries.len() - 1) as u32
-                    }
-                };
-                self.map.insert(fk, idx);
-                self.by_conn.insert(conn, idx);
-            }
+            let idx = match self.free.pop() {
+                Some(idx) => {
+                    self.hot[idx as usize] = h;
+                    self.cold[idx as usize] = Some(c);
+                    idx
+                }
+                None => {
+                    self.hot.push(h);
+                    self.cold.push(Some(c));
+                    (self.hot.len() - 1) as u32
+                }
+            };
+            let cold = &self.cold;
+            self.index.insert(hash, idx, |e| {
+                cold.get(e as usize)
+                    .and_then(Option::as_ref)
+                    .map_or(0, |c| c.hash)
+            });
+            self.by_conn.insert(conn, idx);
             self.installs += 1;
         }
     }
@@ -646,50 +832,53 @@ impl FastPath {
     /// Hand the traffic not yet credited to `credit(megaflow, packets,
     /// bytes, used_ms)` for both of each entry's megaflows.
     pub fn drain_counts(&mut self, mut credit: impl FnMut(FlowRef, u64, u64, u64)) {
-        for e in self.entries.iter_mut().flatten() {
-            if e.packets > 0 {
-                for f in e.flows {
-                    credit(f, e.packets, e.bytes, e.used_ms);
+        for (flows, p, b, used) in self.removed_credit.drain(..) {
+            for f in flows {
+                credit(f, p, b, used);
+            }
+        }
+        for c in self.cold.iter_mut().flatten() {
+            if c.packets > 0 {
+                for f in c.flows {
+                    credit(f, c.packets, c.bytes, c.used_ms);
                 }
-                e.packets = 0;
-                e.bytes = 0;
+                c.packets = 0;
+                c.bytes = 0;
             }
         }
     }
 
-    /// Collect entries idle longer than `max_idle_ms`.
+    /// Collect entries idle longer than `max_idle_ms` (call right after
+    /// [`FastPath::sync`], which brings the idle clocks up to date).
     pub fn expire_idle(&mut self, now_ns: u64, max_idle_ms: u64, tracker: &ct::Tracker) {
         let now_ms = now_ns / 1_000_000;
-        let mut gone = 0;
-        let (entries, free, by_conn) = (&mut self.entries, &mut self.free, &mut self.by_conn);
-        self.map.retain(|_, idx| {
-            let slot = &mut entries[*idx as usize];
-            let keep = slot
-                .as_ref()
-                .is_some_and(|e| now_ms.saturating_sub(e.used_ms) <= max_idle_ms);
-            if !keep {
-                if let Some(e) = slot.take() {
-                    by_conn.remove(&(*e.handle.key(), e.dir.index()));
-                    retire(&e, tracker, now_ns);
-                    gone += 1;
-                }
-                free.push(*idx);
-            }
-            keep
-        });
-        self.handbacks += gone;
+        let idle: Vec<u32> = (0..self.cold.len() as u32)
+            .filter(|&i| {
+                let (Some(Some(c)), Some(h)) =
+                    (self.cold.get(i as usize), self.hot.get(i as usize))
+                else {
+                    return false;
+                };
+                h.pend_packets == 0 && now_ms.saturating_sub(c.used_ms) > max_idle_ms
+            })
+            .collect();
+        for idx in idle {
+            self.drop_entry(idx, tracker);
+        }
     }
 
-    /// Hand everything back (the switch changed). Credit first
-    /// ([`FastPath::drain_counts`]).
+    /// Hand everything back (the switch changed). Credit the megaflows
+    /// after, before they go ([`FastPath::drain_counts`]).
     pub fn clear(&mut self, tracker: &ct::Tracker, now_ns: u64) {
-        self.map.clear();
+        self.sync(tracker, now_ns);
+        for idx in 0..self.cold.len() as u32 {
+            self.drop_entry(idx, tracker);
+        }
+        self.index.clear();
+        self.hot.clear();
+        self.cold.clear();
         self.free.clear();
         self.by_conn.clear();
-        for e in self.entries.drain(..).flatten() {
-            retire(&e, tracker, now_ns);
-            self.handbacks += 1;
-        }
         self.cands.fill(None);
     }
 }

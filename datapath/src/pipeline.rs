@@ -341,8 +341,8 @@ impl Pipeline {
     /// Forget every cached translation (crediting the rules first).
     pub fn flush_caches(&mut self) {
         let now_ms = self.sw.clock.now_ms();
-        self.credit_fast_path();
         self.fastpath.clear(&self.sw.ct, self.sw.clock.now_ns());
+        self.credit_fast_path();
         self.sync_offload_counters();
         for f in self.megaflows.drain() {
             credit(&f, now_ms);
@@ -974,10 +974,10 @@ impl Pipeline {
     /// flows that saw traffic, evict idle megaflows.
     pub fn revalidate(&mut self, now_ms: u64) {
         self.last_revalidate_ms = now_ms;
-        self.credit_fast_path();
         let (idle, now_ns) = (self.cfg.max_idle_ms, now_ms.saturating_mul(1_000_000));
         self.fastpath.sync(&self.sw.ct, now_ns);
         self.fastpath.expire_idle(now_ns, idle, &self.sw.ct);
+        self.credit_fast_path();
         self.sync_offload_counters();
         self.megaflows.sort_subtables();
         let sw = Arc::clone(&self.sw);
@@ -1029,8 +1029,8 @@ impl Pipeline {
 impl Drop for Pipeline {
     fn drop(&mut self) {
         self.flush();
-        self.credit_fast_path();
         self.fastpath.clear(&self.sw.ct, self.sw.clock.now_ns());
+        self.credit_fast_path();
         let now_ms = self.sw.clock.now_ms();
         for f in self.megaflows.drain() {
             credit(&f, now_ms);

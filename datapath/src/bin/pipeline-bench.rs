@@ -104,6 +104,9 @@ struct Args {
     /// its speed-up.
     #[arg(long)]
     offload: bool,
+    /// Measure only the fast-path bench of each cell (for profiling it).
+    #[arg(long)]
+    offload_only: bool,
     /// Time runs by the thread's CPU time instead of the wall clock (on a
     /// shared machine, time spent descheduled then does not count).
     #[arg(long)]
@@ -271,7 +274,9 @@ fn established_cell(
     conns: u32,
 ) -> Vec<((bool, bool), f64)> {
     let nats: &[bool] = if args.nat { &[false, true] } else { &[false] };
-    let offloads: &[bool] = if args.offload {
+    let offloads: &[bool] = if args.offload_only {
+        &[true]
+    } else if args.offload {
         &[false, true]
     } else {
         &[false]
