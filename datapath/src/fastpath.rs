@@ -516,8 +516,7 @@ impl FastPath {
         // 4. Entries the epoch no longer vouches for touch conntrack.
         if check.n > 0 {
             self.settle_batch(&mut check, tracker, now_ns);
-            for k in 0..check.n {
-                let (i, frame, seg) = check_pkt[k];
+            for (k, &(i, frame, seg)) in check_pkt[..check.n].iter().enumerate() {
                 let idx = check.idx[k];
                 if !check.ok[k] {
                     out[i as usize] = Verdict::HandBack;
