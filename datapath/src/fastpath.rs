@@ -429,7 +429,9 @@ impl FastPath {
     ) {
         let n = pkts.len().min(keys.len()).min(out.len()).min(BATCH_SIZE);
         // 1. Hash, prefetch buckets.
-        let mut fks = [None::<FastKey>; BATCH_SIZE];
+        // (The keys themselves are gathered again in step 3: cheaper than
+        // keeping a batch of them.)
+        let mut keyed = [false; BATCH_SIZE];
         let mut hashes = [0u64; BATCH_SIZE];
         for i in 0..n {
             out[i] = Verdict::Miss;
@@ -445,12 +447,12 @@ impl FastPath {
             };
             hashes[i] = self.index.hash(&fk);
             self.index.prefetch(hashes[i]);
-            fks[i] = Some(fk);
+            keyed[i] = true;
         }
         // 2. Candidates from the buckets, prefetch their entries.
         let mut cand = [u32::MAX; BATCH_SIZE];
         for i in 0..n {
-            if fks[i].is_some() {
+            if keyed[i] {
                 if let Some(idx) = self.index.candidate(hashes[i]) {
                     if let Some(h) = self.hot.get(idx as usize) {
                         prefetch(h);
@@ -469,7 +471,10 @@ impl FastPath {
         let mut check = Settlements::new();
         let mut check_pkt = [(0u8, 0u32, None::<ct::packet::TcpSeg>); BATCH_SIZE];
         for i in 0..n {
-            let Some(fk) = &fks[i] else {
+            if !keyed[i] {
+                continue;
+            }
+            let Some(fk) = &FastKey::of(&keys[i]) else {
                 continue;
             };
             let hot = &self.hot;

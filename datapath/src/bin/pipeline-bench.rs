@@ -334,9 +334,11 @@ fn established_cell(
             let hits = c.offload_hits - before.offload_hits;
             let pkts = c.packets - before.packets;
             eprintln!(
-                "  {label} {conns}: {:.1}% of packets took the fast path ({} entries)",
+                "  {label} {conns}: {:.1}% of packets took the fast path ({} entries, {} installs and {} hand-backs during the runs)",
                 100.0 * hits as f64 / pkts.max(1) as f64,
-                b.pipeline.offload_count()
+                b.pipeline.offload_count(),
+                c.offload_installs - before.offload_installs,
+                c.offload_handbacks - before.offload_handbacks,
             );
         }
         let case = format!("{caches}{}", suffix.replace('+', "-"));
