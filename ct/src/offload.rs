@@ -316,6 +316,10 @@ mod tests {
         assert_eq!(after.counters[1].bytes, before.counters[1].bytes + 300);
         // The expiry moved with the touch's time.
         assert!(after.timeout >= before.timeout);
+        // A touch without packets keeps the handle valid but does not
+        // keep the connection alive.
+        assert!(t.touch(&h, Dir::Reply, (0, 0), None, 25 * S));
+        assert_eq!(only(&t, 25 * S).timeout + 5, after.timeout);
         // Release: no longer carried, the epoch moved, no [OFFLOAD].
         t.release_offload(&h);
         assert!(t.offload_epoch() > e0);
