@@ -76,6 +76,8 @@ if [ -x "$bin/pipeline-bench" ]; then
     fi
     steps+=("pipeline-bench $pargs|$bin/pipeline-bench $pargs")
     steps+=("pipeline-bench --setup $pargs|$bin/pipeline-bench --setup $pargs")
+    # The flow-offload fast path against the classic path, side by side.
+    steps+=("pipeline-bench --offload $pargs|$bin/pipeline-bench --offload --caches all --conns 1000,100000 $pargs")
 else
     echo "note: $bin/pipeline-bench was not built (no such binary in the datapath crate yet):"
     echo "      the report has no pipeline suite."
