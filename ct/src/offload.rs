@@ -32,7 +32,8 @@
 //! What is offloadable ([`Tracker::offload`] refuses everything else):
 //! TCP or UDP connections, assured (traffic seen both ways past the
 //! handshake), without an ALG helper or sequence adjustment, whose NAT
-//! reply tuple (if any) lives in the connection's own shard.
+//! reply tuple (if any) lives in the connection's own shard, and whose
+//! timeout is at least [`MIN_TIMEOUT_S`].
 //!
 //! TCP window tracking while offloaded is liberal, as Linux does for
 //! offloaded flows: a fast-path segment's edges are folded into the window
@@ -55,6 +56,11 @@ use crate::tracker::Tracker;
 use std::sync::atomic::Ordering;
 
 const NS_PER_S: u64 = 1_000_000_000;
+
+/// Connections whose timeout (by their policy and state) is shorter are
+/// not offloaded: a fast path may account for its packets only every few
+/// seconds, and the connection must not expire in between.
+pub const MIN_TIMEOUT_S: u32 = 10;
 
 /// Where an offloaded connection lives, and what it must still be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +110,7 @@ impl Tracker {
                 .status
                 .contains(ConnStatus::ASSURED | ConnStatus::SEEN_REPLY)
             || c.expired(now_s)
+            || self.timeout_secs(c.policy, c.proto.timeout_attr()) < MIN_TIMEOUT_S
         {
             return None;
         }
@@ -289,6 +296,29 @@ mod tests {
         let d = t.dump(&Default::default(), now_ns);
         assert_eq!(d.len(), 1);
         d[0].clone()
+    }
+
+    #[test]
+    fn short_timeouts_are_not_offloaded() {
+        let t = Tracker::new(TrackerConfig {
+            seed: Some(1),
+            shards: 4,
+            ..Default::default()
+        });
+        let short = crate::timeout::TimeoutPolicy::parse("udp_multiple=5").expect("policy");
+        let id = t.policies.set("short", &short).expect("registered");
+        t.zones.set_policy(crate::Zone(0), id);
+        let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let orig = run(&t, &Builder::v4(a, b).udp(1000, 53, b"q"), true, S)
+            .orig
+            .expect("tracked");
+        run(&t, &Builder::v4(b, a).udp(53, 1000, b"a"), false, S);
+        // Assured UDP, but a fast path accounting every few seconds could
+        // let a 5 s connection expire.
+        assert!(t.offload(&orig, S).is_none());
+        let long = crate::timeout::TimeoutPolicy::parse("udp_multiple=60").expect("policy");
+        t.policies.set("short", &long).expect("replaced");
+        assert!(t.offload(&orig, S).is_some());
     }
 
     #[test]

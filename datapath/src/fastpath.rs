@@ -58,7 +58,8 @@
 //!   entry on this thread too), or at its first packet after the epoch
 //!   moved (which is also when a flushed, expired, released or re-marked
 //!   connection is noticed). `dump-conntrack` counters can therefore lag
-//!   by up to `revalidate_ms`. A touch without packets (revalidating an
+//!   by up to `revalidate_ms`, or four times that in a table of more than
+//!   [`TICK_MIN_SLICE`] entries (see [`FastPath::tick`]). A touch without packets (revalidating an
 //!   entry whose epoch moved) does not refresh the connection's expiry.
 //! - Packets are not counted in `ct_packets`, nor in megaflow hits; they
 //!   are counted in [`crate::pipeline::PipelineCounters::offload_hits`].
@@ -109,8 +110,16 @@ use crate::BATCH_SIZE;
 // One conntrack touch batch covers a whole packet batch.
 const _: () = assert!(BATCH_SIZE <= ct::tracker::BATCH);
 
+/// [`FastPath::tick`] visits this fraction of the table per call (but at
+/// least [`TICK_MIN_SLICE`] entries): with the default 500 ms
+/// revalidation, every entry settles with conntrack at least every 2 s
+/// (hence [`ct::offload::MIN_TIMEOUT_S`]), and every tick in a table of
+/// up to that many entries.
+pub const TICK_SLICES: usize = 4;
+pub const TICK_MIN_SLICE: usize = 8192;
+
 /// Entries one thread holds at most (both directions count).
-pub const DEFAULT_MAX_ENTRIES: usize = 1 << 20;
+pub const DEFAULT_MAX_ENTRIES: usize = 1 << 22;
 
 /// Words of a [`FlowKey`] an IP packet's extraction fills on its first
 /// pass (in_port, dl_type/proto/tos/ttl/frag, MACs, VLANs, addresses,
@@ -296,6 +305,10 @@ pub struct FastPath {
     /// Megaflow credit of removed entries: (megaflows, packets, bytes,
     /// used_ms).
     removed_credit: Vec<([FlowRef; 2], u64, u64, u64)>,
+    /// Entries with megaflow credit to hand out.
+    owed: Vec<u32>,
+    /// Where the next [`FastPath::tick`] starts.
+    tick_cursor: usize,
     max_entries: usize,
     /// By pass slot.
     cands: Box<[Option<Candidate>; BATCH_SIZE]>,
@@ -368,6 +381,8 @@ impl FastPath {
             free: Vec::new(),
             by_conn: Default::default(),
             removed_credit: Vec::new(),
+            owed: Vec::new(),
+            tick_cursor: 0,
             max_entries,
             cands: Box::new([None; BATCH_SIZE]),
             installs: 0,
@@ -396,6 +411,9 @@ impl FastPath {
         };
         let pend = h.pend();
         if pend.0 > 0 {
+            if c.packets == 0 {
+                self.owed.push(idx);
+            }
             c.packets += pend.0;
             c.bytes += u64::from(h.pend_bytes);
             c.used_ms = now_ms;
@@ -612,21 +630,49 @@ impl FastPath {
         }
     }
 
-    /// Account what every entry has pending to conntrack, in batches (the
-    /// revalidation tick); entries whose connection can no longer be
-    /// carried are dropped. Entries with nothing pending and a current
-    /// epoch are skipped.
+    /// Account what every entry has pending to conntrack, in batches;
+    /// entries whose connection can no longer be carried are dropped.
+    /// Entries with nothing pending and a current epoch are skipped.
     pub fn sync(&mut self, tracker: &ct::Tracker, now_ns: u64) {
+        self.walk(0..self.cold.len(), tracker, now_ns, None);
+    }
+
+    /// The revalidation tick: [`FastPath::sync`] and idle collection
+    /// (`max_idle_ms` without a packet) over the next slice of the table
+    /// (see [`TICK_SLICES`]), so that a large table's settling is spread
+    /// over several ticks.
+    pub fn tick(&mut self, tracker: &ct::Tracker, now_ns: u64, max_idle_ms: u64) {
+        let len = self.cold.len();
+        if len == 0 {
+            return;
+        }
+        let start = self.tick_cursor.min(len);
+        let slice = len.div_ceil(TICK_SLICES).max(TICK_MIN_SLICE);
+        let end = (start + slice).min(len);
+        self.tick_cursor = if end >= len { 0 } else { end };
+        self.walk(start..end, tracker, now_ns, Some(max_idle_ms));
+    }
+
+    fn walk(
+        &mut self,
+        range: std::ops::Range<usize>,
+        tracker: &ct::Tracker,
+        now_ns: u64,
+        max_idle_ms: Option<u64>,
+    ) {
         let epoch = tracker.offload_epoch() as u32;
         let now_ms = now_ns / 1_000_000;
         let mut st = Settlements::new();
         let mut gone = Vec::new();
-        for idx in 0..self.cold.len() {
-            if self.cold[idx].is_none() {
+        for idx in range {
+            let Some(c) = &self.cold[idx] else {
                 continue;
-            }
+            };
             let h = &self.hot[idx];
             if h.pend_packets == 0 && h.epoch == epoch {
+                if max_idle_ms.is_some_and(|m| now_ms.saturating_sub(c.used_ms) > m) {
+                    gone.push(idx as u32);
+                }
                 continue;
             }
             self.settle(idx as u32, now_ms, &mut st);
@@ -842,14 +888,20 @@ impl FastPath {
     }
 
     /// Hand the traffic not yet credited to `credit(megaflow, packets,
-    /// bytes, used_ms)` for both of each entry's megaflows.
+    /// bytes, used_ms)` for both of each entry's megaflows (only entries
+    /// that settled traffic since the last call are visited).
     pub fn drain_counts(&mut self, mut credit: impl FnMut(FlowRef, u64, u64, u64)) {
         for (flows, p, b, used) in self.removed_credit.drain(..) {
             for f in flows {
                 credit(f, p, b, used);
             }
         }
-        for c in self.cold.iter_mut().flatten() {
+        for idx in self.owed.drain(..) {
+            // An entry removed since is in `removed_credit`; a reused slot
+            // may be listed twice (the second visit finds nothing).
+            let Some(Some(c)) = self.cold.get_mut(idx as usize) else {
+                continue;
+            };
             if c.packets > 0 {
                 for f in c.flows {
                     credit(f, c.packets, c.bytes, c.used_ms);
@@ -857,25 +909,6 @@ impl FastPath {
                 c.packets = 0;
                 c.bytes = 0;
             }
-        }
-    }
-
-    /// Collect entries idle longer than `max_idle_ms` (call right after
-    /// [`FastPath::sync`], which brings the idle clocks up to date).
-    pub fn expire_idle(&mut self, now_ns: u64, max_idle_ms: u64, tracker: &ct::Tracker) {
-        let now_ms = now_ns / 1_000_000;
-        let idle: Vec<u32> = (0..self.cold.len() as u32)
-            .filter(|&i| {
-                let (Some(Some(c)), Some(h)) =
-                    (self.cold.get(i as usize), self.hot.get(i as usize))
-                else {
-                    return false;
-                };
-                h.pend_packets == 0 && now_ms.saturating_sub(c.used_ms) > max_idle_ms
-            })
-            .collect();
-        for idx in idle {
-            self.drop_entry(idx, tracker);
         }
     }
 
@@ -891,6 +924,8 @@ impl FastPath {
         self.cold.clear();
         self.free.clear();
         self.by_conn.clear();
+        self.owed.clear();
+        self.tick_cursor = 0;
         self.cands.fill(None);
     }
 }

@@ -975,8 +975,7 @@ impl Pipeline {
     pub fn revalidate(&mut self, now_ms: u64) {
         self.last_revalidate_ms = now_ms;
         let (idle, now_ns) = (self.cfg.max_idle_ms, now_ms.saturating_mul(1_000_000));
-        self.fastpath.sync(&self.sw.ct, now_ns);
-        self.fastpath.expire_idle(now_ns, idle, &self.sw.ct);
+        self.fastpath.tick(&self.sw.ct, now_ns, idle);
         self.credit_fast_path();
         self.sync_offload_counters();
         self.megaflows.sort_subtables();
