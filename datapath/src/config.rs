@@ -7,7 +7,7 @@
 //!   "control_socket": "/tmp/ferrovs/ferrovsd.sock",
 //!   "metrics": { "listen": "127.0.0.1:9464", "allow_non_loopback": false },
 //!   "pmd": { "threads": 1, "cores": [], "idle_sleep_us": 100, "emc": true,
-//!            "megaflow": true, "emc_insert_inv_prob": 100 },
+//!            "megaflow": true, "emc_insert_inv_prob": 100, "flow_offload": false },
 //!   "conntrack": { "max_conns": 3000000, "shards": 1024, "liberal": false,
 //!                  "zone_limits": { "5": 1000 },
 //!                  "timeout_policies": { "short": "udp_first=3,udp_single=3" },
@@ -51,6 +51,10 @@
 //! * `metrics`: optional Prometheus endpoint; `listen` must be a loopback
 //!   address unless `allow_non_loopback` is true.
 //! * `pmd`: poll-mode threads (defaults as shown; `emc_insert_inv_prob` >= 1).
+//!   `flow_offload` switches on the flow-offload fast path
+//!   (`PipelineConfig::flow_offload`, see `crate::fastpath`): established
+//!   connections skip classification and conntrack's lookup; off by
+//!   default. `pmd-stats-show` then reports its counters.
 //! * `conntrack`: tracker size, TCP liberal mode, per-zone connection limits
 //!   (zone numbers as strings), named timeout policies (`ct(timeout=NAME)`),
 //!   fragment reassembly limits and timeouts (`fragments`, defaults as
@@ -165,6 +169,8 @@ pub struct PmdJson {
     pub emc: bool,
     pub megaflow: bool,
     pub emc_insert_inv_prob: u32,
+    /// The flow-offload fast path ([`PipelineConfig::flow_offload`]).
+    pub flow_offload: bool,
 }
 
 impl Default for PmdJson {
@@ -177,6 +183,7 @@ impl Default for PmdJson {
             emc: p.pipeline.emc,
             megaflow: p.pipeline.megaflow,
             emc_insert_inv_prob: p.pipeline.emc_insert_inv_prob,
+            flow_offload: p.pipeline.flow_offload,
         }
     }
 }
@@ -192,6 +199,7 @@ impl PmdJson {
                 emc: self.emc,
                 megaflow: self.megaflow,
                 emc_insert_inv_prob: self.emc_insert_inv_prob,
+                flow_offload: self.flow_offload,
                 ..PipelineConfig::default()
             },
             ..PmdConfig::default()
@@ -408,7 +416,7 @@ mod tests {
     const FULL: &str = r#"{ "log_level": "debug",
       "control_socket": "/tmp/x/ferrovsd.sock",
       "metrics": { "listen": "127.0.0.1:9464" },
-      "pmd": { "threads": 2, "cores": [0, 1], "idle_sleep_us": 50, "emc": true, "megaflow": true, "emc_insert_inv_prob": 1 },
+      "pmd": { "threads": 2, "cores": [0, 1], "idle_sleep_us": 50, "emc": true, "megaflow": true, "emc_insert_inv_prob": 1, "flow_offload": true },
       "conntrack": { "max_conns": 1000, "shards": 16, "liberal": true,
                      "zone_limits": { "5": 1000 }, "timeout_policies": { "short": "udp_first=3,udp_single=3" } },
       "ports": [ { "name": "gen0", "number": 1, "type": "generator", "options": { "flows": 10, "size": 128, "rate_pps": 0 } },
@@ -422,6 +430,7 @@ mod tests {
         assert_eq!(c.log_level, "debug");
         assert_eq!(c.pmd.threads, 2);
         assert_eq!(c.pmd.to_pmd_config().pipeline.emc_insert_inv_prob, 1);
+        assert!(c.pmd.to_pmd_config().pipeline.flow_offload);
         assert_eq!(c.conntrack.zone_limits().unwrap(), vec![(5, 1000)]);
         assert_eq!(c.conntrack.timeout_policies().unwrap()[0].0, "short");
         assert_eq!(c.ports.len(), 3);
@@ -460,6 +469,10 @@ mod tests {
         let c = DaemonConfig::parse(r#"{"ports": []}"#).unwrap();
         assert_eq!(c.control_socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(c.pmd.threads, 1);
+        assert!(
+            !c.pmd.to_pmd_config().pipeline.flow_offload,
+            "off by default"
+        );
         assert_eq!(c.conntrack.max_conns, 3_000_000);
         assert!(c.metrics.is_none() && c.flows.is_none());
     }
