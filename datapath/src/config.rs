@@ -11,6 +11,8 @@
 //!   "conntrack": { "max_conns": 3000000, "shards": 1024, "liberal": false,
 //!                  "zone_limits": { "5": 1000 },
 //!                  "timeout_policies": { "short": "udp_first=3,udp_single=3" },
+//!                  "pressure": { "high_pct": 90, "low_pct": 80, "embryonic_secs": 5,
+//!                                "evict_assured": false },
 //!                  "fragments": { "enabled_v4": true, "enabled_v6": true,
 //!                                 "max_bytes": 4194304, "max_datagrams": 1024,
 //!                                 "max_datagrams_per_zone": 256, "max_fragments": 64,
@@ -58,7 +60,10 @@
 //! * `conntrack`: tracker size, TCP liberal mode, per-zone connection limits
 //!   (zone numbers as strings), named timeout policies (`ct(timeout=NAME)`),
 //!   fragment reassembly limits and timeouts (`fragments`, defaults as
-//!   shown; see `ct::frag`; `ferrovs-ctl ipf-set` changes them at run time).
+//!   shown; see `ct::frag`; `ferrovs-ctl ipf-set` changes them at run time),
+//!   table pressure (`pressure`, defaults as shown, see `ct::pressure`:
+//!   `high_pct` 1..=100, `low_pct` at most `high_pct`, `embryonic_secs` at
+//!   least 1; `ferrovs-ctl ct-set-pressure` changes them at run time).
 //! * `ports`: see [`port`] for the types and their options. A port without
 //!   `type` is a `null` port. `vlan` defaults to access VLAN 0.
 //! * `flows`: an `ovs-ofctl add-flows` file loaded at start.
@@ -220,6 +225,58 @@ pub struct ConntrackJson {
     pub timeout_policies: BTreeMap<String, String>,
     /// Fragment reassembly limits and timeouts ([`ct::frag::FragConfig`]).
     pub fragments: ct::frag::FragConfig,
+    /// Table pressure thresholds ([`ct::pressure::PressureConfig`]).
+    pub pressure: PressureJson,
+}
+
+/// `conntrack.pressure`: signed and wide so that an out-of-range number is
+/// reported by [`PressureJson::to_config`] with its key, not by the JSON
+/// parser without one.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PressureJson {
+    pub high_pct: i64,
+    pub low_pct: i64,
+    pub embryonic_secs: i64,
+    pub evict_assured: bool,
+}
+
+impl Default for PressureJson {
+    fn default() -> Self {
+        let p = ct::pressure::PressureConfig::default();
+        PressureJson {
+            high_pct: p.high_pct.into(),
+            low_pct: p.low_pct.into(),
+            embryonic_secs: p.embryonic_secs.into(),
+            evict_assured: p.evict_assured,
+        }
+    }
+}
+
+impl PressureJson {
+    /// The validated tracker setting; errors name the key and value.
+    pub fn to_config(&self) -> Result<ct::pressure::PressureConfig, String> {
+        let pct = |key: &str, v: i64| {
+            u8::try_from(v)
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or_else(|| format!("conntrack.pressure.{key}: {v}: must be 0..=100"))
+        };
+        let cfg = ct::pressure::PressureConfig {
+            high_pct: pct("high_pct", self.high_pct)?,
+            low_pct: pct("low_pct", self.low_pct)?,
+            embryonic_secs: u32::try_from(self.embryonic_secs).map_err(|_| {
+                format!(
+                    "conntrack.pressure.embryonic_secs: {}: must be 1..=4294967295",
+                    self.embryonic_secs
+                )
+            })?,
+            evict_assured: self.evict_assured,
+        };
+        cfg.validate()
+            .map_err(|e| format!("conntrack.pressure.{e}"))?;
+        Ok(cfg)
+    }
 }
 
 impl Default for ConntrackJson {
@@ -232,6 +289,7 @@ impl Default for ConntrackJson {
             zone_limits: BTreeMap::new(),
             timeout_policies: BTreeMap::new(),
             fragments: ct::frag::FragConfig::default(),
+            pressure: PressureJson::default(),
         }
     }
 }
@@ -342,6 +400,7 @@ impl DaemonConfig {
         c.fragments
             .validate()
             .map_err(|e| format!("conntrack.fragments.{e}"))?;
+        c.pressure.to_config()?;
         for (i, port) in self.ports.iter().enumerate() {
             port.validate()
                 .map_err(|e| format!("ports[{i}] ({}): {e}", port.name))?;
@@ -506,6 +565,45 @@ mod tests {
         assert!(e.contains("max_frags"), "{e}");
         let e = err(r#"{"ports": [], "conntrack": {"fragments": {"timeout_v6_ms": 0}}}"#);
         assert!(e.contains("conntrack.fragments.timeout_v6_ms: 0"), "{e}");
+    }
+
+    #[test]
+    fn pressure_settings() {
+        let c = DaemonConfig::parse(
+            r#"{"ports": [], "conntrack": {"pressure": {"high_pct": 85, "evict_assured": true}}}"#,
+        )
+        .unwrap();
+        let p = c.conntrack.pressure.to_config().unwrap();
+        assert_eq!((p.high_pct, p.low_pct, p.embryonic_secs), (85, 80, 5));
+        assert!(p.evict_assured);
+        let d = DaemonConfig::parse(r#"{"ports": []}"#).unwrap();
+        assert_eq!(
+            d.conntrack.pressure.to_config().unwrap(),
+            ct::pressure::PressureConfig::default()
+        );
+        let e = err(r#"{"ports": [], "conntrack": {"pressure": {"high_pct": 70}}}"#);
+        assert!(e.contains("low_pct=80: must not exceed high_pct=70"), "{e}");
+        let e = err(r#"{"ports": [], "conntrack": {"pressure": {"high": 70}}}"#);
+        assert!(e.contains("high"), "{e}");
+        for (json, want) in [
+            (r#"{"high_pct": 0}"#, "conntrack.pressure.high_pct=0"),
+            (r#"{"high_pct": 300}"#, "conntrack.pressure.high_pct: 300"),
+            (r#"{"low_pct": -1}"#, "conntrack.pressure.low_pct: -1"),
+            (r#"{"low_pct": 95}"#, "conntrack.pressure.low_pct=95"),
+            (
+                r#"{"embryonic_secs": 0}"#,
+                "conntrack.pressure.embryonic_secs=0",
+            ),
+            (
+                r#"{"embryonic_secs": 5000000000}"#,
+                "conntrack.pressure.embryonic_secs: 5000000000",
+            ),
+        ] {
+            let e = err(&format!(
+                r#"{{"ports": [], "conntrack": {{"pressure": {json}}}}}"#
+            ));
+            assert!(e.contains(want), "{json}: {e}");
+        }
     }
 
     #[test]

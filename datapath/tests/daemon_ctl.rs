@@ -573,6 +573,13 @@ fn bad_configs_exit_1_naming_the_problem() {
         r#"{{ {base}, "conntrack": {{ "zone_limits": {{ "x": 1 }} }} }}"#
     ));
     assert!(e.contains("'x'"), "{e}");
+    let e = run(&format!(
+        r#"{{ {base}, "conntrack": {{ "pressure": {{ "high_pct": 70 }} }} }}"#
+    ));
+    assert!(
+        e.contains("conntrack.pressure.low_pct=80: must not exceed high_pct=70"),
+        "{e}"
+    );
     let e = run(&format!(r#"{{ {base}, "flows": "missing.flows" }}"#));
     assert!(e.contains("missing.flows"), "{e}");
     std::fs::write(
@@ -910,4 +917,89 @@ fn flow_offload_from_the_config_shows_in_pmd_stats() {
             assert!(!text.contains("offload hits"), "{text}");
         }
     }
+}
+
+fn pressure_json(d: &Daemon) -> serde_json::Value {
+    serde_json::from_str(&d.ok(&["--json", "ct-get-pressure"])).unwrap()
+}
+
+#[test]
+fn pressure_from_the_config_then_set_and_get() {
+    // 10 established connections out of max_conns=100: 10% fill, above
+    // the configured high mark of 5%.
+    let d = Daemon::start_tuned(
+        r#", "replies": true"#,
+        Tuning {
+            conntrack: r#", "max_conns": 100,
+               "pressure": { "high_pct": 5, "low_pct": 4, "embryonic_secs": 3 }"#,
+            ..Default::default()
+        },
+    );
+    d.wait_for_traffic();
+    let j = pressure_json(&d);
+    assert_eq!(
+        j["config"],
+        serde_json::json!({ "high_pct": 5, "low_pct": 4, "embryonic_secs": 3, "evict_assured": false }),
+        "config applied at startup: {j}"
+    );
+    assert_eq!(
+        (&j["connections"], &j["max_conns"]),
+        (&10.into(), &100.into()),
+        "{j}"
+    );
+    assert_eq!(j["under_pressure"], true, "{j}");
+    assert_eq!(j["episodes"], 1, "{j}");
+    let text = d.ok(&["ct-get-pressure"]);
+    assert_eq!(
+        text,
+        "high=5% low=4% embryonic=3s evict-assured=off\n\
+         under pressure: yes (episodes: 1)\n\
+         connections: 10/100 (10.0%)\n"
+    );
+
+    // A partial update keeps the other fields; 10% is below the new low
+    // mark, so pressure ends at once.
+    assert_eq!(
+        d.ok(&["ct-set-pressure", "high=50", "low=40", "evict-assured=on"]),
+        ""
+    );
+    let j = pressure_json(&d);
+    assert_eq!(
+        j["config"],
+        serde_json::json!({ "high_pct": 50, "low_pct": 40, "embryonic_secs": 3, "evict_assured": true }),
+        "{j}"
+    );
+    assert_eq!(
+        (&j["under_pressure"], &j["episodes"]),
+        (&false.into(), &1.into()),
+        "{j}"
+    );
+
+    // Rejected settings change nothing and name the token.
+    for (args, want) in [
+        (
+            &["ct-set-pressure", "low=60"][..],
+            "'low=60': low_pct=60: must not exceed high_pct=50",
+        ),
+        (
+            &["ct-set-pressure", "embryonic=1", "bogus=1"][..],
+            "'bogus=1'",
+        ),
+        (
+            &["ct-set-pressure", "evict-assured=maybe"][..],
+            "'evict-assured=maybe'",
+        ),
+        (&["ct-set-pressure"][..], "expected [high=N]"),
+        (&["ct-get-pressure", "zone=1"][..], "'zone=1'"),
+    ] {
+        let e = d.fails(args);
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
+    assert_eq!(pressure_json(&d)["config"]["embryonic_secs"], 3);
+    assert_eq!(pressure_json(&d)["config"]["low_pct"], 40);
+    let help = d.ok(&["help"]);
+    assert!(
+        help.contains("ct-get-pressure") && help.contains("ct-set-pressure [high=N]"),
+        "{help}"
+    );
 }
