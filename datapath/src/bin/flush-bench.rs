@@ -612,6 +612,15 @@ fn measure(args: &Args, d: &Arc<Daemon>, socket: &Path, f: &Fill) -> Result<(), 
     append_line(&args.report, &summary.to_string())?;
     println!();
     println!("summary appended to {}", args.report.display());
+    // The last line, key=value, is what scripts/bench.sh shows.
+    println!(
+        "removed={} flush_ms={:.1} mpps_before={:.3} mpps_during={:.3} during_over_before={:.2}",
+        f.unreplied7,
+        median(&flush_ms),
+        median(&before),
+        median(&during),
+        median(&ratio)
+    );
     if let Some(p) = &args.json_out {
         let x = args.entries as f64;
         for (case, unit, v) in [
