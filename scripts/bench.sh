@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The benchmark matrix: conntrack (ct-bench), classifier (classifier-bench)
-# and, when it is built, the datapath pipeline (pipeline-bench). Every bench
+# The benchmark matrix: conntrack (ct-bench), classifier (classifier-bench),
+# when it is built the datapath pipeline (pipeline-bench), and a selective
+# conntrack flush through the daemon's control socket (flush-bench). Every bench
 # appends its cells to target/bench-report/results.jsonl (--json-out); then
 # bench-report writes target/bench-report/report.md (markdown tables) and
 # target/bench-report/mpps-vs-conns.svg (Mpps against connection count).
@@ -21,7 +22,7 @@ for arg in "$@"; do
     case "$arg" in
         --quick) quick=1 ;;
         -h | --help)
-            sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -81,6 +82,15 @@ if [ -x "$bin/pipeline-bench" ]; then
 else
     echo "note: $bin/pipeline-bench was not built (no such binary in the datapath crate yet):"
     echo "      the report has no pipeline suite."
+fi
+
+# Selective flush of 500k of 1M entries from the control socket while the
+# PMD forwards (100k entries with --quick); exits 1 if the flush removed the
+# wrong connections or forwarding stopped during it.
+if [ "$quick" = 1 ]; then
+    steps+=("flush-bench --quick|$bin/flush-bench --quick")
+else
+    steps+=("flush-bench --runs $RUNS|$bin/flush-bench --runs $RUNS")
 fi
 
 n=${#steps[@]}

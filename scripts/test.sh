@@ -69,6 +69,7 @@ scripts/bench.sh --quick >target/bench-quick.log 2>&1 \
     || { tail -n 40 target/bench-quick.log; echo "scripts/bench.sh --quick failed" >&2; exit 1; }
 grep -E '^\[[0-9]+/[0-9]+\]|^== ' target/bench-quick.log
 grep -q '^| established-1T | conns |' target/bench-report/report.md
+grep -q '^| flush-command | entries |' target/bench-report/report.md
 grep -q '<polyline' target/bench-report/mpps-vs-conns.svg
 log "extract-bench smoke run"
 cargo build --release --locked -p datapath --bin extract-bench

@@ -7,10 +7,12 @@
 //!   "control_socket": "/tmp/ferrovs/ferrovsd.sock",
 //!   "metrics": { "listen": "127.0.0.1:9464", "allow_non_loopback": false },
 //!   "pmd": { "threads": 1, "cores": [], "idle_sleep_us": 100, "emc": true,
-//!            "megaflow": true, "emc_insert_inv_prob": 100 },
+//!            "megaflow": true, "emc_insert_inv_prob": 100, "flow_offload": false },
 //!   "conntrack": { "max_conns": 3000000, "shards": 1024, "liberal": false,
 //!                  "zone_limits": { "5": 1000 },
 //!                  "timeout_policies": { "short": "udp_first=3,udp_single=3" },
+//!                  "pressure": { "high_pct": 90, "low_pct": 80, "embryonic_secs": 5,
+//!                                "evict_assured": false },
 //!                  "fragments": { "enabled_v4": true, "enabled_v6": true,
 //!                                 "max_bytes": 4194304, "max_datagrams": 1024,
 //!                                 "max_datagrams_per_zone": 256, "max_fragments": 64,
@@ -51,10 +53,17 @@
 //! * `metrics`: optional Prometheus endpoint; `listen` must be a loopback
 //!   address unless `allow_non_loopback` is true.
 //! * `pmd`: poll-mode threads (defaults as shown; `emc_insert_inv_prob` >= 1).
+//!   `flow_offload` switches on the flow-offload fast path
+//!   (`PipelineConfig::flow_offload`, see `crate::fastpath`): established
+//!   connections skip classification and conntrack's lookup; off by
+//!   default. `pmd-stats-show` then reports its counters.
 //! * `conntrack`: tracker size, TCP liberal mode, per-zone connection limits
 //!   (zone numbers as strings), named timeout policies (`ct(timeout=NAME)`),
 //!   fragment reassembly limits and timeouts (`fragments`, defaults as
-//!   shown; see `ct::frag`; `ferrovs-ctl ipf-set` changes them at run time).
+//!   shown; see `ct::frag`; `ferrovs-ctl ipf-set` changes them at run time),
+//!   table pressure (`pressure`, defaults as shown, see `ct::pressure`:
+//!   `high_pct` 1..=100, `low_pct` at most `high_pct`, `embryonic_secs` at
+//!   least 1; `ferrovs-ctl ct-set-pressure` changes them at run time).
 //! * `ports`: see [`port`] for the types and their options. A port without
 //!   `type` is a `null` port. `vlan` defaults to access VLAN 0.
 //! * `flows`: an `ovs-ofctl add-flows` file loaded at start.
@@ -165,6 +174,8 @@ pub struct PmdJson {
     pub emc: bool,
     pub megaflow: bool,
     pub emc_insert_inv_prob: u32,
+    /// The flow-offload fast path ([`PipelineConfig::flow_offload`]).
+    pub flow_offload: bool,
 }
 
 impl Default for PmdJson {
@@ -177,6 +188,7 @@ impl Default for PmdJson {
             emc: p.pipeline.emc,
             megaflow: p.pipeline.megaflow,
             emc_insert_inv_prob: p.pipeline.emc_insert_inv_prob,
+            flow_offload: p.pipeline.flow_offload,
         }
     }
 }
@@ -192,6 +204,7 @@ impl PmdJson {
                 emc: self.emc,
                 megaflow: self.megaflow,
                 emc_insert_inv_prob: self.emc_insert_inv_prob,
+                flow_offload: self.flow_offload,
                 ..PipelineConfig::default()
             },
             ..PmdConfig::default()
@@ -212,6 +225,58 @@ pub struct ConntrackJson {
     pub timeout_policies: BTreeMap<String, String>,
     /// Fragment reassembly limits and timeouts ([`ct::frag::FragConfig`]).
     pub fragments: ct::frag::FragConfig,
+    /// Table pressure thresholds ([`ct::pressure::PressureConfig`]).
+    pub pressure: PressureJson,
+}
+
+/// `conntrack.pressure`: signed and wide so that an out-of-range number is
+/// reported by [`PressureJson::to_config`] with its key, not by the JSON
+/// parser without one.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PressureJson {
+    pub high_pct: i64,
+    pub low_pct: i64,
+    pub embryonic_secs: i64,
+    pub evict_assured: bool,
+}
+
+impl Default for PressureJson {
+    fn default() -> Self {
+        let p = ct::pressure::PressureConfig::default();
+        PressureJson {
+            high_pct: p.high_pct.into(),
+            low_pct: p.low_pct.into(),
+            embryonic_secs: p.embryonic_secs.into(),
+            evict_assured: p.evict_assured,
+        }
+    }
+}
+
+impl PressureJson {
+    /// The validated tracker setting; errors name the key and value.
+    pub fn to_config(&self) -> Result<ct::pressure::PressureConfig, String> {
+        let pct = |key: &str, v: i64| {
+            u8::try_from(v)
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or_else(|| format!("conntrack.pressure.{key}: {v}: must be 0..=100"))
+        };
+        let cfg = ct::pressure::PressureConfig {
+            high_pct: pct("high_pct", self.high_pct)?,
+            low_pct: pct("low_pct", self.low_pct)?,
+            embryonic_secs: u32::try_from(self.embryonic_secs).map_err(|_| {
+                format!(
+                    "conntrack.pressure.embryonic_secs: {}: must be 1..=4294967295",
+                    self.embryonic_secs
+                )
+            })?,
+            evict_assured: self.evict_assured,
+        };
+        cfg.validate()
+            .map_err(|e| format!("conntrack.pressure.{e}"))?;
+        Ok(cfg)
+    }
 }
 
 impl Default for ConntrackJson {
@@ -224,6 +289,7 @@ impl Default for ConntrackJson {
             zone_limits: BTreeMap::new(),
             timeout_policies: BTreeMap::new(),
             fragments: ct::frag::FragConfig::default(),
+            pressure: PressureJson::default(),
         }
     }
 }
@@ -334,6 +400,7 @@ impl DaemonConfig {
         c.fragments
             .validate()
             .map_err(|e| format!("conntrack.fragments.{e}"))?;
+        c.pressure.to_config()?;
         for (i, port) in self.ports.iter().enumerate() {
             port.validate()
                 .map_err(|e| format!("ports[{i}] ({}): {e}", port.name))?;
@@ -408,7 +475,7 @@ mod tests {
     const FULL: &str = r#"{ "log_level": "debug",
       "control_socket": "/tmp/x/ferrovsd.sock",
       "metrics": { "listen": "127.0.0.1:9464" },
-      "pmd": { "threads": 2, "cores": [0, 1], "idle_sleep_us": 50, "emc": true, "megaflow": true, "emc_insert_inv_prob": 1 },
+      "pmd": { "threads": 2, "cores": [0, 1], "idle_sleep_us": 50, "emc": true, "megaflow": true, "emc_insert_inv_prob": 1, "flow_offload": true },
       "conntrack": { "max_conns": 1000, "shards": 16, "liberal": true,
                      "zone_limits": { "5": 1000 }, "timeout_policies": { "short": "udp_first=3,udp_single=3" } },
       "ports": [ { "name": "gen0", "number": 1, "type": "generator", "options": { "flows": 10, "size": 128, "rate_pps": 0 } },
@@ -422,6 +489,7 @@ mod tests {
         assert_eq!(c.log_level, "debug");
         assert_eq!(c.pmd.threads, 2);
         assert_eq!(c.pmd.to_pmd_config().pipeline.emc_insert_inv_prob, 1);
+        assert!(c.pmd.to_pmd_config().pipeline.flow_offload);
         assert_eq!(c.conntrack.zone_limits().unwrap(), vec![(5, 1000)]);
         assert_eq!(c.conntrack.timeout_policies().unwrap()[0].0, "short");
         assert_eq!(c.ports.len(), 3);
@@ -460,6 +528,10 @@ mod tests {
         let c = DaemonConfig::parse(r#"{"ports": []}"#).unwrap();
         assert_eq!(c.control_socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(c.pmd.threads, 1);
+        assert!(
+            !c.pmd.to_pmd_config().pipeline.flow_offload,
+            "off by default"
+        );
         assert_eq!(c.conntrack.max_conns, 3_000_000);
         assert!(c.metrics.is_none() && c.flows.is_none());
     }
@@ -493,6 +565,45 @@ mod tests {
         assert!(e.contains("max_frags"), "{e}");
         let e = err(r#"{"ports": [], "conntrack": {"fragments": {"timeout_v6_ms": 0}}}"#);
         assert!(e.contains("conntrack.fragments.timeout_v6_ms: 0"), "{e}");
+    }
+
+    #[test]
+    fn pressure_settings() {
+        let c = DaemonConfig::parse(
+            r#"{"ports": [], "conntrack": {"pressure": {"high_pct": 85, "evict_assured": true}}}"#,
+        )
+        .unwrap();
+        let p = c.conntrack.pressure.to_config().unwrap();
+        assert_eq!((p.high_pct, p.low_pct, p.embryonic_secs), (85, 80, 5));
+        assert!(p.evict_assured);
+        let d = DaemonConfig::parse(r#"{"ports": []}"#).unwrap();
+        assert_eq!(
+            d.conntrack.pressure.to_config().unwrap(),
+            ct::pressure::PressureConfig::default()
+        );
+        let e = err(r#"{"ports": [], "conntrack": {"pressure": {"high_pct": 70}}}"#);
+        assert!(e.contains("low_pct=80: must not exceed high_pct=70"), "{e}");
+        let e = err(r#"{"ports": [], "conntrack": {"pressure": {"high": 70}}}"#);
+        assert!(e.contains("high"), "{e}");
+        for (json, want) in [
+            (r#"{"high_pct": 0}"#, "conntrack.pressure.high_pct=0"),
+            (r#"{"high_pct": 300}"#, "conntrack.pressure.high_pct: 300"),
+            (r#"{"low_pct": -1}"#, "conntrack.pressure.low_pct: -1"),
+            (r#"{"low_pct": 95}"#, "conntrack.pressure.low_pct=95"),
+            (
+                r#"{"embryonic_secs": 0}"#,
+                "conntrack.pressure.embryonic_secs=0",
+            ),
+            (
+                r#"{"embryonic_secs": 5000000000}"#,
+                "conntrack.pressure.embryonic_secs: 5000000000",
+            ),
+        ] {
+            let e = err(&format!(
+                r#"{{"ports": [], "conntrack": {{"pressure": {json}}}}}"#
+            ));
+            assert!(e.contains(want), "{json}: {e}");
+        }
     }
 
     #[test]

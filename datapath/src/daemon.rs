@@ -51,6 +51,7 @@ impl Daemon {
             .lock()
             .set_config(cfg.conntrack.fragments.clone())
             .map_err(|e| format!("conntrack.fragments.{e}"))?;
+        sw.ct.set_pressure(&cfg.conntrack.pressure.to_config()?)?;
         let mut limits = ZoneLimits::default();
         for (zone, limit) in cfg.conntrack.zone_limits()? {
             limits.set_zone(&sw.ct, zone, limit);

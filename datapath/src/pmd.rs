@@ -74,6 +74,14 @@ pub struct PmdSnapshot {
     pub iterations: u64,
     pub megaflows: usize,
     pub emc_entries: usize,
+    /// Whether this thread runs the flow-offload fast path.
+    pub flow_offload: bool,
+    /// Fast-path entries (offloaded connection directions) in use.
+    pub offload_entries: usize,
+    /// The longest single poll-loop iteration since the start or the last
+    /// clear: how long the thread went between starting two rounds of
+    /// receive bursts (a stall on a lock shows here).
+    pub longest_iteration_ns: u64,
     pub rxqs: Vec<RxqStats>,
     /// Counters at the last `pmd-stats-clear`.
     pub cleared: Option<Box<PmdSnapshot>>,
@@ -112,6 +120,8 @@ struct Control {
     flush_caches: AtomicBool,
     dump: Mutex<Option<Vec<String>>>,
     want_dump: AtomicBool,
+    /// Restart `longest_iteration_ns` (`pmd-stats-clear`).
+    reset_longest: AtomicBool,
 }
 
 struct PmdThread {
@@ -140,6 +150,7 @@ impl PmdSet {
             let stats = Arc::new(Mutex::new(PmdSnapshot {
                 id,
                 core,
+                flow_offload: cfg.pipeline.flow_offload,
                 ..Default::default()
             }));
             let (sw2, c2, s2, cfg2) = (sw.clone(), control.clone(), stats.clone(), cfg.clone());
@@ -191,6 +202,9 @@ impl PmdSet {
             let mut base = s.clone();
             base.cleared = None;
             s.cleared = Some(Box::new(base));
+            // A maximum cannot be subtracted: the thread restarts it.
+            s.longest_iteration_ns = 0;
+            t.control.reset_longest.store(true, Ordering::Release);
         }
     }
 
@@ -306,6 +320,7 @@ fn run(
     let mut rxq_stats: Vec<RxqStats> = rxq_list(&rxqs);
     let mut batch = PacketBatch::new();
     let (mut busy_ns, mut idle_ns, mut iterations) = (0u64, 0u64, 0u64);
+    let mut longest_ns = 0u64;
     let mut empty_run = 0u32;
     let mut last = Instant::now();
     let mut last_publish = last;
@@ -323,6 +338,9 @@ fn run(
         if control.want_dump.swap(false, Ordering::AcqRel) {
             *control.dump.lock() = Some(pipeline.dump_megaflows());
         }
+        if control.reset_longest.swap(false, Ordering::AcqRel) {
+            longest_ns = 0;
+        }
         let mut got = 0;
         for (q, (port, queue)) in rxqs.iter().enumerate() {
             let k = port.rx_burst(*queue, &mut batch, &mut pipeline.pool);
@@ -338,6 +356,7 @@ fn run(
         let now = Instant::now();
         let dt = now.duration_since(last).as_nanos() as u64;
         last = now;
+        longest_ns = longest_ns.max(dt);
         if got > 0 {
             busy_ns += dt;
             empty_run = 0;
@@ -359,6 +378,8 @@ fn run(
             s.iterations = iterations;
             s.megaflows = pipeline.megaflow_count();
             s.emc_entries = pipeline.emc_count();
+            s.offload_entries = pipeline.offload_count();
+            s.longest_iteration_ns = longest_ns;
             s.rxqs.clone_from(&rxq_stats);
         }
     }
@@ -368,6 +389,8 @@ fn run(
     s.busy_ns = busy_ns;
     s.idle_ns = idle_ns;
     s.iterations = iterations;
+    s.offload_entries = pipeline.offload_count();
+    s.longest_iteration_ns = longest_ns;
     s.rxqs = rxq_stats;
 }
 

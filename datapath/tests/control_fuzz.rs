@@ -1,6 +1,7 @@
 //! Random control commands against a live daemon state: none panics, and a
 //! command that fails leaves the flow table, the ports, the conntrack
-//! limits and the timeout policies exactly as they were.
+//! limits, the timeout policies and the pressure settings exactly as they
+//! were.
 
 use std::path::Path;
 
@@ -45,7 +46,8 @@ fn state(d: &Daemon) -> String {
     let limits: Vec<String> = (0..8u16)
         .map(|z| format!("{z}:{:?}", d.sw.ct.zones.limit(ct::Zone(z))))
         .collect();
-    format!("{flows:?}\n{ports:?}\n{policies}\n{limits:?}")
+    let pressure = d.sw.ct.pressure_status().config;
+    format!("{flows:?}\n{ports:?}\n{policies}\n{limits:?}\n{pressure:?}")
 }
 
 const COMMANDS: &[&str] = &[
@@ -61,6 +63,8 @@ const COMMANDS: &[&str] = &[
     "ct-set-limits",
     "ct-get-limits",
     "ct-del-limits",
+    "ct-get-pressure",
+    "ct-set-pressure",
     "timeout-policy",
     "pmd-stats-show",
     "pmd-rxq-show",
@@ -94,6 +98,10 @@ const TOKENS: &[&str] = &[
     "ct_nw_proto=6",
     "udp_first=3",
     "nonsense=1",
+    "high=95",
+    "low=99",
+    "embryonic=0",
+    "evict-assured=on",
     "--strict",
     "{\"name\":\"c\",\"number\":3}",
     "{\"name\":\"a\",\"number\":1}",

@@ -31,17 +31,27 @@ fn temp_dir() -> PathBuf {
     d
 }
 
-fn config(dir: &Path, extra_ports: &str, gen_options: &str) -> String {
+/// Extra keys for the `pmd` and `conntrack` sections (each starting with
+/// `, `).
+#[derive(Clone, Copy, Default)]
+struct Tuning<'a> {
+    pmd: &'a str,
+    conntrack: &'a str,
+}
+
+fn config(dir: &Path, extra_ports: &str, gen_options: &str, tuning: Tuning) -> String {
     format!(
         r#"{{ "log_level": "info",
   "control_socket": "{sock}",
   "metrics": {{ "listen": "127.0.0.1:0" }},
-  "pmd": {{ "threads": 1, "idle_sleep_us": 200 }},
-  "conntrack": {{ "shards": 16 }},
+  "pmd": {{ "threads": 1, "idle_sleep_us": 200{pmd} }},
+  "conntrack": {{ "shards": 16{ct} }},
   "ports": [ {{ "name": "gen0", "number": 1, "type": "generator", "options": {{ "flows": 10, "size": 64, "limit": 2000{gen_options} }} }},
              {{ "name": "sink", "number": 2, "type": "null" }}{extra_ports} ],
   "flows": "firewall.flows" }}"#,
-        sock = dir.join("run/ferrovsd.sock").display()
+        sock = dir.join("run/ferrovsd.sock").display(),
+        pmd = tuning.pmd,
+        ct = tuning.conntrack,
     )
 }
 
@@ -74,10 +84,25 @@ impl Daemon {
     }
 
     fn start_gen_in(dir: PathBuf, extra_ports: &str, flows: &str, gen_options: &str) -> Daemon {
+        Self::start_tuned_in(dir, extra_ports, flows, gen_options, Tuning::default())
+    }
+
+    /// With extra `pmd` / `conntrack` settings.
+    fn start_tuned(gen_options: &str, tuning: Tuning) -> Daemon {
+        Self::start_tuned_in(temp_dir(), "", FLOWS, gen_options, tuning)
+    }
+
+    fn start_tuned_in(
+        dir: PathBuf,
+        extra_ports: &str,
+        flows: &str,
+        gen_options: &str,
+        tuning: Tuning,
+    ) -> Daemon {
         std::fs::write(dir.join("firewall.flows"), flows).unwrap();
         std::fs::write(
             dir.join("ferrovsd.json"),
-            config(&dir, extra_ports, gen_options),
+            config(&dir, extra_ports, gen_options, tuning),
         )
         .unwrap();
         let log = std::fs::File::create(dir.join("ferrovsd.log")).unwrap();
@@ -548,6 +573,13 @@ fn bad_configs_exit_1_naming_the_problem() {
         r#"{{ {base}, "conntrack": {{ "zone_limits": {{ "x": 1 }} }} }}"#
     ));
     assert!(e.contains("'x'"), "{e}");
+    let e = run(&format!(
+        r#"{{ {base}, "conntrack": {{ "pressure": {{ "high_pct": 70 }} }} }}"#
+    ));
+    assert!(
+        e.contains("conntrack.pressure.low_pct=80: must not exceed high_pct=70"),
+        "{e}"
+    );
     let e = run(&format!(r#"{{ {base}, "flows": "missing.flows" }}"#));
     assert!(e.contains("missing.flows"), "{e}");
     std::fs::write(
@@ -831,4 +863,143 @@ fn events_stream_destroys_with_counters_until_the_client_leaves() {
     let again = EventStream::start(&d, &["events"]);
     drop(again);
     assert!(d.ok(&["version"]).starts_with("ferrovsd"));
+}
+
+/// Sum of one numeric field over every thread of `pmd-stats-show --json`.
+fn pmd_sum(stats: &serde_json::Value, field: &str) -> u64 {
+    stats["pmds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[field].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn flow_offload_from_the_config_shows_in_pmd_stats() {
+    for offload in [true, false] {
+        let pmd = if offload {
+            r#", "flow_offload": true"#
+        } else {
+            ""
+        };
+        // Replies make the connections established: what the fast path takes.
+        let d = Daemon::start_tuned(
+            r#", "replies": true"#,
+            Tuning {
+                pmd,
+                ..Default::default()
+            },
+        );
+        d.wait_for_traffic();
+        let j: serde_json::Value =
+            serde_json::from_str(&d.ok(&["--json", "pmd-stats-show"])).unwrap();
+        assert_eq!(j["pmds"][0]["flow_offload"], offload, "{j}");
+        let hits = pmd_sum(&j, "offload_hits");
+        let installs = pmd_sum(&j, "offload_installs");
+        let text = d.ok(&["pmd-stats-show"]);
+        if offload {
+            assert!(hits > 0 && installs > 0, "offload on: {j}");
+            assert!(
+                hits < pmd_sum(&j, "packets"),
+                "handshakes take the classic path: {j}"
+            );
+            assert!(
+                text.contains(&format!("  offload hits: {hits}\n")),
+                "{text}"
+            );
+            assert!(
+                text.contains("offload installs: ") && text.contains("offload entries: "),
+                "{text}"
+            );
+        } else {
+            assert_eq!((hits, installs), (0, 0), "offload off: {j}");
+            assert!(!text.contains("offload hits"), "{text}");
+        }
+    }
+}
+
+fn pressure_json(d: &Daemon) -> serde_json::Value {
+    serde_json::from_str(&d.ok(&["--json", "ct-get-pressure"])).unwrap()
+}
+
+#[test]
+fn pressure_from_the_config_then_set_and_get() {
+    // 10 established connections out of max_conns=100: 10% fill, above
+    // the configured high mark of 5%.
+    let d = Daemon::start_tuned(
+        r#", "replies": true"#,
+        Tuning {
+            conntrack: r#", "max_conns": 100,
+               "pressure": { "high_pct": 5, "low_pct": 4, "embryonic_secs": 3 }"#,
+            ..Default::default()
+        },
+    );
+    d.wait_for_traffic();
+    let j = pressure_json(&d);
+    assert_eq!(
+        j["config"],
+        serde_json::json!({ "high_pct": 5, "low_pct": 4, "embryonic_secs": 3, "evict_assured": false }),
+        "config applied at startup: {j}"
+    );
+    assert_eq!(
+        (&j["connections"], &j["max_conns"]),
+        (&10.into(), &100.into()),
+        "{j}"
+    );
+    assert_eq!(j["under_pressure"], true, "{j}");
+    assert_eq!(j["episodes"], 1, "{j}");
+    let text = d.ok(&["ct-get-pressure"]);
+    assert_eq!(
+        text,
+        "high=5% low=4% embryonic=3s evict-assured=off\n\
+         under pressure: yes (episodes: 1)\n\
+         connections: 10/100 (10.0%)\n"
+    );
+
+    // A partial update keeps the other fields; 10% is below the new low
+    // mark, so pressure ends at once.
+    assert_eq!(
+        d.ok(&["ct-set-pressure", "high=50", "low=40", "evict-assured=on"]),
+        ""
+    );
+    let j = pressure_json(&d);
+    assert_eq!(
+        j["config"],
+        serde_json::json!({ "high_pct": 50, "low_pct": 40, "embryonic_secs": 3, "evict_assured": true }),
+        "{j}"
+    );
+    assert_eq!(
+        (&j["under_pressure"], &j["episodes"]),
+        (&false.into(), &1.into()),
+        "{j}"
+    );
+
+    // Rejected settings change nothing and name the token.
+    for (args, want) in [
+        (
+            &["ct-set-pressure", "low=60"][..],
+            "'low=60': low_pct=60: must not exceed high_pct=50",
+        ),
+        (
+            &["ct-set-pressure", "embryonic=1", "bogus=1"][..],
+            "'bogus=1'",
+        ),
+        (
+            &["ct-set-pressure", "evict-assured=maybe"][..],
+            "'evict-assured=maybe'",
+        ),
+        (&["ct-set-pressure"][..], "expected [high=N]"),
+        (&["ct-get-pressure", "zone=1"][..], "'zone=1'"),
+    ] {
+        let e = d.fails(args);
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
+    assert_eq!(pressure_json(&d)["config"]["embryonic_secs"], 3);
+    assert_eq!(pressure_json(&d)["config"]["low_pct"], 40);
+    let help = d.ok(&["help"]);
+    assert!(
+        help.contains("ct-get-pressure") && help.contains("ct-set-pressure [high=N]"),
+        "{help}"
+    );
 }

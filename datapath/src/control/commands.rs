@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use super::protocol::Request;
-use super::{ct_cmds, frag_cmds, pmd_cmds, show, trace};
+use super::{ct_cmds, frag_cmds, pmd_cmds, pressure_cmds, show, trace};
 use crate::config::{build_port, PortConfigJson};
 use crate::daemon::Daemon;
 use crate::port::Port;
@@ -49,6 +49,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("ct-set-limits", "[default=N] [zone=N,limit=M]..."),
     ("ct-get-limits", "[zone=N[,N]...]"),
     ("ct-del-limits", "zone=N[,N]..."),
+    ("ct-get-pressure", ""),
+    (
+        "ct-set-pressure",
+        "[high=N] [low=N] [embryonic=SECS] [evict-assured=on|off]",
+    ),
     ("timeout-policy", "add NAME SPEC | del NAME | list"),
     ("ipf-get-status", "[-m]"),
     ("ipf-set", "KEY=VALUE..."),
@@ -81,6 +86,8 @@ pub fn dispatch(d: &Daemon, req: &Request) -> Result<CmdOutput, String> {
         "ct-set-limits" => ct_cmds::set_limits(d, a),
         "ct-get-limits" => ct_cmds::get_limits(d, a),
         "ct-del-limits" => ct_cmds::del_limits(d, a),
+        "ct-get-pressure" => pressure_cmds::get(d, a),
+        "ct-set-pressure" => pressure_cmds::set(d, a),
         "timeout-policy" => ct_cmds::timeout_policy(d, a),
         "ipf-get-status" => frag_cmds::get_status(d, a),
         "ipf-set" => frag_cmds::set(d, a),

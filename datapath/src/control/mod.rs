@@ -12,6 +12,7 @@
 //! | `frag_cmds.rs` | fragment reassembly status and settings (`ipf-get-status`, `ipf-set`) |
 //! | `limits.rs` | default and per-zone connection limits |
 //! | `pmd_cmds.rs` | PMD statistics, receive queues, megaflow dump |
+//! | `pressure_cmds.rs` | conntrack table-pressure settings and state (`ct-get-pressure`, `ct-set-pressure`) |
 //! | `show.rs` | ports and their counters |
 //! | `trace.rs` | `ofproto/trace` against the live tables and conntrack |
 
@@ -22,6 +23,7 @@ pub mod events_cmd;
 pub mod frag_cmds;
 pub mod limits;
 pub mod pmd_cmds;
+pub mod pressure_cmds;
 pub mod protocol;
 pub mod server;
 pub mod show;

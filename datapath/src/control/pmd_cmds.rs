@@ -2,7 +2,11 @@
 //! `pmd-stats-show`, `pmd-stats-clear`, `pmd-rxq-show`, and
 //! `dump-dp-flows` (`dpctl/dump-flows`: the megaflows of each thread).
 //! ferrovs measures time in nanoseconds where OVS counts TSC cycles; the
-//! output says so.
+//! output says so. `pmd-stats-show` adds lines OVS does not have: batch
+//! hits, and on threads running the flow-offload fast path its hits,
+//! installs, handbacks and entries; its JSON also carries
+//! `longest_iteration_ns` (the longest poll-loop iteration since the last
+//! clear).
 
 use serde_json::json;
 
@@ -61,6 +65,14 @@ pub fn format_stats(s: &PmdSnapshot) -> String {
     );
     line("dropped by flow", c.dropped_by_flow.to_string());
     line("megaflows", s.megaflows.to_string());
+    // ferrovs: the flow-offload fast path (`pmd.flow_offload`), shown only
+    // on threads that run it.
+    if s.flow_offload {
+        line("offload hits", c.offload_hits.to_string());
+        line("offload installs", c.offload_installs.to_string());
+        line("offload handbacks", c.offload_handbacks.to_string());
+        line("offload entries", s.offload_entries.to_string());
+    }
     line(
         "idle ns",
         format!("{} ({:.2}%)", s.idle_ns, pct(s.idle_ns, total)),
@@ -99,6 +111,10 @@ fn snapshot_json(s: &PmdSnapshot) -> serde_json::Value {
         "ct_packets": c.ct_packets, "tx_bursts": c.tx_bursts, "tx_packets": c.tx_packets,
         "busy_ns": s.busy_ns, "idle_ns": s.idle_ns, "iterations": s.iterations,
         "megaflows": s.megaflows, "emc_entries": s.emc_entries,
+        "flow_offload": s.flow_offload, "offload_hits": c.offload_hits,
+        "offload_installs": c.offload_installs, "offload_handbacks": c.offload_handbacks,
+        "offload_entries": s.offload_entries,
+        "longest_iteration_ns": s.longest_iteration_ns,
     })
 }
 
