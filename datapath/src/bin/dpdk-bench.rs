@@ -16,6 +16,7 @@
 //! | `testpmd-pcap` | testpmd io, 1 core, loop topology | net_pcap (infinite replay) |
 //! | `one-rule-pcap` | ferrovs, 1 PMD, `actions=in_port` | same |
 //! | `ct-pcap` | ferrovs, 1 PMD, stateful ct pipeline, established UDP | same |
+//! | `ct-offload-pcap` | as `ct-pcap`, with the flow-offload fast path (`pmd.flow_offload`) | same |
 //! | `one-rule-null-2pmd` | ferrovs, 2 PMDs, 2 rx queues per port | as `one-rule-null` |
 //! | `ct-pcap-2pmd` | ferrovs, 2 PMDs, 2 rx queues (one capture each) | as `ct-pcap` |
 //!
@@ -57,6 +58,7 @@ const ALL_CELLS: &[&str] = &[
     "testpmd-pcap",
     "one-rule-pcap",
     "ct-pcap",
+    "ct-offload-pcap",
     "one-rule-null-2pmd",
     "ct-pcap-2pmd",
 ];
@@ -262,6 +264,9 @@ fn run(args: &Args) -> Result<(), String> {
         }
         if let (Some(t), Some(c)) = (get("testpmd-null"), get("ct-pcap")) {
             line += &format!(" ct (pcap)/testpmd (null) {:.0}%;", 100.0 * c / t);
+        }
+        if let (Some(c), Some(o)) = (get("ct-pcap"), get("ct-offload-pcap")) {
+            line += &format!(" ct fast path/classic {:.2}x;", o / c);
         }
         if let (Some(a), Some(b)) = (get("one-rule-null"), get("one-rule-null-2pmd")) {
             line += &format!(" one-rule 2 PMDs/1 PMD {:.2}x;", b / a);
@@ -473,7 +478,8 @@ fn run_ferrovs_cell(spec: &CellSpec) -> Result<CellResult, String> {
     let cfg = serde_json::json!({
         "log_level": "warn",
         "control_socket": spec.dir.join(format!("{}.sock", spec.prefix)),
-        "pmd": {"threads": queues, "cores": cores, "idle_sleep_us": 0},
+        "pmd": {"threads": queues, "cores": cores, "idle_sleep_us": 0,
+                "flow_offload": spec.cell.contains("offload")},
         "dpdk": {"eal_args": eal, "mbufs": 32768},
         "ports": ports,
         "flows": flows_path,
