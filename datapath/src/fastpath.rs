@@ -88,10 +88,12 @@
 //! path until the hardware rule is in.
 
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::Arc;
 
 use crate::action::{nat, rewrite};
 use crate::cache::FlowRef;
 use crate::flow::FlowKey;
+use crate::hw_offload::{FastRule, HwOffloadSink};
 use crate::packet::{Packet, PortNo};
 use crate::program::Op;
 use crate::BATCH_SIZE;
@@ -142,6 +144,15 @@ impl FastKey {
         k[KEY_WORDS.iter().position(|&i| i == TCP_FLAGS_WORD)?] &= !TCP_FLAGS_MASK;
         let rest = w[1] | w[3] | w[4] | w[5] | w[16..].iter().fold(0, |a, b| a | b);
         (rest == 0).then_some(FastKey(k))
+    }
+
+    /// The first-pass flow key back (TCP flags cleared).
+    pub fn flow_key(&self) -> FlowKey {
+        let mut key = FlowKey::ZERO;
+        for (&w, &i) in self.0.iter().zip(KEY_WORDS.iter()) {
+            key.words_mut()[i] = w;
+        }
+        key
     }
 }
 
@@ -238,6 +249,8 @@ pub struct FastPath {
     cands: Box<[Option<Candidate>; BATCH_SIZE]>,
     pub installs: u64,
     pub handbacks: u64,
+    /// Told of every entry installed and removed (slot index as id).
+    hw: Option<Arc<dyn HwOffloadSink>>,
 }
 
 impl Default for FastPath {
@@ -295,7 +308,13 @@ impl FastPath {
             cands: Box::new([None; BATCH_SIZE]),
             installs: 0,
             handbacks: 0,
+            hw: None,
         }
+    }
+
+    /// Report entries to a hardware offloader ([`crate::hw_offload`]).
+    pub fn set_hw_offload(&mut self, sink: Option<Arc<dyn HwOffloadSink>>) {
+        self.hw = sink;
     }
 
     /// Entries (offloaded connection directions).
@@ -462,6 +481,9 @@ impl FastPath {
                     }
                 }
                 retire(&e, tracker, now_ns);
+                if let Some(h) = &self.hw {
+                    h.removed(u64::from(idx));
+                }
                 self.handbacks += 1;
             }
             self.free.push(idx);
@@ -474,7 +496,12 @@ impl FastPath {
     pub fn sync(&mut self, tracker: &ct::Tracker, now_ns: u64) {
         let epoch = tracker.offload_epoch();
         let mut gone = 0;
-        let (entries, free, by_conn) = (&mut self.entries, &mut self.free, &mut self.by_conn);
+        let (entries, free, by_conn, hw) = (
+            &mut self.entries,
+            &mut self.free,
+            &mut self.by_conn,
+            &self.hw,
+        );
         self.map.retain(|_, idx| {
             let slot = &mut entries[*idx as usize];
             let Some(e) = slot.as_mut() else {
@@ -492,6 +519,9 @@ impl FastPath {
                 return true;
             }
             tracker.release_offload(&e.handle);
+            if let Some(h) = hw {
+                h.removed(u64::from(*idx));
+            }
             by_conn.remove(&(*e.handle.key(), e.dir.index()));
             *slot = None;
             free.push(*idx);
@@ -582,11 +612,15 @@ impl FastPath {
                 seg: None,
             };
             let conn = (*handle.key(), dir.index());
-            if let Some(&idx) = self.map.get(&fk) {
+            let idx = if let Some(&idx) = self.map.get(&fk) {
                 // The same direction learnt twice in one batch: keep the
                 // newer.
+                if let Some(h) = &self.hw {
+                    h.removed(u64::from(idx));
+                }
                 self.entries[idx as usize] = Some(e);
                 self.by_conn.insert(conn, idx);
+                idx
             } else {
                 let idx = match self.free.pop() {
                     Some(idx) => {
@@ -600,6 +634,12 @@ impl FastPath {
                 };
                 self.map.insert(fk, idx);
                 self.by_conn.insert(conn, idx);
+                idx
+            };
+            if let Some(h) = &self.hw {
+                if let Some(r) = FastRule::new(&fk.flow_key(), nat.as_ref(), rewrites, *out) {
+                    h.installed(u64::from(idx), &r);
+                }
             }
             self.installs += 1;
         }
@@ -661,7 +701,12 @@ impl FastPath {
     pub fn expire_idle(&mut self, now_ns: u64, max_idle_ms: u64, tracker: &ct::Tracker) {
         let now_ms = now_ns / 1_000_000;
         let mut gone = 0;
-        let (entries, free, by_conn) = (&mut self.entries, &mut self.free, &mut self.by_conn);
+        let (entries, free, by_conn, hw) = (
+            &mut self.entries,
+            &mut self.free,
+            &mut self.by_conn,
+            &self.hw,
+        );
         self.map.retain(|_, idx| {
             let slot = &mut entries[*idx as usize];
             let keep = slot
@@ -671,6 +716,9 @@ impl FastPath {
                 if let Some(e) = slot.take() {
                     by_conn.remove(&(*e.handle.key(), e.dir.index()));
                     retire(&e, tracker, now_ns);
+                    if let Some(h) = hw {
+                        h.removed(u64::from(*idx));
+                    }
                     gone += 1;
                 }
                 free.push(*idx);
@@ -686,8 +734,12 @@ impl FastPath {
         self.map.clear();
         self.free.clear();
         self.by_conn.clear();
-        for e in self.entries.drain(..).flatten() {
+        for (idx, e) in self.entries.drain(..).enumerate() {
+            let Some(e) = e else { continue };
             retire(&e, tracker, now_ns);
+            if let Some(h) = &self.hw {
+                h.removed(idx as u64);
+            }
             self.handbacks += 1;
         }
         self.cands.fill(None);
