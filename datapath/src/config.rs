@@ -59,7 +59,12 @@
 //!   `type` is a `null` port. `vlan` defaults to access VLAN 0.
 //! * `flows`: an `ovs-ofctl add-flows` file loaded at start.
 //! * `dpdk`: optional; `eal_args` (required) and `mbufs` (8192, at least
-//!   256) as above. Needed by `dpdk` ports.
+//!   256) as above. Needed by `dpdk` ports. `hw_offload` (false): push
+//!   the fast path's connections to the DPDK ports as rte_flow rules
+//!   ([`crate::hw_offload`]; OVS's `other_config:hw-offload`); needs
+//!   `pmd.flow_offload`.
+//! * `pmd.flow_offload` (false): the flow-offload fast path
+//!   ([`crate::fastpath`]).
 //!
 //! Relative paths (flows file, pcap files) are relative to the directory of
 //! the configuration file. Unknown keys are errors naming the key; every
@@ -112,6 +117,10 @@ pub struct DpdkJson {
     pub eal_args: Vec<String>,
     #[serde(default = "default_mbufs")]
     pub mbufs: u32,
+    /// Push fast-path entries to DPDK ports as rte_flow rules
+    /// ([`crate::hw_offload`]); needs `pmd.flow_offload`. Off by default.
+    #[serde(default)]
+    pub hw_offload: bool,
 }
 
 fn default_mbufs() -> u32 {
@@ -165,6 +174,7 @@ pub struct PmdJson {
     pub emc: bool,
     pub megaflow: bool,
     pub emc_insert_inv_prob: u32,
+    pub flow_offload: bool,
 }
 
 impl Default for PmdJson {
@@ -177,6 +187,7 @@ impl Default for PmdJson {
             emc: p.pipeline.emc,
             megaflow: p.pipeline.megaflow,
             emc_insert_inv_prob: p.pipeline.emc_insert_inv_prob,
+            flow_offload: p.pipeline.flow_offload,
         }
     }
 }
@@ -192,6 +203,7 @@ impl PmdJson {
                 emc: self.emc,
                 megaflow: self.megaflow,
                 emc_insert_inv_prob: self.emc_insert_inv_prob,
+                flow_offload: self.flow_offload,
                 ..PipelineConfig::default()
             },
             ..PmdConfig::default()
@@ -361,6 +373,11 @@ impl DaemonConfig {
             }
             if d.mbufs < 256 {
                 return Err(format!("dpdk.mbufs: {}: must be at least 256", d.mbufs));
+            }
+            if d.hw_offload && !self.pmd.flow_offload {
+                return Err("dpdk.hw_offload: true needs \"pmd\": {\"flow_offload\": true} \
+                     (hardware rules mirror the fast path's entries)"
+                    .into());
             }
         } else if let Some((i, p)) = self
             .ports

@@ -691,4 +691,46 @@ impl HwOffloader for HwOffload {
             ports,
         }
     }
+
+    fn stop(&self) {
+        HwOffload::stop(self);
+    }
+}
+
+/// An offloader for the DPDK ports of `sw` whose PMD threads number
+/// `threads`: devices are found through [`crate::port::Port::dpdk_device`],
+/// a partial rule's queue is the first rx queue of the ingress port the
+/// owning thread polls (round-robin assignment, [`crate::pmd::assign_rxqs`]).
+/// The ports present now are probed before it returns.
+pub fn for_switch(
+    sw: &Arc<crate::switch::Switch>,
+    threads: usize,
+    cfg: HwOffloadConfig,
+) -> std::io::Result<Arc<HwOffload>> {
+    let weak = Arc::downgrade(sw);
+    let lookup: DeviceLookup = Arc::new(move |no| {
+        let sw = weak.upgrade()?;
+        let dev = sw
+            .ports()
+            .into_iter()
+            .find(|p| p.port_no() == no)?
+            .dpdk_device()?;
+        Some(Arc::new(EthFlowDevice(dev)) as Arc<dyn FlowDevice>)
+    });
+    let weak = Arc::downgrade(sw);
+    let n = threads.max(1);
+    let rxq_of: RxqLookup = Arc::new(move |no, thread| {
+        let sw = weak.upgrade()?;
+        crate::pmd::assign_rxqs(&sw.ports(), thread, n)
+            .into_iter()
+            .find(|(p, _)| p.port_no() == no)
+            .and_then(|(_, q)| u16::try_from(q).ok())
+    });
+    let h = HwOffload::start(cfg, lookup, rxq_of)?;
+    for p in sw.ports() {
+        if p.dpdk_device().is_some() {
+            h.probe(p.port_no());
+        }
+    }
+    Ok(h)
 }

@@ -231,6 +231,9 @@ pub trait HwOffloader: Send + Sync {
     /// The sink of PMD thread `thread`.
     fn sink(&self, thread: usize) -> Arc<dyn HwOffloadSink>;
     fn status(&self) -> HwOffloadStatus;
+    /// Handle what is queued, remove every rule, stop (after the PMD
+    /// threads stopped).
+    fn stop(&self);
 }
 
 /// What a port's probe found.
