@@ -84,7 +84,6 @@ done
 log "DPDK ports over vdevs (datapath --features dpdk)"
 cargo test -p datapath --features dpdk --locked --test dpdk_ports --test dpdk_pcap --test daemon_dpdk --test testpmd_memif
 log "rte_flow hardware offload (datapath --features dpdk; the net_tap test needs root)"
-cargo test -p datapath --features dpdk --locked --lib hw_offload
 cargo test -p datapath --features dpdk --locked --test hw_offload_engine --test dpdk_hw_offload --test daemon_hw_offload --test dpdk_hw_offload_tap
 
 log "dpdk-bench smoke (testpmd io, one-rule and ct pipelines over vdevs, no hugepages)"

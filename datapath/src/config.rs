@@ -375,9 +375,11 @@ impl DaemonConfig {
                 return Err(format!("dpdk.mbufs: {}: must be at least 256", d.mbufs));
             }
             if d.hw_offload && !self.pmd.flow_offload {
-                return Err("dpdk.hw_offload: true needs \"pmd\": {\"flow_offload\": true} \
+                return Err(
+                    "dpdk.hw_offload: true needs \"pmd\": {\"flow_offload\": true} \
                      (hardware rules mirror the fast path's entries)"
-                    .into());
+                        .into(),
+                );
             }
         } else if let Some((i, p)) = self
             .ports

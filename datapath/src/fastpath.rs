@@ -72,20 +72,13 @@
 //! - Packets are not counted in `ct_packets`, nor in megaflow hits; they
 //!   are counted in [`crate::pipeline::PipelineCounters::offload_hits`].
 //!
-//! # Hardware (rte_flow) offload, not implemented
+//! # Hardware (rte_flow) offload
 //!
-//! An entry is almost an rte_flow rule: pattern ETH/IPV4|IPV6/TCP|UDP on
-//! the exact key (plus `in_port` as the ingress port), actions
-//! SET_IPV4_SRC/DST, SET_TP_SRC/DST (the NAT edit and rewrites),
-//! PORT_ID (the output), and a COUNT action. What it would take: a
-//! per-port capability probe (`rte_flow_validate`), installing from a
-//! control thread (rule insertion is slow and may sleep), TCP flag
-//! matching so SYN/FIN/RST still reach software (a higher-priority rule
-//! sending them to the normal queue), periodic `rte_flow_query` of the
-//! COUNT action to feed [`ct::Tracker::touch`] in bulk (counters and
-//! expiry; window tracking would have to be fully liberal), and removal on
-//! the same hand-back events as here. Packets keep taking this software
-//! path until the hardware rule is in.
+//! With `dpdk.hw_offload`, every entry installed or removed here is also
+//! reported to a [`crate::hw_offload::HwOffloadSink`] (see
+//! [`FastPath::set_hw_offload`]), which pushes it to the ingress DPDK port
+//! as an rte_flow rule from its own thread: [`crate::hw_offload`] explains
+//! full vs partial offload, what is pushed, and what was tested where.
 
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;

@@ -81,7 +81,11 @@ fn ctl(dir: &Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
@@ -111,9 +115,17 @@ fn hw_offload_needs_flow_offload() {
         .unwrap();
     let status = child.wait().unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert_eq!(status.code(), Some(1), "{err}");
-    assert!(err.contains("dpdk.hw_offload") && err.contains("flow_offload"), "{err}");
+    assert!(
+        err.contains("dpdk.hw_offload") && err.contains("flow_offload"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -122,9 +134,18 @@ fn hw_offload_show_reports_probed_ports() {
     let dir = temp_dir("hwoff-show");
     let d = start(&dir, &config(&dir, "hwoff-show", true, true));
     let text = ctl(&dir, &["hw-offload-show"]);
-    assert!(text.starts_with("hw offload: installed=0 removed=0 active=0"), "{text}");
-    assert!(text.contains("port 1 (net_ring0): mode none rules=0"), "{text}");
-    assert!(text.contains("port 2 (net_null0): mode none rules=0"), "{text}");
+    assert!(
+        text.starts_with("hw offload: installed=0 removed=0 active=0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("port 1 (net_ring0): mode none rules=0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("port 2 (net_null0): mode none rules=0"),
+        "{text}"
+    );
     assert!(text.contains("Function not implemented"), "{text}");
     let j: serde_json::Value =
         serde_json::from_str(&ctl(&dir, &["--json", "hw-offload-show"])).unwrap();

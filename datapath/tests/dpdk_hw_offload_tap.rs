@@ -54,8 +54,9 @@ fn kernel_has_tc_flower() -> bool {
         sh(&["ip", "link", "add", a, "type", "veth", "peer", "name", b]),
         "creating a veth pair for the tc check"
     );
-    let ok = sh(&["tc", "qdisc", "add", "dev", a, "root", "handle", "1:", "multiq"])
-        && sh(&["tc", "qdisc", "add", "dev", a, "ingress"])
+    let ok = sh(&[
+        "tc", "qdisc", "add", "dev", a, "root", "handle", "1:", "multiq",
+    ]) && sh(&["tc", "qdisc", "add", "dev", a, "ingress"])
         && sh(&[
             "tc", "filter", "add", "dev", a, "parent", "ffff:", "protocol", "ip", "flower",
             "ip_proto", "udp", "classid", "1:1",
@@ -151,7 +152,10 @@ fn hw_offload_tap_root() {
             "set_ipv4_src",
             vec![FlowAction::SetIpv4Src([10, 9, 9, 9]), FlowAction::Queue(0)],
         ),
-        ("set_tp_dst", vec![FlowAction::SetTpDst(99), FlowAction::Queue(0)]),
+        (
+            "set_tp_dst",
+            vec![FlowAction::SetTpDst(99), FlowAction::Queue(0)],
+        ),
         ("port_id", vec![FlowAction::PortId(0)]),
         ("represented_port", vec![FlowAction::RepresentedPort(0)]),
     ] {

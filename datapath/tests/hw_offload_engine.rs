@@ -80,7 +80,10 @@ impl FakeDevice {
     }
 
     fn check(&self, rule: &FlowRule) -> Result<(), FlowError> {
-        let queue_only = rule.actions.iter().all(|a| matches!(a, FlowAction::Queue(_)));
+        let queue_only = rule
+            .actions
+            .iter()
+            .all(|a| matches!(a, FlowAction::Queue(_)));
         let mark_queue = rule
             .actions
             .iter()
@@ -144,10 +147,8 @@ impl FlowDevice for FakeDevice {
 
 fn offloader(devs: &[(u32, Arc<FakeDevice>)], cfg: HwOffloadConfig) -> Arc<HwOffload> {
     let map: HashMap<u32, Arc<FakeDevice>> = devs.iter().cloned().collect();
-    let lookup: DeviceLookup = Arc::new(move |no: PortNo| {
-        map.get(&no.0)
-            .map(|d| d.clone() as Arc<dyn FlowDevice>)
-    });
+    let lookup: DeviceLookup =
+        Arc::new(move |no: PortNo| map.get(&no.0).map(|d| d.clone() as Arc<dyn FlowDevice>));
     let rxq: RxqLookup = Arc::new(|_, thread| Some(thread as u16));
     HwOffload::start(cfg, lookup, rxq).expect("offload thread")
 }
@@ -282,7 +283,11 @@ fn establish_udp(rig: &mut Rig, n: u16) {
         let sport = 20_000 + i;
         for _ in 0..3 {
             assert_eq!(rig.inject(1, &udp_c2s(sport)).len(), 1, "c2s forwarded");
-            assert_eq!(rig.inject(2, &udp_s2c(sport, None)).len(), 1, "s2c forwarded");
+            assert_eq!(
+                rig.inject(2, &udp_s2c(sport, None)).len(),
+                1,
+                "s2c forwarded"
+            );
         }
     }
 }
@@ -316,10 +321,17 @@ fn probe_picks_the_best_form_that_validates_and_creates() {
         PortMode::None(why) => assert!(why.contains("validated but create failed"), "{why}"),
         m => panic!("queue-validate-only must be none, got {m}"),
     }
-    assert_eq!(devs[1].1.creates.load(Ordering::Relaxed), 1, "one trial create");
+    assert_eq!(
+        devs[1].1.creates.load(Ordering::Relaxed),
+        1,
+        "one trial create"
+    );
     assert_eq!(h.probe(PortNo(3)), PortMode::Partial { mark: true });
     assert_eq!(h.probe(PortNo(4)), PortMode::Full);
-    assert!(matches!(h.probe(PortNo(9)), PortMode::None(_)), "not a DPDK port");
+    assert!(
+        matches!(h.probe(PortNo(9)), PortMode::None(_)),
+        "not a DPDK port"
+    );
     // Trial rules are gone, and probing is once per port.
     for (_, d) in &devs {
         assert!(d.live.lock().is_empty());
@@ -337,10 +349,17 @@ fn probe_picks_the_best_form_that_validates_and_creates() {
 fn partial_rules_follow_fast_path_entries_and_leave_with_them() {
     let d1 = FakeDevice::new(0, Accepts::MarkQueue);
     let d2 = FakeDevice::new(1, Accepts::MarkQueue);
-    let h = offloader(&[(1, d1.clone()), (2, d2.clone())], HwOffloadConfig::default());
+    let h = offloader(
+        &[(1, d1.clone()), (2, d2.clone())],
+        HwOffloadConfig::default(),
+    );
     let mut rig = Rig::new(UDP_FW, Some(h.clone()));
     establish_udp(&mut rig, 4);
-    assert_eq!(rig.pipeline.offload_count(), 8, "both directions of 4 conns");
+    assert_eq!(
+        rig.pipeline.offload_count(),
+        8,
+        "both directions of 4 conns"
+    );
     wait(&h);
     let s = h.status();
     assert_eq!(s.installed, 8, "{s:?}");
@@ -402,7 +421,10 @@ fn partial_rules_follow_fast_path_entries_and_leave_with_them() {
 fn software_only_ports_get_no_rule_calls() {
     let d1 = FakeDevice::new(0, Accepts::Nothing);
     let d2 = FakeDevice::new(1, Accepts::QueueValidateOnly);
-    let h = offloader(&[(1, d1.clone()), (2, d2.clone())], HwOffloadConfig::default());
+    let h = offloader(
+        &[(1, d1.clone()), (2, d2.clone())],
+        HwOffloadConfig::default(),
+    );
     assert!(matches!(h.probe(PortNo(1)), PortMode::None(_)));
     assert!(matches!(h.probe(PortNo(2)), PortMode::None(_)));
     let (v1, v2, c2) = (
@@ -417,7 +439,11 @@ fn software_only_ports_get_no_rule_calls() {
     let s = h.status();
     assert_eq!((s.installed, s.create_calls, s.failed), (0, 0, 0), "{s:?}");
     assert_eq!(s.not_offloadable, 6);
-    assert_eq!(d1.validates.load(Ordering::Relaxed), v1, "no call after the probe");
+    assert_eq!(
+        d1.validates.load(Ordering::Relaxed),
+        v1,
+        "no call after the probe"
+    );
     assert_eq!(d2.validates.load(Ordering::Relaxed), v2);
     assert_eq!(d2.creates.load(Ordering::Relaxed), c2);
     h.stop();
@@ -443,7 +469,10 @@ fn full_rules_carry_nat_rewrites_count_and_output() {
             .ack(ack)
             .flags(flags)
             .payload(payload);
-        rig.inject(1, &ethernet_with(mac(1), mac(2), &Builder::v4(CLIENT, SERVER).tcp(&seg)))
+        rig.inject(
+            1,
+            &ethernet_with(mac(1), mac(2), &Builder::v4(CLIENT, SERVER).tcp(&seg)),
+        )
     };
     use ct::packet::tcp_flags::{ACK, SYN};
     let syn = c2s(&mut rig, SYN, cseq, 0, b"");
@@ -456,7 +485,10 @@ fn full_rules_carry_nat_rewrites_count_and_output() {
             .ack(ack)
             .flags(flags)
             .payload(payload);
-        rig.inject(2, &ethernet_with(mac(2), mac(1), &Builder::v4(SERVER, NAT_IP).tcp(&seg)))
+        rig.inject(
+            2,
+            &ethernet_with(mac(2), mac(1), &Builder::v4(SERVER, NAT_IP).tcp(&seg)),
+        )
     };
     assert_eq!(s2c(&mut rig, SYN | ACK, sseq, cseq, b"").len(), 1);
     sseq += 1;
@@ -478,11 +510,19 @@ fn full_rules_carry_nat_rewrites_count_and_output() {
     }));
     assert!(r.actions.contains(&FlowAction::SetIpv4Src(NAT_IP.octets())));
     assert!(r.actions.contains(&FlowAction::SetTpSrc(nat_port)) || nat_port == 40_000);
-    assert!(!r.actions.iter().any(|a| matches!(a, FlowAction::SetIpv4Dst(_))));
-    assert_eq!(r.actions[r.actions.len() - 2..], [FlowAction::Count, FlowAction::PortId(8)]);
+    assert!(!r
+        .actions
+        .iter()
+        .any(|a| matches!(a, FlowAction::SetIpv4Dst(_))));
+    assert_eq!(
+        r.actions[r.actions.len() - 2..],
+        [FlowAction::Count, FlowAction::PortId(8)]
+    );
     let back = d2.live_rules();
     assert_eq!(back.len(), 1);
-    assert!(back[0].actions.contains(&FlowAction::SetIpv4Dst(CLIENT.octets())));
+    assert!(back[0]
+        .actions
+        .contains(&FlowAction::SetIpv4Dst(CLIENT.octets())));
     assert_eq!(back[0].actions.last(), Some(&FlowAction::PortId(7)));
     // COUNT queries feed the hardware counters.
     std::thread::sleep(Duration::from_millis(100));

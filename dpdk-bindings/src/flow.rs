@@ -370,11 +370,7 @@ fn flow_error(call: &'static str, ret: i32, err: &ffi::rte_flow_error) -> FlowEr
         // string set by the driver (static, or in the driver's storage that
         // outlives the call); it is copied out at once.
         let m = unsafe { CStr::from_ptr(err.message) };
-        format!(
-            "{}: {}",
-            m.to_string_lossy(),
-            crate::error::strerror(errno)
-        )
+        format!("{}: {}", m.to_string_lossy(), crate::error::strerror(errno))
     };
     FlowError {
         call,
@@ -595,7 +591,10 @@ mod tests {
             ffi::rte_flow_action_type_RTE_FLOW_ACTION_TYPE_QUEUE
         );
         assert_eq!(at::<ffi::rte_flow_action_queue>(a[0].conf).index, 3);
-        assert_eq!(a[1].type_, ffi::rte_flow_action_type_RTE_FLOW_ACTION_TYPE_END);
+        assert_eq!(
+            a[1].type_,
+            ffi::rte_flow_action_type_RTE_FLOW_ACTION_TYPE_END
+        );
     }
 
     #[test]

@@ -268,7 +268,10 @@ fn probe_device(dev: &dyn FlowDevice) -> (PortMode, bool, Option<bool>) {
                 partial = Some(mark);
                 break;
             }
-            Err(e) => why.push(format!("{}: {e}", if mark { "mark+queue" } else { "queue" })),
+            Err(e) => why.push(format!(
+                "{}: {e}",
+                if mark { "mark+queue" } else { "queue" }
+            )),
         }
     }
     let trial = |rule: FlowRule| -> Result<(), FlowError> {
@@ -507,7 +510,8 @@ impl Worker {
     fn add(&mut self, thread: usize, id: u64, r: &FastRule) {
         let c = &self.shared.counters;
         let caps = self.shared.caps(r.in_port);
-        let (Some(dev), Some((rule, full))) = (caps.dev.clone(), self.shared.build(r, &caps, thread))
+        let (Some(dev), Some((rule, full))) =
+            (caps.dev.clone(), self.shared.build(r, &caps, thread))
         else {
             c.not_offloadable.fetch_add(1, Ordering::Relaxed);
             return;
@@ -542,15 +546,10 @@ impl Worker {
         };
         let c = &self.shared.counters;
         c.active.fetch_sub(1, Ordering::Relaxed);
-        let dev = self
-            .shared
-            .ports
-            .lock()
-            .get_mut(&inst.port)
-            .and_then(|p| {
-                p.rules = p.rules.saturating_sub(1);
-                p.dev.clone()
-            });
+        let dev = self.shared.ports.lock().get_mut(&inst.port).and_then(|p| {
+            p.rules = p.rules.saturating_sub(1);
+            p.dev.clone()
+        });
         let res = match dev {
             Some(d) => d.destroy(inst.handle),
             None => Err(foreign_handle("rte_flow_destroy")),
@@ -579,7 +578,8 @@ impl Worker {
                 if let Ok(n) = d.query_count(&inst.handle) {
                     c.hw_packets
                         .fetch_add(n.hits.unwrap_or(0), Ordering::Relaxed);
-                    c.hw_bytes.fetch_add(n.bytes.unwrap_or(0), Ordering::Relaxed);
+                    c.hw_bytes
+                        .fetch_add(n.bytes.unwrap_or(0), Ordering::Relaxed);
                 }
             }
         }

@@ -380,7 +380,10 @@ mod tests {
         assert_eq!(&r.src[..4], &[10, 0, 0, 1]);
         assert_eq!(&r.dst[..4], &[10, 0, 0, 2]);
         assert_eq!((r.proto, r.sport, r.dport), (UDP, 1000, 53));
-        assert_eq!((r.set_src, r.set_dst, r.set_sport, r.set_dport), (None, None, None, None));
+        assert_eq!(
+            (r.set_src, r.set_dst, r.set_sport, r.set_dport),
+            (None, None, None, None)
+        );
         assert!(!r.other_rewrites);
         assert_eq!(r.out, PortNo(4));
     }
@@ -475,7 +478,10 @@ mod tests {
         };
         let t = s.to_text();
         assert!(t.contains("installed=3 removed=2 active=1"), "{t}");
-        assert!(t.contains("port 1 (dp0): mode none rules=0 (rte_flow_validate"), "{t}");
+        assert!(
+            t.contains("port 1 (dp0): mode none rules=0 (rte_flow_validate"),
+            "{t}"
+        );
         let j = s.to_json();
         assert_eq!(j["installed"], 3);
         assert_eq!(j["ports"][0]["mode"], "none");
