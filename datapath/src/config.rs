@@ -452,6 +452,32 @@ mod tests {
     }
 
     #[test]
+    fn flow_offload_and_hw_offload_switches() {
+        let c = DaemonConfig::parse(r#"{"pmd": {"flow_offload": true}, "ports": []}"#).unwrap();
+        assert!(c.pmd.to_pmd_config().pipeline.flow_offload);
+        let c = DaemonConfig::parse(r#"{"ports": []}"#).unwrap();
+        assert!(
+            !c.pmd.to_pmd_config().pipeline.flow_offload,
+            "off by default"
+        );
+        let text = r#"{ "dpdk": { "eal_args": [], "hw_offload": true }, "ports": [] }"#;
+        if cfg!(feature = "dpdk") {
+            let e = err(text);
+            assert!(
+                e.contains("dpdk.hw_offload") && e.contains("flow_offload"),
+                "{e}"
+            );
+            let ok = r#"{ "dpdk": { "eal_args": [], "hw_offload": true },
+                          "pmd": { "flow_offload": true }, "ports": [] }"#;
+            let c = DaemonConfig::parse(ok).unwrap();
+            c.validate().unwrap();
+            assert!(c.dpdk.unwrap().hw_offload);
+        } else {
+            assert!(err(text).contains(NO_DPDK));
+        }
+    }
+
+    #[test]
     fn dpdk_section_and_ports() {
         let text = r#"{ "dpdk": { "eal_args": ["--no-huge", "--vdev", "net_ring0"] },
           "ports": [ { "name": "d", "number": 1, "type": "dpdk",

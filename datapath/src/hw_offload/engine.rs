@@ -421,7 +421,6 @@ impl Shared {
         pattern.push(l4(0));
         let mut actions = Vec::new();
         if mark {
-            // Unique among live rules of the thread; u32 for the device.
             actions.push(FlowAction::Mark(mark_of(thread, r)));
         }
         actions.push(FlowAction::Queue(queue));
@@ -436,8 +435,9 @@ impl Shared {
     }
 }
 
-/// The MARK of a partial rule: a hash of the tuple and thread (the rx side
-/// does not read it yet; see the module docs).
+/// The MARK of a partial rule: a 24-bit hash of the tuple and thread, not
+/// guaranteed unique (the rx side does not read marks yet; see the module
+/// docs; reading them would need a mark -> entry table).
 fn mark_of(thread: usize, r: &FastRule) -> u32 {
     let mut h: u32 = 0x811c_9dc5 ^ thread as u32;
     for b in r

@@ -59,13 +59,15 @@
 //!
 //! # Requests and counters
 //!
-//! Adds go through a bounded queue (`queue_depth`, default 4096): when it
-//! is full the request is dropped and counted (`requests_dropped`), and the
-//! connection simply stays in software. Removals are never dropped (a
-//! missed removal would leak a rule that keeps steering, or in full mode
-//! forwarding, a gone connection): they go through an unbounded queue,
-//! whose length is bounded by the number of fast-path entries. Both share
-//! one FIFO so a slot's add and removal are seen in order.
+//! Requests go through one lock-free FIFO (`crossbeam_queue::SegQueue`)
+//! from the PMD threads to the offload thread, so an entry's add and its
+//! removal are handled in order. Adds are bounded: at most `queue_depth`
+//! (default 4096) may wait; beyond that the add is dropped and counted
+//! (`requests_dropped`) and the connection simply stays in software.
+//! Removals are never dropped (a missed removal would leak a rule that
+//! keeps steering, or in full mode forwarding, a gone connection); their
+//! number is bounded by the fast paths' entries. A removal whose add was
+//! dropped finds no rule and is ignored.
 //!
 //! # What was tested where (DPDK 22.11)
 //!
