@@ -31,6 +31,7 @@ command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)
 pkg-config --exists libdpdk 2>/dev/null || need_pkgs+=(libdpdk-dev)
 command -v dpdk-testpmd >/dev/null 2>&1 || need_pkgs+=(dpdk-dev) # testpmd_memif (Debian ships dpdk-testpmd in dpdk-dev)
+command -v tc >/dev/null 2>&1 || need_pkgs+=(iproute2) # dpdk_hw_offload_tap: the kernel's tc flower check
 grep -q 'libclang\(-[0-9.]*\)\?\.so' < <(ldconfig -p 2>/dev/null) || need_pkgs+=(libclang1-14)
 compgen -G '/usr/lib/llvm-*/lib/clang/*/include/stddef.h' >/dev/null || need_pkgs+=(libclang-common-14-dev)
 if [ "${FERROVS_QUICK:-0}" != 1 ] && [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -83,6 +84,8 @@ done
 # --- tests (last, so the runner's summary closes the log) --------------------
 log "DPDK ports over vdevs (datapath --features dpdk)"
 cargo test -p datapath --features dpdk --locked --test dpdk_ports --test dpdk_pcap --test daemon_dpdk --test testpmd_memif
+log "rte_flow hardware offload (datapath --features dpdk; the net_tap test needs root)"
+cargo test -p datapath --features dpdk --locked --test hw_offload_engine --test dpdk_hw_offload --test daemon_hw_offload --test dpdk_hw_offload_tap
 
 log "dpdk-bench smoke (testpmd io, one-rule and ct pipelines over vdevs, no hugepages)"
 cargo build --release -p datapath --features dpdk --locked --bin dpdk-bench

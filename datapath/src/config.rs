@@ -68,7 +68,12 @@
 //!   `type` is a `null` port. `vlan` defaults to access VLAN 0.
 //! * `flows`: an `ovs-ofctl add-flows` file loaded at start.
 //! * `dpdk`: optional; `eal_args` (required) and `mbufs` (8192, at least
-//!   256) as above. Needed by `dpdk` ports.
+//!   256) as above. Needed by `dpdk` ports. `hw_offload` (false): push
+//!   the fast path's connections to the DPDK ports as rte_flow rules
+//!   ([`crate::hw_offload`]; OVS's `other_config:hw-offload`); needs
+//!   `pmd.flow_offload`.
+//! * `pmd.flow_offload` (false): the flow-offload fast path
+//!   ([`crate::fastpath`]).
 //!
 //! Relative paths (flows file, pcap files) are relative to the directory of
 //! the configuration file. Unknown keys are errors naming the key; every
@@ -121,6 +126,10 @@ pub struct DpdkJson {
     pub eal_args: Vec<String>,
     #[serde(default = "default_mbufs")]
     pub mbufs: u32,
+    /// Push fast-path entries to DPDK ports as rte_flow rules
+    /// ([`crate::hw_offload`]); needs `pmd.flow_offload`. Off by default.
+    #[serde(default)]
+    pub hw_offload: bool,
 }
 
 fn default_mbufs() -> u32 {
@@ -429,6 +438,13 @@ impl DaemonConfig {
             if d.mbufs < 256 {
                 return Err(format!("dpdk.mbufs: {}: must be at least 256", d.mbufs));
             }
+            if d.hw_offload && !self.pmd.flow_offload {
+                return Err(
+                    "dpdk.hw_offload: true needs \"pmd\": {\"flow_offload\": true} \
+                     (hardware rules mirror the fast path's entries)"
+                        .into(),
+                );
+            }
         } else if let Some((i, p)) = self
             .ports
             .iter()
@@ -498,6 +514,32 @@ mod tests {
             PathBuf::from("/etc/ferrovs/firewall.flows")
         );
         assert!(c.metrics.unwrap().addr().unwrap().ip().is_loopback());
+    }
+
+    #[test]
+    fn flow_offload_and_hw_offload_switches() {
+        let c = DaemonConfig::parse(r#"{"pmd": {"flow_offload": true}, "ports": []}"#).unwrap();
+        assert!(c.pmd.to_pmd_config().pipeline.flow_offload);
+        let c = DaemonConfig::parse(r#"{"ports": []}"#).unwrap();
+        assert!(
+            !c.pmd.to_pmd_config().pipeline.flow_offload,
+            "off by default"
+        );
+        let text = r#"{ "dpdk": { "eal_args": [], "hw_offload": true }, "ports": [] }"#;
+        if cfg!(feature = "dpdk") {
+            let e = err(text);
+            assert!(
+                e.contains("dpdk.hw_offload") && e.contains("flow_offload"),
+                "{e}"
+            );
+            let ok = r#"{ "dpdk": { "eal_args": [], "hw_offload": true },
+                          "pmd": { "flow_offload": true }, "ports": [] }"#;
+            let c = DaemonConfig::parse(ok).unwrap();
+            c.validate().unwrap();
+            assert!(c.dpdk.unwrap().hw_offload);
+        } else {
+            assert!(err(text).contains(NO_DPDK));
+        }
     }
 
     #[test]

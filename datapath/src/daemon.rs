@@ -77,6 +77,9 @@ impl Daemon {
                 .ofctl("add-flows", &text, sw.clock.now_ms())
                 .map_err(|e| format!("flows: {}: {e}", path.display()))?;
         }
+        if cfg.dpdk.as_ref().is_some_and(|d| d.hw_offload) {
+            start_hw_offload(&sw, cfg.pmd.threads)?;
+        }
         let pmds = PmdSet::start(sw.clone(), &cfg.pmd.to_pmd_config())
             .map_err(|e| format!("starting PMD threads: {e}"))?;
         let (tx, rx) = channel();
@@ -101,13 +104,32 @@ impl Daemon {
         self.shutdown.lock().clone()
     }
 
-    /// Stop the PMD threads and flush every pcap recording.
+    /// Stop the PMD threads (then the hardware offloader: its rules are
+    /// removed) and flush every pcap recording.
     pub fn stop(&self) {
         self.pmds.lock().stop();
+        if let Some(h) = self.sw.hw_offload() {
+            h.stop();
+        }
         for p in self.pcap_outputs.lock().iter() {
             if let Err(e) = p.flush() {
                 tracing::error!("flushing {}: {e}", p.path().display());
             }
         }
     }
+}
+
+/// Start the rte_flow offloader (`dpdk.hw_offload`) and hand it to the
+/// switch before the PMD threads start.
+#[cfg(feature = "dpdk")]
+fn start_hw_offload(sw: &Arc<Switch>, threads: usize) -> Result<(), String> {
+    let h = crate::hw_offload::engine::for_switch(sw, threads, Default::default())
+        .map_err(|e| format!("dpdk.hw_offload: starting the offload thread: {e}"))?;
+    sw.set_hw_offload(Some(h));
+    Ok(())
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn start_hw_offload(_: &Arc<Switch>, _: usize) -> Result<(), String> {
+    Err(format!("dpdk.hw_offload: {}", crate::config::NO_DPDK))
 }

@@ -81,28 +81,24 @@
 //! (UDP, 64-byte frames, one thread, the generator's own cost included in
 //! both paths): 2.8x the classic path at 1k connections, 4.0x at 100k.
 //!
-//! # Hardware (rte_flow) offload, not implemented
+//! # Hardware (rte_flow) offload
 //!
-//! An entry is almost an rte_flow rule: pattern ETH/IPV4|IPV6/TCP|UDP on
-//! the exact key (plus `in_port` as the ingress port), actions
-//! SET_IPV4_SRC/DST, SET_TP_SRC/DST (the NAT edit and rewrites),
-//! PORT_ID (the output), and a COUNT action. What it would take: a
-//! per-port capability probe (`rte_flow_validate`), installing from a
-//! control thread (rule insertion is slow and may sleep), TCP flag
-//! matching so SYN/FIN/RST still reach software (a higher-priority rule
-//! sending them to the normal queue), periodic `rte_flow_query` of the
-//! COUNT action to feed [`ct::Tracker::touch`] in bulk (counters and
-//! expiry; window tracking would have to be fully liberal), and removal on
-//! the same hand-back events as here. Packets keep taking this software
-//! path until the hardware rule is in.
+//! With `dpdk.hw_offload`, every entry installed or removed here is also
+//! reported to a [`crate::hw_offload::HwOffloadSink`] (see
+//! [`FastPath::set_hw_offload`]), which pushes it to the ingress DPDK port
+//! as an rte_flow rule from its own thread: [`crate::hw_offload`] explains
+//! full vs partial offload, what is pushed, and what was tested where.
 
 mod index;
+
+use std::sync::Arc;
 
 use index::KeyIndex;
 
 use crate::action::{nat, rewrite};
 use crate::cache::FlowRef;
 use crate::flow::FlowKey;
+use crate::hw_offload::{FastRule, HwOffloadSink};
 use crate::packet::{prefetch, Packet, PortNo};
 use crate::program::Op;
 use crate::BATCH_SIZE;
@@ -162,6 +158,15 @@ impl FastKey {
         k[10] &= !TCP_FLAGS_MASK;
         let rest = w[1] | w[3] | w[4] | w[5] | w[16..].iter().fold(0, |a, b| a | b);
         (rest == 0).then_some(FastKey(k))
+    }
+
+    /// The first-pass flow key back (TCP flags cleared).
+    pub fn flow_key(&self) -> FlowKey {
+        let mut key = FlowKey::ZERO;
+        for (&w, &i) in self.0.iter().zip(KEY_WORDS.iter()) {
+            key.words_mut()[i] = w;
+        }
+        key
     }
 }
 
@@ -314,6 +319,8 @@ pub struct FastPath {
     cands: Box<[Option<Candidate>; BATCH_SIZE]>,
     pub installs: u64,
     pub handbacks: u64,
+    /// Told of every entry installed and removed (entry number as id).
+    hw: Option<Arc<dyn HwOffloadSink>>,
 }
 
 impl Default for FastPath {
@@ -387,7 +394,13 @@ impl FastPath {
             cands: Box::new([None; BATCH_SIZE]),
             installs: 0,
             handbacks: 0,
+            hw: None,
         }
+    }
+
+    /// Report entries to a hardware offloader ([`crate::hw_offload`]).
+    pub fn set_hw_offload(&mut self, sink: Option<Arc<dyn HwOffloadSink>>) {
+        self.hw = sink;
     }
 
     /// Entries (offloaded connection directions).
@@ -616,6 +629,9 @@ impl FastPath {
         if let Some(c) = self.cold[idx as usize].take() {
             tracker.release_offload(&c.handle);
             self.credit_on_removal(c);
+            if let Some(h) = &self.hw {
+                h.removed(u64::from(idx));
+            }
         }
         self.free.push(idx);
         self.handbacks += 1;
@@ -716,6 +732,9 @@ impl FastPath {
         self.by_conn.remove(&(*c.handle.key(), c.dir.index()));
         tracker.release_offload(&c.handle);
         self.credit_on_removal(c);
+        if let Some(h) = &self.hw {
+            h.removed(u64::from(idx));
+        }
         self.free.push(idx);
         self.handbacks += 1;
     }
@@ -845,6 +864,11 @@ impl FastPath {
                     .map_or(0, |c| c.hash)
             });
             self.by_conn.insert(conn, idx);
+            if let (Some(h), Some(Some(c))) = (&self.hw, self.cold.get(idx as usize)) {
+                if let Some(r) = FastRule::new(&fk.flow_key(), c.nat.as_ref(), &c.rewrites, *out) {
+                    h.installed(u64::from(idx), &r);
+                }
+            }
             self.installs += 1;
         }
     }

@@ -71,6 +71,7 @@ pub mod daemon;
 pub mod defrag;
 pub mod fastpath;
 pub mod flow;
+pub mod hw_offload;
 pub mod metrics;
 pub mod output;
 #[allow(unsafe_code)] // the prefetch hint

@@ -214,6 +214,10 @@ impl Pipeline {
     /// A pipeline for poll-mode thread `thread_index` of `sw`.
     pub fn new(sw: Arc<Switch>, cfg: PipelineConfig, thread_index: usize) -> Pipeline {
         let ports = sw.ports();
+        let mut fastpath = FastPath::default();
+        if let Some(h) = sw.hw_offload() {
+            fastpath.set_hw_offload(Some(h.sink(thread_index)));
+        }
         let emc_prob = if cfg.emc && cfg.megaflow {
             cfg.emc_insert_inv_prob
         } else {
@@ -234,7 +238,7 @@ impl Pipeline {
             uncached: Vec::new(),
             ct_results: vec![ct::CtResult::default(); BATCH_SIZE],
             defrag: Defrag::default(),
-            fastpath: FastPath::default(),
+            fastpath,
             sw,
             cfg,
         }

@@ -15,6 +15,7 @@ use std::time::Instant;
 use ofproto::pipeline::{PortConfig, VlanMode};
 use parking_lot::{Mutex, RwLock};
 
+use crate::hw_offload::HwOffloader;
 use crate::packet::PortNo;
 use crate::port::Port;
 use crate::upcall::recirc::RecircTable;
@@ -71,6 +72,9 @@ pub struct Switch {
     /// Bumped on every port-set change; PMDs reload their queues.
     port_version: AtomicU64,
     warned: Mutex<HashSet<String>>,
+    /// Hardware offload of fast-path entries ([`crate::hw_offload`]), if
+    /// enabled; pipelines created after it is set use it.
+    hw_offload: RwLock<Option<Arc<dyn HwOffloader>>>,
 }
 
 impl Switch {
@@ -86,6 +90,7 @@ impl Switch {
             ports: RwLock::new(Arc::new(Vec::new())),
             port_version: AtomicU64::new(0),
             warned: Mutex::new(HashSet::new()),
+            hw_offload: RwLock::new(None),
         })
     }
 
@@ -193,6 +198,16 @@ impl Switch {
         );
         *g = Arc::new(v);
         self.port_version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Enable hardware offload for pipelines created from now on.
+    pub fn set_hw_offload(&self, h: Option<Arc<dyn HwOffloader>>) {
+        *self.hw_offload.write() = h;
+    }
+
+    /// The hardware offloader, if enabled.
+    pub fn hw_offload(&self) -> Option<Arc<dyn HwOffloader>> {
+        self.hw_offload.read().clone()
     }
 
     /// Log `msg` as a warning the first time it is seen.

@@ -5,7 +5,7 @@
 //!   C shim functions that expose DPDK's `static inline` fast path (rx/tx burst,
 //!   mbuf alloc/free/mtod/append/prepend/adj, prefetch, rte_errno).
 //! - Safe wrappers, one concept per module: [`eal`], [`mempool`], [`mbuf`],
-//!   [`ethdev`], [`error`].
+//!   [`ethdev`], [`flow`] (rte_flow rules), [`error`].
 //!
 //! All `unsafe` of ferrovs lives in this crate; every block carries a
 //! `// SAFETY:` comment.
@@ -15,6 +15,7 @@
 pub mod eal;
 pub mod error;
 pub mod ethdev;
+pub mod flow;
 pub mod mbuf;
 pub mod mempool;
 

@@ -64,6 +64,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("add-port", "JSON-PORT-SPEC"),
     ("del-port", "NAME"),
     ("show", ""),
+    ("hw-offload-show", ""),
     ("trace", "'FLOW' [--ct-next STATES]"),
     ("version", ""),
     ("help", ""),
@@ -98,6 +99,7 @@ pub fn dispatch(d: &Daemon, req: &Request) -> Result<CmdOutput, String> {
         "add-port" => add_port(d, a),
         "del-port" => del_port(d, a),
         "show" => no_args(a).and_then(|_| show::show(d)),
+        "hw-offload-show" => no_args(a).map(|_| hw_offload_show(d)),
         "trace" => trace::trace(d, a),
         "version" => no_args(a).map(|_| {
             let v = env!("CARGO_PKG_VERSION");
@@ -106,6 +108,20 @@ pub fn dispatch(d: &Daemon, req: &Request) -> Result<CmdOutput, String> {
         "help" => Ok(help()),
         "exit" => no_args(a).map(|_| CmdOutput::empty()),
         other => Err(format!("'{other}': unknown command (try 'help')")),
+    }
+}
+
+/// `hw-offload-show`: the rte_flow offloader's counters and port modes.
+fn hw_offload_show(d: &Daemon) -> CmdOutput {
+    match d.sw.hw_offload() {
+        Some(h) => {
+            let s = h.status();
+            CmdOutput::new(s.to_text(), s.to_json())
+        }
+        None => CmdOutput::new(
+            "hw offload: disabled (dpdk.hw_offload is false)\n",
+            json!({ "enabled": false }),
+        ),
     }
 }
 

@@ -253,6 +253,10 @@ impl Port for DpdkPort {
         &self.name
     }
 
+    fn dpdk_device(&self) -> Option<Arc<EthDev>> {
+        Some(self.dev.clone())
+    }
+
     fn port_no(&self) -> PortNo {
         self.port_no
     }

@@ -212,6 +212,13 @@ pub trait Port: Send + Sync {
     fn link_state(&self) -> LinkState {
         LinkState::Up
     }
+
+    /// The DPDK device behind the port, for rte_flow offload
+    /// ([`crate::hw_offload`]); None for every other kind of port.
+    #[cfg(feature = "dpdk")]
+    fn dpdk_device(&self) -> Option<std::sync::Arc<dpdk_bindings::EthDev>> {
+        None
+    }
 }
 
 /// A sink: counts what it is given and frees it. Receives nothing.
