@@ -616,7 +616,7 @@ impl FastPath {
         let Some(Some(c)) = self.cold.get(idx as usize) else {
             return;
         };
-        let (key, dir, hash) = (*c.handle.key(), c.dir, c.hash);
+        let (key, dir) = (*c.handle.key(), c.dir);
         let now_ms = now_ns / 1_000_000;
         let mut st = Settlements::new();
         self.settle(idx, now_ms, &mut st);
@@ -624,17 +624,7 @@ impl FastPath {
             self.settle(o, now_ms, &mut st);
         }
         self.settle_batch(&mut st, tracker, now_ns);
-        self.by_conn.remove(&(key, dir.index()));
-        self.index.remove(hash, idx);
-        if let Some(c) = self.cold[idx as usize].take() {
-            tracker.release_offload(&c.handle);
-            self.credit_on_removal(c);
-            if let Some(h) = &self.hw {
-                h.removed(u64::from(idx));
-            }
-        }
-        self.free.push(idx);
-        self.handbacks += 1;
+        self.drop_entry(idx, tracker);
     }
 
     /// Megaflow credit of removed entries, handed out by the next
