@@ -34,14 +34,16 @@
 //!    saw a reply if the window has one; else a replied but not yet assured
 //!    one; else, *only if* [`PressureConfig::evict_assured`] is set for the
 //!    tracker or [`crate::zone::Zones::set_evict_assured`] for the victim's
-//!    zone, an assured one. By default a table full of assured connections
+//!    zone, an assured one. If that shard has no victim, the next
+//!    [`EARLY_DROP_NEIGHBOURS`] shards are scanned the same way, each only
+//!    if its lock is free. By default a table full of assured connections
 //!    refuses the new connection (`refused` counter, packet `+inv`) rather
 //!    than evicting, like Linux, which never early-drops assured entries.
 //!
 //! Differences from Linux nf_conntrack, on purpose: Linux has no automatic
 //! timeout shrinking (the workshop notes discuss it as a wish); its early
-//! drop scans hash buckets of the whole table rather than the new entry's
-//! shard, and it has no way to evict assured entries.
+//! drop scans hash buckets from the new entry's onwards rather than a few
+//! shards' windows, and it has no way to evict assured entries.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
@@ -221,6 +223,10 @@ fn victim_rank(c: &Conn, evict_assured: impl Fn(&Conn) -> bool) -> Option<u8> {
 
 /// Slots looked at per early drop.
 pub const EARLY_DROP_SCAN: u32 = 128;
+
+/// Shards after the new connection's own that early drop may look in
+/// when its own has no victim.
+pub const EARLY_DROP_NEIGHBOURS: usize = 4;
 
 impl Tracker {
     /// Change the pressure thresholds and early-drop policy.

@@ -47,7 +47,7 @@ use crate::expect::ExpectTable;
 use crate::key::{ConnKey, Dir, Zone};
 use crate::nat::{self, NatAction, NatEdit, NatSpec};
 use crate::packet::{self, CtPacket, L4Info, PacketInfo, PktFlags};
-use crate::pressure::Pressure;
+use crate::pressure::{Pressure, EARLY_DROP_NEIGHBOURS};
 use crate::proto::{ProtoState, Update};
 use crate::state::CtState;
 use crate::table::{key_hash, KeyHash, RemoteRef, Shard, REMOTE};
@@ -1223,6 +1223,11 @@ impl Tracker {
     /// Evict one connection of this shard (in `zone` when given), chosen
     /// by [`Tracker::early_drop_victim`]: unreplied first, assured only by
     /// explicit policy (see [`crate::pressure`]).
+    ///
+    /// If this shard has no victim, the next [`EARLY_DROP_NEIGHBOURS`]
+    /// shards are tried, each only if its lock is free (`try_lock`: no
+    /// waiting, and no deadlock with the shards this thread already
+    /// holds, which `try_lock` reports as taken).
     fn early_drop(
         &self,
         shard: &mut Shard,
@@ -1230,12 +1235,23 @@ impl Tracker {
         ctx: &Ctx<'_>,
         events: &mut Vec<ConnEvent>,
     ) -> bool {
-        let Some(slot) = self.early_drop_victim(shard, zone) else {
-            return false;
-        };
-        shard.stats.early_drops += 1;
-        self.destroy(shard, slot, DestroyCause::EarlyDrop, ctx, events);
-        true
+        if let Some(slot) = self.early_drop_victim(shard, zone) {
+            shard.stats.early_drops += 1;
+            self.destroy(shard, slot, DestroyCause::EarlyDrop, ctx, events);
+            return true;
+        }
+        let home = shard.number() as usize;
+        for k in 1..=EARLY_DROP_NEIGHBOURS.min(self.mask) {
+            let Some(mut other) = self.shards[(home + k) & self.mask].try_lock() else {
+                continue;
+            };
+            if let Some(slot) = self.early_drop_victim(&mut other, zone) {
+                other.stats.early_drops += 1;
+                self.destroy(&mut other, slot, DestroyCause::EarlyDrop, ctx, events);
+                return true;
+            }
+        }
+        false
     }
 
     /// Remove a connection from its shard, release its counts, queue DESTROY.

@@ -291,3 +291,38 @@ fn sweep_work_is_bounded_per_call() {
     assert_eq!(total, n as usize);
     assert!(calls >= n as usize / budget);
 }
+
+/// A full table of assured connections and one unreplied one: every new
+/// connection evicts the one unreplied entry, whichever of the two shards
+/// either lands in (early drop looks in the neighbouring shards when its
+/// own has no victim). Without that, about half of the newcomers would be
+/// refused.
+#[test]
+fn early_drop_finds_a_victim_in_a_neighbouring_shard() {
+    let t = Tracker::new(TrackerConfig {
+        max_conns: 8,
+        shards: 2,
+        seed: Some(3),
+        ..Default::default()
+    });
+    for i in 1..=7 {
+        assured_udp(&t, i);
+    }
+    run_at(&t, &udp4("10.0.0.1", "10.0.7.1", 1000, 53), T0);
+    assert_eq!(t.len(), 8);
+    for i in 0..20u16 {
+        let st = run_at(&t, &udp4("10.0.0.2", "10.0.7.2", 2000 + i, 53), T0);
+        assert!(st.contains(CtState::NEW), "newcomer {i}: {st:?}");
+        assert_eq!(t.len(), 8);
+    }
+    assert_eq!(t.counters().refused, 0);
+    assert_eq!(t.counters().early_drops, 20);
+    // The assured ones all survived.
+    assert_eq!(
+        keys(&t, T0)
+            .iter()
+            .filter(|(_, s, _)| s.contains(ConnStatus::ASSURED))
+            .count(),
+        7
+    );
+}
