@@ -62,8 +62,9 @@ const NS_PER_S: u64 = 1_000_000_000;
 /// seconds, and the connection must not expire in between.
 pub const MIN_TIMEOUT_S: u32 = 10;
 
-/// Where an offloaded connection lives, and what it must still be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where an offloaded connection lives, and what it must still be. (The
+/// default handle names no connection: every touch of it fails.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OffloadHandle {
     shard: u32,
     slot: u32,

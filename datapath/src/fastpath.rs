@@ -321,6 +321,8 @@ pub struct FastPath {
     pub handbacks: u64,
     /// Told of every entry installed and removed (entry number as id).
     hw: Option<Arc<dyn HwOffloadSink>>,
+    /// `forward_batch`'s settlements, kept between batches.
+    scratch: Option<Box<Settlements>>,
 }
 
 impl Default for FastPath {
@@ -359,23 +361,31 @@ fn tcp_seg(p: &Packet, ipv6: bool) -> Option<ct::packet::TcpSeg> {
     })
 }
 
+/// One settlement: the connection, the direction, packets and L3 bytes,
+/// the latest TCP segment.
+type Settlement = (
+    ct::OffloadHandle,
+    ct::Dir,
+    (u64, u64),
+    Option<ct::packet::TcpSeg>,
+);
+
 /// Entries whose accounting [`FastPath::settle_batch`] owes conntrack.
 struct Settlements {
     idx: [u32; BATCH_SIZE],
-    /// What each settles: packets and L3 bytes, latest TCP segment.
-    req: [((u64, u64), Option<ct::packet::TcpSeg>); BATCH_SIZE],
+    req: [Settlement; BATCH_SIZE],
     ok: [bool; BATCH_SIZE],
     n: usize,
 }
 
 impl Settlements {
-    fn new() -> Settlements {
-        Settlements {
+    fn new() -> Box<Settlements> {
+        Box::new(Settlements {
             idx: [0; BATCH_SIZE],
-            req: [((0, 0), None); BATCH_SIZE],
+            req: [(ct::OffloadHandle::default(), ct::Dir::Orig, (0, 0), None); BATCH_SIZE],
             ok: [false; BATCH_SIZE],
             n: 0,
-        }
+        })
     }
 }
 
@@ -395,6 +405,7 @@ impl FastPath {
             installs: 0,
             handbacks: 0,
             hw: None,
+            scratch: Some(Settlements::new()),
         }
     }
 
@@ -432,20 +443,15 @@ impl FastPath {
             c.used_ms = now_ms;
         }
         st.idx[st.n] = idx;
-        st.req[st.n] = (pend, h.seg());
+        st.req[st.n] = (c.handle, c.dir, pend, h.seg());
         st.n += 1;
         h.clear_pend();
     }
 
     /// Touch conntrack for the settlements of `st` (answers in `st.ok`).
     fn settle_batch(&self, st: &mut Settlements, tracker: &ct::Tracker, now_ns: u64) {
-        let (cold, idx, req) = (&self.cold, &st.idx, &st.req);
-        let handle = |k: usize| {
-            let c = cold[idx[k] as usize]
-                .as_ref()
-                .expect("settled entry is live");
-            (&c.handle, c.dir, req[k].0, req[k].1)
-        };
+        let req = &st.req;
+        let handle = |k: usize| (&req[k].0, req[k].1, req[k].2, req[k].3);
         tracker.touch_batch(st.n, handle, now_ns, &mut st.ok);
     }
 
@@ -507,7 +513,8 @@ impl FastPath {
         let mut found = [u32::MAX; BATCH_SIZE];
         let mut fwd = [0u8; BATCH_SIZE];
         let mut nfwd = 0;
-        let mut check = Settlements::new();
+        let mut check = self.scratch.take().unwrap_or_else(Settlements::new);
+        check.n = 0;
         let mut check_pkt = [(0u8, 0u32, None::<ct::packet::TcpSeg>); BATCH_SIZE];
         for i in 0..n {
             if !keyed[i] {
@@ -573,6 +580,7 @@ impl FastPath {
                 nfwd += 1;
             }
         }
+        self.scratch = Some(check);
         // 5. Rewrite.
         for &i in &fwd[..nfwd] {
             let i = i as usize;
