@@ -1284,16 +1284,18 @@ impl Tracker {
         }
     }
 
+    /// Give back one connection's place under the global and zone limits.
+    pub(crate) fn release_counts(&self, zone: Zone) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        self.zones.slot(zone).count.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Give back a removed connection's counts.
     pub(crate) fn release(&self, c: &Conn) {
         if c.status.contains(ConnStatus::OFFLOADED) {
             self.offload_epoch.fetch_add(1, Ordering::Release);
         }
-        self.count.fetch_sub(1, Ordering::Relaxed);
-        self.zones
-            .slot(c.key.zone)
-            .count
-            .fetch_sub(1, Ordering::Relaxed);
+        self.release_counts(c.key.zone);
         if !self.expectations.is_empty() {
             self.expectations.remove_master(&c.key);
         }

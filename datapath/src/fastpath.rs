@@ -322,7 +322,7 @@ pub struct FastPath {
     pub handbacks: u64,
     /// Told of every entry installed and removed (entry number as id).
     hw: Option<Arc<dyn HwOffloadSink>>,
-    /// `forward_batch`'s settlements, kept between batches.
+    /// The settlement buffer, kept between uses (no allocation per batch).
     scratch: Option<Box<Settlements>>,
 }
 
@@ -514,8 +514,7 @@ impl FastPath {
         let mut found = [u32::MAX; BATCH_SIZE];
         let mut fwd = [0u8; BATCH_SIZE];
         let mut nfwd = 0;
-        let mut check = self.scratch.take().unwrap_or_else(Settlements::new);
-        check.n = 0;
+        let mut check = self.take_scratch();
         let mut check_pkt = [(0u8, 0u32, None::<ct::packet::TcpSeg>); BATCH_SIZE];
         for i in 0..n {
             if !keyed[i] {
@@ -627,13 +626,21 @@ impl FastPath {
         };
         let (key, dir) = (*c.handle.key(), c.dir);
         let now_ms = now_ns / 1_000_000;
-        let mut st = Settlements::new();
+        let mut st = self.take_scratch();
         self.settle(idx, now_ms, &mut st);
         if let Some(&o) = self.by_conn.get(&(key, 1 - dir.index())) {
             self.settle(o, now_ms, &mut st);
         }
         self.settle_batch(&mut st, tracker, now_ns);
+        self.scratch = Some(st);
         self.drop_entry(idx, tracker);
+    }
+
+    /// The settlement buffer, emptied (put it back in `scratch` after).
+    fn take_scratch(&mut self) -> Box<Settlements> {
+        let mut st = self.scratch.take().unwrap_or_else(Settlements::new);
+        st.n = 0;
+        st
     }
 
     /// Megaflow credit of removed entries, handed out by the next
@@ -677,7 +684,7 @@ impl FastPath {
     ) {
         let epoch = tracker.offload_epoch() as u32;
         let now_ms = now_ns / 1_000_000;
-        let mut st = Settlements::new();
+        let mut st = self.take_scratch();
         let mut gone = Vec::new();
         for idx in range {
             let Some(c) = &self.cold[idx] else {
@@ -698,6 +705,7 @@ impl FastPath {
         if st.n > 0 {
             self.finish_sync_batch(&mut st, epoch, tracker, now_ns, &mut gone);
         }
+        self.scratch = Some(st);
         for idx in gone {
             self.drop_entry(idx, tracker);
         }

@@ -213,11 +213,7 @@ impl Tracker {
         for mut d in entries {
             d.owed &= !mask;
             if d.owed == 0 {
-                self.count.fetch_sub(1, Ordering::Relaxed);
-                self.zones
-                    .slot(d.ev.conn.zone)
-                    .count
-                    .fetch_sub(1, Ordering::Relaxed);
+                self.release_counts(d.ev.conn.zone);
             } else {
                 list.heap.push(d);
             }
@@ -343,11 +339,7 @@ impl Tracker {
                 }
             }
             if d.owed == 0 {
-                self.count.fetch_sub(1, Ordering::Relaxed);
-                self.zones
-                    .slot(d.ev.conn.zone)
-                    .count
-                    .fetch_sub(1, Ordering::Relaxed);
+                self.release_counts(d.ev.conn.zone);
                 released += 1;
             } else {
                 if d.owed & try_now != 0 {

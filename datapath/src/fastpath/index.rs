@@ -106,21 +106,7 @@ impl KeyIndex {
     /// (to prefetch; [`KeyIndex::find`] confirms).
     #[inline]
     pub fn candidate(&self, hash: u64) -> Option<u32> {
-        let sig = sig_of(hash);
-        let mut b = hash as usize & self.mask;
-        for _ in 0..self.buckets.len() {
-            let bucket = &self.buckets[b];
-            for j in 0..SLOTS {
-                if bucket.sig[j] == sig {
-                    return Some(bucket.entry[j]);
-                }
-            }
-            if bucket.overflow == 0 {
-                return None;
-            }
-            b = (b + 1) & self.mask;
-        }
-        None
+        self.find(hash, |_| true)
     }
 
     /// The entry stored under `hash` for which `is_key` holds.
